@@ -1,0 +1,134 @@
+# Sealink: the two commands a new user runs are `make demo` and `make test`.
+# Everything else they need is set up here, idempotently: Debian packages, the venv
+# from pinned requirements, and pinned, checksum-verified sources in deps/.
+
+SHELL := /bin/bash
+ROOT := $(CURDIR)
+PYTHON ?= python3
+VENV := $(ROOT)/.venv
+VPY := $(VENV)/bin/python
+DEPS := $(ROOT)/deps
+MPY := $(DEPS)/micropython
+MICROPY_DIR ?= $(MPY)
+BUILD_ROOT := $(ROOT)/build
+JOBS ?= $(shell nproc)
+
+APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi gcc-riscv64-unknown-elf \
+	picolibc-riscv64-unknown-elf qemu-system-arm qemu-system-misc mosquitto xz-utils
+
+# Boards built here.  ESP32_GENERIC and ESP32_GENERIC_C3 need ESP-IDF (not obtainable
+# on this machine): see boards/ESP32_GENERIC*/README.md.
+BOARDS_HERE := UNIX UNIX_STOCK QEMU_MPS2_AN385 QEMU_VIRT_RV32
+BOARDS_IDF := ESP32_GENERIC ESP32_GENERIC_C3
+BOARD ?= $(BOARDS_HERE)
+
+USERMOD := $(ROOT)/firmware/usermod
+NO_MPY_LIB := $(ROOT)/firmware/no-micropython-lib
+MPY_CROSS := $(MICROPY_DIR)/mpy-cross/build/mpy-cross
+
+STAMP_APT := $(DEPS)/.stamp-apt
+STAMP_VENV := $(VENV)/.stamp-requirements
+STAMP_MPY := $(MPY)/.sealink-fetched
+STAMP_MONO := $(DEPS)/monocypher/.sealink-fetched
+STAMP_PATCH := $(MICROPY_DIR)/.sealink-patched
+
+.PHONY: all setup firmware test test-fast demo bench lint format clean distclean sizes $(BOARDS_HERE) $(BOARDS_IDF)
+
+all: firmware
+
+setup: $(STAMP_APT) $(STAMP_VENV) $(STAMP_MONO) $(STAMP_PATCH) $(MPY_CROSS)
+
+# --- Debian packages -------------------------------------------------------------------
+$(STAMP_APT):
+	@mkdir -p $(DEPS)
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+		| grep -q "install ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "setup: installing Debian packages:" $$missing; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+	@touch $@
+
+# --- Python venv from pinned requirements ------------------------------------------------
+$(STAMP_VENV): requirements.txt pyproject.toml
+	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(VPY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $@
+
+# --- Pinned sources -----------------------------------------------------------------------
+$(STAMP_MPY): | $(STAMP_APT)
+	bash tools/fetch-micropython.sh
+
+$(STAMP_MONO): | $(STAMP_VENV)
+	PYTHON=$(VPY) bash tools/fetch-monocypher.sh
+
+# Our port changes (firmware/patches), applied once to the fetched source.
+$(STAMP_PATCH): $(if $(filter $(MPY),$(MICROPY_DIR)),$(STAMP_MPY)) $(wildcard firmware/patches/*/*.patch)
+	bash tools/apply-patches.sh $(MICROPY_DIR)
+
+$(MPY_CROSS): | $(STAMP_PATCH) $(STAMP_APT)
+	$(MAKE) -C $(MICROPY_DIR)/mpy-cross -j$(JOBS) >/dev/null
+
+# --- Firmware -----------------------------------------------------------------------------
+firmware: $(BOARD)
+	@$(VPY) tools/firmware_size.py $(filter-out UNIX_STOCK,$(BOARD))
+
+MAKE_UNIX = $(MAKE) -C $(MICROPY_DIR)/ports/unix -j$(JOBS) MPY_LIB_DIR=$(NO_MPY_LIB) \
+	VARIANT_DIR=$(ROOT)/boards/$(1) BOARD_DIR=$(ROOT)/boards/$(1)
+MAKE_QEMU = $(MAKE) -C $(MICROPY_DIR)/ports/qemu -j$(JOBS) MPY_LIB_DIR=$(NO_MPY_LIB) \
+	BOARD_DIR=$(ROOT)/boards/$(1) RV32_ARCH=rv32imac
+
+# Each board is built twice: with the module (the firmware) and without it (the
+# baseline tools/firmware_size.py compares against to report the module's flash cost).
+UNIX: setup
+	@echo "firmware: UNIX"
+	@$(call MAKE_UNIX,UNIX) BUILD=$(BUILD_ROOT)/UNIX USER_C_MODULES=$(USERMOD) >$(BUILD_ROOT)/UNIX.log 2>&1 \
+		|| { tail -40 $(BUILD_ROOT)/UNIX.log; exit 1; }
+	@$(call MAKE_UNIX,UNIX) BUILD=$(BUILD_ROOT)/baseline/UNIX >$(BUILD_ROOT)/UNIX-baseline.log 2>&1 \
+		|| { tail -40 $(BUILD_ROOT)/UNIX-baseline.log; exit 1; }
+
+UNIX_STOCK: setup
+	@echo "firmware: UNIX_STOCK"
+	@$(call MAKE_UNIX,UNIX_STOCK) BUILD=$(BUILD_ROOT)/UNIX_STOCK >$(BUILD_ROOT)/UNIX_STOCK.log 2>&1 \
+		|| { tail -40 $(BUILD_ROOT)/UNIX_STOCK.log; exit 1; }
+
+QEMU_MPS2_AN385 QEMU_VIRT_RV32: setup
+	@echo "firmware: $@"
+	@$(call MAKE_QEMU,$@) BUILD=$(BUILD_ROOT)/$@ USER_C_MODULES=$(USERMOD) >$(BUILD_ROOT)/$@.log 2>&1 \
+		|| { tail -40 $(BUILD_ROOT)/$@.log; exit 1; }
+	@$(call MAKE_QEMU,$@) BUILD=$(BUILD_ROOT)/baseline/$@ >$(BUILD_ROOT)/$@-baseline.log 2>&1 \
+		|| { tail -40 $(BUILD_ROOT)/$@-baseline.log; exit 1; }
+
+$(BOARDS_IDF):
+	@echo "firmware: $@ is built with ESP-IDF, which cannot be installed on this machine."
+	@echo "          See boards/$@/README.md for the idf.py command line."
+	@exit 2
+
+sizes:
+	@$(VPY) tools/firmware_size.py UNIX QEMU_MPS2_AN385 QEMU_VIRT_RV32
+
+# --- Tests, demo, benchmarks ----------------------------------------------------------------
+test: firmware
+	$(VPY) -m pytest -q tests
+
+test-fast: setup
+	$(VPY) -m pytest -q tests -m "not slow"
+
+demo: setup
+	@echo "make demo: the emulated fleet demo arrives with Stage 4 (see README.md)."
+	@exit 2
+
+bench: firmware
+	$(VPY) bench/crypto_speed.py
+
+lint: setup
+	$(VENV)/bin/ruff check lib gateway tests tools bench
+
+clean:
+	rm -rf $(BUILD_ROOT)
+
+distclean: clean
+	rm -rf $(DEPS) $(VENV)

@@ -1,0 +1,2 @@
+# Only what stock firmware freezes that Sealink relies on: asyncio.
+include("$(MPY_DIR)/extmod/asyncio")

@@ -1,0 +1,158 @@
+// _sealink_crypto: thin MicroPython bindings over Monocypher 4.0.3.
+//
+// No cryptographic math lives here: X25519, ChaCha20-Poly1305 (IETF, 96-bit nonce),
+// constant-time comparison and wiping are Monocypher's.  This file only moves bytes in
+// and out, checks lengths exactly, and wipes every secret it copied.  The public face
+// is lib/sealink/crypto.py, which validates types and maps errors to Sealink's own.
+
+#include <string.h>
+
+#include "py/runtime.h"
+#include "py/objstr.h"
+#include "monocypher.h"
+
+#define SEALINK_KEY_SIZE (32)
+#define SEALINK_NONCE_SIZE (12)
+#define SEALINK_TAG_SIZE (16)
+
+static const void *sealink_buffer(mp_obj_t obj, size_t expected_len, const char *what) {
+    mp_buffer_info_t bufinfo;
+    mp_get_buffer_raise(obj, &bufinfo, MP_BUFFER_READ);
+    if (bufinfo.len != expected_len) {
+        mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT("%s must be %d bytes"),
+            what, (int)expected_len);
+    }
+    return bufinfo.buf;
+}
+
+// Constant-time check that all 32 bytes are zero (the X25519 low-order result).
+static int sealink_is_zero32(const uint8_t buf[32]) {
+    uint8_t acc = 0;
+    for (size_t i = 0; i < 32; ++i) {
+        acc |= buf[i];
+    }
+    return ((acc - 1) >> 8) & 1;
+}
+
+// x25519(secret, public) -> shared secret; ValueError on an all-zero result.
+static mp_obj_t sealink_crypto_x25519(mp_obj_t secret_in, mp_obj_t public_in) {
+    const uint8_t *secret = sealink_buffer(secret_in, SEALINK_KEY_SIZE, "secret");
+    const uint8_t *public = sealink_buffer(public_in, SEALINK_KEY_SIZE, "public");
+    vstr_t shared;
+    vstr_init_len(&shared, SEALINK_KEY_SIZE);
+    crypto_x25519((uint8_t *)shared.buf, secret, public);
+    if (sealink_is_zero32((const uint8_t *)shared.buf)) {
+        vstr_clear(&shared);
+        mp_raise_ValueError(MP_ERROR_TEXT("low-order point"));
+    }
+    return mp_obj_new_bytes_from_vstr(&shared);
+}
+static MP_DEFINE_CONST_FUN_OBJ_2(sealink_crypto_x25519_obj, sealink_crypto_x25519);
+
+// x25519_base(secret) -> public key.
+static mp_obj_t sealink_crypto_x25519_base(mp_obj_t secret_in) {
+    const uint8_t *secret = sealink_buffer(secret_in, SEALINK_KEY_SIZE, "secret");
+    vstr_t public;
+    vstr_init_len(&public, SEALINK_KEY_SIZE);
+    crypto_x25519_public_key((uint8_t *)public.buf, secret);
+    return mp_obj_new_bytes_from_vstr(&public);
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(sealink_crypto_x25519_base_obj, sealink_crypto_x25519_base);
+
+// aead_seal(key, nonce, plaintext, aad) -> ciphertext || tag.
+static mp_obj_t sealink_crypto_aead_seal(size_t n_args, const mp_obj_t *args) {
+    (void)n_args;
+    const uint8_t *key = sealink_buffer(args[0], SEALINK_KEY_SIZE, "key");
+    const uint8_t *nonce = sealink_buffer(args[1], SEALINK_NONCE_SIZE, "nonce");
+    mp_buffer_info_t plain;
+    mp_get_buffer_raise(args[2], &plain, MP_BUFFER_READ);
+    mp_buffer_info_t aad;
+    mp_get_buffer_raise(args[3], &aad, MP_BUFFER_READ);
+
+    vstr_t out;
+    vstr_init_len(&out, plain.len + SEALINK_TAG_SIZE);
+    crypto_aead_ctx ctx;
+    crypto_aead_init_ietf(&ctx, key, nonce);
+    crypto_aead_write(&ctx, (uint8_t *)out.buf, (uint8_t *)out.buf + plain.len,
+        aad.buf, aad.len, plain.buf, plain.len);
+    crypto_wipe(&ctx, sizeof(ctx));
+    return mp_obj_new_bytes_from_vstr(&out);
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(sealink_crypto_aead_seal_obj, 4, 4, sealink_crypto_aead_seal);
+
+// aead_open(key, nonce, ciphertext || tag, aad) -> plaintext; ValueError on a bad tag.
+// Monocypher verifies the tag before it decrypts: on failure no plaintext exists.
+static mp_obj_t sealink_crypto_aead_open(size_t n_args, const mp_obj_t *args) {
+    (void)n_args;
+    const uint8_t *key = sealink_buffer(args[0], SEALINK_KEY_SIZE, "key");
+    const uint8_t *nonce = sealink_buffer(args[1], SEALINK_NONCE_SIZE, "nonce");
+    mp_buffer_info_t sealed;
+    mp_get_buffer_raise(args[2], &sealed, MP_BUFFER_READ);
+    if (sealed.len < SEALINK_TAG_SIZE) {
+        mp_raise_ValueError(MP_ERROR_TEXT("ciphertext shorter than the tag"));
+    }
+    mp_buffer_info_t aad;
+    mp_get_buffer_raise(args[3], &aad, MP_BUFFER_READ);
+
+    size_t text_len = sealed.len - SEALINK_TAG_SIZE;
+    const uint8_t *cipher = sealed.buf;
+    vstr_t out;
+    vstr_init_len(&out, text_len);
+    crypto_aead_ctx ctx;
+    crypto_aead_init_ietf(&ctx, key, nonce);
+    int mismatch = crypto_aead_read(&ctx, (uint8_t *)out.buf, cipher + text_len,
+        aad.buf, aad.len, cipher, text_len);
+    crypto_wipe(&ctx, sizeof(ctx));
+    if (mismatch) {
+        vstr_clear(&out);
+        mp_raise_ValueError(MP_ERROR_TEXT("authentication failed"));
+    }
+    return mp_obj_new_bytes_from_vstr(&out);
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(sealink_crypto_aead_open_obj, 4, 4, sealink_crypto_aead_open);
+
+// compare(a, b) -> bool, in time that depends only on the lengths.
+static mp_obj_t sealink_crypto_compare(mp_obj_t a_in, mp_obj_t b_in) {
+    mp_buffer_info_t a;
+    mp_get_buffer_raise(a_in, &a, MP_BUFFER_READ);
+    mp_buffer_info_t b;
+    mp_get_buffer_raise(b_in, &b, MP_BUFFER_READ);
+    if (a.len != b.len) {
+        return mp_const_false;
+    }
+    const uint8_t *pa = a.buf;
+    const uint8_t *pb = b.buf;
+    uint8_t acc = 0;
+    for (size_t i = 0; i < a.len; ++i) {
+        acc |= pa[i] ^ pb[i];
+    }
+    return mp_obj_new_bool(acc == 0);
+}
+static MP_DEFINE_CONST_FUN_OBJ_2(sealink_crypto_compare_obj, sealink_crypto_compare);
+
+// wipe(buf): zero a writable buffer in a way the compiler cannot elide.
+static mp_obj_t sealink_crypto_wipe(mp_obj_t buf_in) {
+    mp_buffer_info_t buf;
+    mp_get_buffer_raise(buf_in, &buf, MP_BUFFER_WRITE);
+    crypto_wipe(buf.buf, buf.len);
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(sealink_crypto_wipe_obj, sealink_crypto_wipe);
+
+static const mp_rom_map_elem_t sealink_crypto_module_globals_table[] = {
+    { MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR__sealink_crypto) },
+    { MP_ROM_QSTR(MP_QSTR_x25519), MP_ROM_PTR(&sealink_crypto_x25519_obj) },
+    { MP_ROM_QSTR(MP_QSTR_x25519_base), MP_ROM_PTR(&sealink_crypto_x25519_base_obj) },
+    { MP_ROM_QSTR(MP_QSTR_aead_seal), MP_ROM_PTR(&sealink_crypto_aead_seal_obj) },
+    { MP_ROM_QSTR(MP_QSTR_aead_open), MP_ROM_PTR(&sealink_crypto_aead_open_obj) },
+    { MP_ROM_QSTR(MP_QSTR_compare), MP_ROM_PTR(&sealink_crypto_compare_obj) },
+    { MP_ROM_QSTR(MP_QSTR_wipe), MP_ROM_PTR(&sealink_crypto_wipe_obj) },
+};
+static MP_DEFINE_CONST_DICT(sealink_crypto_module_globals, sealink_crypto_module_globals_table);
+
+const mp_obj_module_t sealink_crypto_user_cmodule = {
+    .base = { &mp_type_module },
+    .globals = (mp_obj_dict_t *)&sealink_crypto_module_globals,
+};
+
+MP_REGISTER_MODULE(MP_QSTR__sealink_crypto, sealink_crypto_user_cmodule);

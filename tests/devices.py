@@ -1,0 +1,183 @@
+"""Run code on real MicroPython firmware from pytest.
+
+Two kinds of target, one interface (`exec(code) -> stdout`):
+
+- `UnixDevice`: a unix-port MicroPython process (build/UNIX or build/UNIX_STOCK) running
+  a small line-oriented runner on stdin/stdout; the process lives for the whole test
+  module, so state (imported modules, defined helpers) persists between calls.
+- `QemuDevice`: a QEMU guest (build/QEMU_*/firmware.elf) booted with the qemu port's
+  standard command line and `-serial pty`, driven over the raw REPL with mpremote's
+  serial transport, exactly as a user drives a board.
+
+Every wait is bounded: boot, each exec and shutdown have timeouts.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import select
+import subprocess
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "build"
+LIB = ROOT / "lib"
+
+
+class DeviceError(Exception):
+    """The code raised on the device; `output` holds its traceback."""
+
+    def __init__(self, output: str):
+        super().__init__(output)
+        self.output = output
+
+
+# Read lines from stdin, each a base64-encoded block of Python, run each, and finish
+# every reply with a sentinel line so the host knows where the output ends.
+_UNIX_RUNNER = r"""
+import sys, binascii
+def _run():
+    g = {"__name__": "__device__"}
+    while True:
+        line = sys.stdin.readline()
+        if not line:
+            break
+        code = binascii.a2b_base64(line.strip()).decode()
+        try:
+            exec(code, g)
+            sys.stdout.write("\x04OK\n")
+        except BaseException as e:
+            sys.print_exception(e)
+            sys.stdout.write("\x04ERR\n")
+_run()
+"""
+
+
+class UnixDevice:
+    name = "unix"
+
+    def __init__(self, board: str = "UNIX", heapsize: str | None = None,
+                 env: dict[str, str] | None = None, timeout: float = 120.0):
+        self.board = board
+        self.binary = BUILD / board / "micropython"
+        if not self.binary.exists():
+            raise FileNotFoundError(f"{self.binary} is missing: run `make firmware`")
+        args = [str(self.binary)]
+        if heapsize:
+            args += ["-X", f"heapsize={heapsize}"]
+        args += ["-c", _UNIX_RUNNER]
+        child_env = dict(os.environ)
+        # Frozen modules come first on sys.path (".frozen"); MICROPYPATH adds lib/ so a
+        # stock firmware (nothing frozen) finds the package the way a user's board would.
+        child_env["MICROPYPATH"] = f".frozen:{LIB}"
+        child_env.update(env or {})
+        self.timeout = timeout
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, env=child_env, bufsize=0)
+
+    def exec(self, code: str, timeout: float | None = None) -> str:
+        self.proc.stdin.write(base64.b64encode(code.encode()) + b"\n")
+        self.proc.stdin.flush()
+        out = bytearray()
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            end = out.find(b"\x04")
+            if end >= 0 and out.endswith(b"\n") and out[end:].count(b"\n") >= 1:
+                status = out[end + 1:].strip()
+                text = out[:end].decode(errors="replace")
+                if status == b"OK":
+                    return text
+                raise DeviceError(text)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{self.board}: no reply within the timeout; got {bytes(out)!r}")
+            ready, _, _ = select.select([self.proc.stdout], [], [], left)
+            if ready:
+                chunk = os.read(self.proc.stdout.fileno(), 65536)
+                if not chunk:
+                    raise DeviceError(f"{self.board} exited: {out.decode(errors='replace')}")
+                out += chunk
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+QEMU_MACHINES = {
+    "QEMU_MPS2_AN385": ["qemu-system-arm", "-machine", "mps2-an385"],
+    "QEMU_VIRT_RV32": ["qemu-system-riscv32", "-machine", "virt", "-bios", "none"],
+}
+
+
+def qemu_command(board: str, icount: int | None = None) -> list[str]:
+    """The qemu port's standard command line for `board`, serial on a pty."""
+    elf = BUILD / board / "firmware.elf"
+    cmd = QEMU_MACHINES[board] + ["-nographic", "-monitor", "null", "-semihosting",
+                                  "-serial", "pty", "-kernel", str(elf)]
+    if icount is not None:
+        cmd += ["-icount", f"shift={icount}"]
+    return cmd
+
+
+class QemuDevice:
+    def __init__(self, board: str, icount: int | None = None, boot_timeout: float = 30.0,
+                 timeout: float = 300.0):
+        from mpremote.transport_serial import SerialTransport
+
+        self.board = board
+        self.name = board
+        elf = BUILD / board / "firmware.elf"
+        if not elf.exists():
+            raise FileNotFoundError(f"{elf} is missing: run `make firmware`")
+        self.timeout = timeout
+        self.proc = subprocess.Popen(qemu_command(board, icount), stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        pty = self._wait_for_pty(boot_timeout)
+        self.transport = SerialTransport(pty, baudrate=115200, timeout=timeout)
+        self.transport.enter_raw_repl(soft_reset=False, timeout_overall=boot_timeout)
+
+    def _wait_for_pty(self, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        seen = b""
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.proc.stdout], [], [], 0.5)
+            if ready:
+                chunk = os.read(self.proc.stdout.fileno(), 4096)
+                if not chunk:
+                    break
+                seen += chunk
+                m = re.search(rb"char device redirected to (/dev/pts/\d+)", seen)
+                if m:
+                    return m.group(1).decode()
+        self.close()
+        raise TimeoutError(f"{self.board}: QEMU printed no pty: {seen!r}")
+
+    def exec(self, code: str, timeout: float | None = None) -> str:
+        from mpremote.transport import TransportExecError
+
+        try:
+            out = self.transport.exec(code)
+        except TransportExecError as e:
+            raise DeviceError(e.error_output) from None
+        return out.decode(errors="replace").replace("\r\n", "\n")
+
+    def close(self) -> None:
+        try:
+            self.transport.close()
+        except Exception:
+            pass
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
