@@ -2,9 +2,8 @@
 # Keep the source list in step with micropython.mk (tests/test_firmware_sources.py).
 add_library(usermod_sealink_crypto INTERFACE)
 
-if(NOT MONOCYPHER_DIR)
-    set(MONOCYPHER_DIR ${CMAKE_CURRENT_LIST_DIR}/../../../deps/monocypher)
-endif()
+# Monocypher 4.0.3 from deps/monocypher (tools/fetch-monocypher.sh), via the symlink.
+set(MONOCYPHER_DIR ${CMAKE_CURRENT_LIST_DIR}/monocypher)
 
 target_sources(usermod_sealink_crypto INTERFACE
     ${CMAKE_CURRENT_LIST_DIR}/modsealink_crypto.c

@@ -1,0 +1,72 @@
+"""Firmware facts that need the built images: the module is in every board, its flash
+cost is reported, and its C sources build for the ESP32-C3 instruction set."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from elftools.elf.elffile import ELFFile
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "build"
+MPY = ROOT / "deps" / "micropython"
+MODULE = ROOT / "firmware" / "usermod" / "sealink_crypto"
+
+
+def test_size_report_covers_every_board():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "firmware_size.py"), "--json",
+         "UNIX", "QEMU_MPS2_AN385", "QEMU_VIRT_RV32"],
+        check=True, capture_output=True, text=True).stdout
+    rows = {r["board"]: r for r in json.loads(out)}
+    assert set(rows) == {"UNIX", "QEMU_MPS2_AN385", "QEMU_VIRT_RV32"}
+    for board, row in rows.items():
+        # X25519 + ChaCha20-Poly1305 + bindings: several KiB, but far below a
+        # full Monocypher (the linker drops what the module does not call).
+        assert 2_000 < row["module_text"] < 40_000, (board, row)
+
+
+@pytest.mark.parametrize("board", ["QEMU_MPS2_AN385", "QEMU_VIRT_RV32"])
+def test_module_symbols_linked_into_firmware(board):
+    with (BUILD / board / "firmware.elf").open("rb") as f:
+        symtab = ELFFile(f).get_section_by_name(".symtab")
+        names = {s.name for s in symtab.iter_symbols()}
+    for symbol in ("sealink_crypto_user_cmodule", "crypto_x25519", "crypto_aead_read"):
+        assert symbol in names, (board, symbol)
+
+
+def test_module_compiles_for_esp32_c3_isa(tmp_path):
+    """ESP32-C3 is RV32IMC: build the module's two C files with -march=rv32imc.
+
+    The generated headers come from the QEMU_VIRT_RV32 build (same word size and
+    endianness); the check is that our code and Monocypher compile warning-free for the
+    ISA and use no instruction outside it (no atomics: the C3 has no 'A' extension).
+    """
+    gcc = "riscv64-unknown-elf-gcc"
+    includes = [MPY, MPY / "ports" / "qemu", BUILD / "QEMU_VIRT_RV32",
+                ROOT / "boards" / "QEMU_VIRT_RV32", MODULE / "monocypher"]
+    flags = ["-march=rv32imc", "-mabi=ilp32", "-Os", "-std=gnu99", "-Wall", "-Wextra",
+             "-Werror", "-Wno-unused-parameter", "-ffunction-sections", "-fdata-sections",
+             "-DQEMU_SOC_VIRT", '-DMICROPY_HW_BOARD_NAME="c3"', '-DMICROPY_HW_MCU_NAME="c3"',
+             "--specs=picolibc.specs"]
+    flags += [f"-I{p}" for p in includes]
+    objects = []
+    for src in (MODULE / "modsealink_crypto.c", MODULE / "monocypher" / "monocypher.c"):
+        obj = tmp_path / (src.stem + ".o")
+        subprocess.run([gcc, *flags, "-c", str(src), "-o", str(obj)], check=True)
+        objects.append(obj)
+    for obj in objects:
+        with obj.open("rb") as f:
+            elf = ELFFile(f)
+            assert elf.elfclass == 32 and elf["e_machine"] == "EM_RISCV"
+            assert elf["e_flags"] & 0x1, "compressed (C) instructions expected"
+        dis = subprocess.run(["riscv64-unknown-elf-objdump", "-d", str(obj)],
+                             check=True, capture_output=True, text=True).stdout
+        mnemonics = {line.split("\t")[2].split()[0] for line in dis.splitlines()
+                     if line.count("\t") >= 2}
+        atomics = {m for m in mnemonics if m.startswith(("amo", "lr.", "sc."))}
+        floats = {m for m in mnemonics if m.startswith(("fl", "fs", "fadd", "fmul", "fmv"))}
+        assert not atomics and not floats, (obj.name, atomics, floats)
+        assert "mul" in mnemonics  # the M extension is used (field arithmetic)
