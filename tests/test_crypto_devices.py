@@ -1,0 +1,259 @@
+"""sealink.crypto on real firmware: RFC vectors, differential tests against
+pyca/cryptography, and bad input, for every backend on every target.
+
+Targets: the unix firmware with the native module and with the pure-Python
+fallback forced, a stock unix firmware (no C module, package loaded from files),
+and the QEMU Cortex-M3 and RV32 firmware with the native module.  Each target boots
+once per module; calls go over its REPL.
+"""
+
+import binascii
+import json
+import random
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from devices import DeviceError, QemuDevice, UnixDevice
+
+VECTORS = Path(__file__).resolve().parent / "vectors"
+
+# (id, factory, backend expected, fast: whether the 1,000-iteration test runs)
+TARGETS = [
+    ("unix-native", lambda: UnixDevice("UNIX"), "native", True),
+    ("unix-python", lambda: UnixDevice("UNIX"), "python", False),
+    ("stock-python", lambda: UnixDevice("UNIX_STOCK"), "python", False),
+    ("qemu-m3-native", lambda: QemuDevice("QEMU_MPS2_AN385"), "native", True),
+    ("qemu-rv32-native", lambda: QemuDevice("QEMU_VIRT_RV32"), "native", True),
+]
+
+_DRIVER = """
+from sealink import crypto
+import binascii
+if crypto.BACKEND != {backend!r}:
+    crypto.use_backend({backend!r})
+def _t(op, *a):
+    try:
+        r = getattr(crypto, op)(*a)
+    except Exception as e:
+        print('E', type(e).__name__)
+        return
+    if isinstance(r, (bytes, bytearray)):
+        print('B', binascii.hexlify(r).decode())
+    else:
+        print('V', repr(r))
+"""
+
+
+class Target:
+    def __init__(self, device, backend, fast):
+        self.device = device
+        self.backend = backend
+        self.fast = fast
+
+    def calls(self, calls):
+        """Run [(op, args...)] in one exchange; return [('B', bytes) | ('E', name) | ...]."""
+        code = "\n".join(f"_t({op!r}, {', '.join(repr(a) for a in args)})"
+                         for op, *args in calls)
+        lines = self.device.exec(code).strip().splitlines()
+        assert len(lines) == len(calls), lines
+        out = []
+        for line in lines:
+            kind, _, value = line.partition(" ")
+            out.append((kind, binascii.unhexlify(value) if kind == "B" else value))
+        return out
+
+    def call(self, op, *args):
+        return self.calls([(op, *args)])[0]
+
+
+@pytest.fixture(scope="module", params=TARGETS, ids=[t[0] for t in TARGETS])
+def target(request):
+    _, factory, backend, fast = request.param
+    device = factory()
+    try:
+        device.exec(_DRIVER.format(backend=backend))
+        assert device.exec("print(crypto.BACKEND)").strip() == backend
+        yield Target(device, backend, fast)
+    finally:
+        device.close()
+
+
+def test_stock_firmware_selects_the_python_fallback_by_itself():
+    device = UnixDevice("UNIX_STOCK")
+    try:
+        out = device.exec("from sealink import crypto\nprint(crypto.BACKEND)")
+        assert out.strip() == "python"
+        # The stock firmware has no C module: importing it must fail.
+        with pytest.raises(DeviceError, match="ImportError"):
+            device.exec("import _sealink_crypto")
+    finally:
+        device.close()
+
+
+# --- RFC vectors -----------------------------------------------------------------------
+
+def _load(name):
+    return json.loads((VECTORS / name).read_text())
+
+
+def test_rfc7748_x25519(target):
+    for v in _load("rfc7748_x25519.json")["scalar_mult"]:
+        assert target.call("x25519", bytes.fromhex(v["scalar"]), bytes.fromhex(v["u"])) == (
+            "B", bytes.fromhex(v["output"])), v
+
+
+def test_rfc7748_diffie_hellman(target):
+    dh = _load("rfc7748_x25519.json")["diffie_hellman"]
+    a, b = bytes.fromhex(dh["alice_private"]), bytes.fromhex(dh["bob_private"])
+    assert target.call("x25519_base", a) == ("B", bytes.fromhex(dh["alice_public"]))
+    assert target.call("x25519_base", b) == ("B", bytes.fromhex(dh["bob_public"]))
+    shared = ("B", bytes.fromhex(dh["shared"]))
+    assert target.call("x25519", a, bytes.fromhex(dh["bob_public"])) == shared
+    assert target.call("x25519", b, bytes.fromhex(dh["alice_public"])) == shared
+
+
+def test_rfc7748_iterated(target):
+    it = _load("rfc7748_x25519.json")["iterated"]
+    iterations = 1000 if target.fast else 1
+    code = (
+        "k = binascii.unhexlify('0900000000000000000000000000000000000000000000000000000000000000')\n"
+        "u = k\n"
+        f"for _ in range({iterations}):\n"
+        "    k, u = crypto.x25519(k, u), k\n"
+        "print(binascii.hexlify(k).decode())"
+    )
+    expected = it["after_1000"] if target.fast else it["after_1"]
+    assert target.device.exec(code, timeout=600).strip() == expected
+
+
+def test_rfc8439_aead(target):
+    for v in _load("rfc8439_chacha20poly1305.json")["vectors"]:
+        key, nonce = bytes.fromhex(v["key"]), bytes.fromhex(v["nonce"])
+        aad, pt = bytes.fromhex(v["aad"]), bytes.fromhex(v["plaintext"])
+        sealed = bytes.fromhex(v["ciphertext"]) + bytes.fromhex(v["tag"])
+        assert target.call("aead_encrypt", key, nonce, pt, aad) == ("B", sealed), v.get("name")
+        assert target.call("aead_decrypt", key, nonce, sealed, aad) == ("B", pt), v.get("name")
+
+
+# --- Differential against pyca/cryptography ----------------------------------------------
+
+def _lengths(rng, count):
+    edge = [0, 1, 15, 16, 17, 63, 64, 65, 1000]
+    return edge + [rng.randrange(0, 1001) for _ in range(count - len(edge))]
+
+
+def test_differential_aead(target):
+    rng = random.Random(0x5EA1 ^ hash(target.backend))
+    count = 40 if target.fast else 14
+    cases = []
+    for n in _lengths(rng, count):
+        key, nonce = rng.randbytes(32), rng.randbytes(12)
+        pt, aad = rng.randbytes(n), rng.randbytes(rng.randrange(0, 64))
+        cases.append((key, nonce, pt, aad, ChaCha20Poly1305(key).encrypt(nonce, pt, aad)))
+    for chunk in range(0, len(cases), 8):
+        batch = cases[chunk:chunk + 8]
+        enc = target.calls([("aead_encrypt", k, n, p, a) for k, n, p, a, _ in batch])
+        dec = target.calls([("aead_decrypt", k, n, s, a) for k, n, _, a, s in batch])
+        for (k, n, p, a, s), e, d in zip(batch, enc, dec):
+            assert e == ("B", s)
+            assert d == ("B", p)
+
+
+def test_differential_x25519(target):
+    rng = random.Random(25519)
+    count = 24 if target.fast else 6
+    calls, expected = [], []
+    for _ in range(count):
+        a, b = rng.randbytes(32), rng.randbytes(32)
+        pub_b = X25519PrivateKey.from_private_bytes(b).public_key()
+        shared = X25519PrivateKey.from_private_bytes(a).exchange(pub_b)
+        calls += [("x25519_base", b), ("x25519", a, pub_b.public_bytes_raw())]
+        expected += [("B", pub_b.public_bytes_raw()), ("B", shared)]
+    assert target.calls(calls) == expected
+
+
+def test_random_bytes(target):
+    got = target.calls([("random_bytes", 32), ("random_bytes", 32), ("random_bytes", 0)])
+    assert got[0][0] == "B" and len(got[0][1]) == 32
+    assert got[0] != got[1]
+    assert got[2] == ("B", b"")
+
+
+# --- Bad input: each gets its specific error -----------------------------------------------
+
+K32, N12 = bytes(range(32)), bytes(range(12))
+
+
+def test_tampering_raises_authentication_error(target):
+    sealed = ChaCha20Poly1305(K32).encrypt(N12, b"attack at dawn", b"hdr")
+    flip = lambda b, i: b[:i] + bytes([b[i] ^ 1]) + b[i + 1:]  # noqa: E731
+    got = target.calls([
+        ("aead_decrypt", K32, N12, flip(sealed, 0), b"hdr"),          # ciphertext
+        ("aead_decrypt", K32, N12, flip(sealed, len(sealed) - 1), b"hdr"),  # tag
+        ("aead_decrypt", K32, N12, sealed, b"hdx"),                   # AAD
+        ("aead_decrypt", K32, flip(N12, 11), sealed, b"hdr"),         # nonce
+        ("aead_decrypt", flip(K32, 31), N12, sealed, b"hdr"),         # key
+        ("aead_decrypt", K32, N12, sealed[:-1], b"hdr"),              # truncated tag
+        ("aead_decrypt", K32, N12, sealed, b"hdr"),                   # the real one
+    ])
+    assert got[:6] == [("E", "AuthenticationError")] * 6
+    assert got[6] == ("B", b"attack at dawn")
+
+
+def test_wrong_lengths_raise_crypto_error(target):
+    got = target.calls([
+        ("x25519", bytes(31), K32),
+        ("x25519", K32, bytes(33)),
+        ("x25519_base", bytes(16)),
+        ("aead_encrypt", bytes(31), N12, b"x"),
+        ("aead_encrypt", K32, bytes(8), b"x"),
+        ("aead_encrypt", K32, bytes(24), b"x"),
+        ("aead_decrypt", K32, N12, bytes(15)),
+        ("aead_decrypt", bytes(33), N12, bytes(16)),
+    ])
+    assert got == [("E", "CryptoError")] * len(got)
+
+
+def test_wrong_types_raise_crypto_error(target):
+    got = target.calls([
+        ("x25519", "a" * 32, K32),
+        ("x25519_base", 5),
+        ("aead_encrypt", K32, N12, "text"),
+        ("aead_encrypt", K32, N12, b"x", None),
+        ("aead_decrypt", K32, N12, [0] * 32),
+    ])
+    assert got == [("E", "CryptoError")] * len(got)
+
+
+def test_low_order_points_raise(target):
+    points = _load("rfc7748_x25519.json")["low_order_points"]
+    got = target.calls([("x25519", K32, bytes.fromhex(p["u"])) for p in points])
+    assert got == [("E", "LowOrderPointError")] * len(points)
+
+
+def test_errors_are_one_hierarchy(target):
+    out = target.device.exec(
+        "from sealink import errors\n"
+        "print(issubclass(errors.AuthenticationError, errors.SealinkError),"
+        " issubclass(errors.LowOrderPointError, ValueError),"
+        " issubclass(errors.CryptoError, errors.SealinkError))")
+    assert out.strip() == "True True True"
+
+
+def test_compare_and_wipe(target):
+    out = target.device.exec(
+        "b = bytearray(b'secret key material')\n"
+        "crypto.wipe(b)\n"
+        "print(b == bytearray(19), crypto.compare(b'abc', b'abc'), crypto.compare(b'abc', b'abd'),"
+        " crypto.compare(b'ab', b'abc'))")
+    assert out.strip() == "True True False False"
+
+
+def test_cpython_reference_matches_vectors():
+    # The reference the differential tests trust, checked against the RFC once.
+    dh = _load("rfc7748_x25519.json")["diffie_hellman"]
+    a = X25519PrivateKey.from_private_bytes(bytes.fromhex(dh["alice_private"]))
+    bob = X25519PublicKey.from_public_bytes(bytes.fromhex(dh["bob_public"]))
+    assert a.exchange(bob).hex() == dh["shared"]
