@@ -1,13 +1,16 @@
 # The one exception hierarchy of Sealink.  Every error the protocol core raises on bad
 # input is a SealinkError, so callers can catch one class at the radio boundary.
+#
+# SealinkError derives from ValueError (bad input is a bad value).  MicroPython cannot
+# mix two built-in exception bases in one class, so the hierarchy has a single root.
 
 
-class SealinkError(Exception):
+class SealinkError(ValueError):
     pass
 
 
-class CryptoError(SealinkError, ValueError):
-    # Bad key, nonce or buffer length, or a value the primitive refuses.
+class CryptoError(SealinkError):
+    # Bad key, nonce or buffer type or length, or a backend that is not available.
     pass
 
 

@@ -1,0 +1,27 @@
+# The "native" backend: Monocypher through the _sealink_crypto C module.
+# crypto.py has validated every argument; the module raises ValueError only for a bad
+# tag (aead_open) or an all-zero shared secret (x25519), reported here as None.
+
+import _sealink_crypto as _c
+
+x25519_base = _c.x25519_base
+compare = _c.compare
+wipe = _c.wipe
+
+
+def x25519(secret, public):
+    try:
+        return _c.x25519(secret, public)
+    except ValueError:
+        return None
+
+
+def aead_encrypt(key, nonce, plaintext, aad):
+    return _c.aead_seal(key, nonce, plaintext, aad)
+
+
+def aead_decrypt(key, nonce, ciphertext, aad):
+    try:
+        return _c.aead_open(key, nonce, ciphertext, aad)
+    except ValueError:
+        return None

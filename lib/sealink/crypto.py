@@ -1,0 +1,137 @@
+# sealink.crypto: the one crypto API of Sealink, identical on MicroPython and CPython.
+#
+#   x25519(secret, public) -> 32 bytes         (RFC 7748; LowOrderPointError on all-zero)
+#   x25519_base(secret) -> 32 bytes            (public key of a secret)
+#   aead_encrypt(key, nonce, plaintext, aad=b"") -> ciphertext || tag
+#   aead_decrypt(key, nonce, ciphertext, aad=b"") -> plaintext  (AuthenticationError)
+#                                              (ChaCha20-Poly1305, RFC 8439, 96-bit nonce)
+#   compare(a, b) -> bool                      (constant time for equal lengths)
+#   wipe(buf)                                  (zero a bytearray / memoryview in place)
+#   random_bytes(n)                            (os.urandom; never a weaker source)
+#   BACKEND                                    ("native", "cryptography" or "python")
+#
+# Backends: "native" is the _sealink_crypto C module (Monocypher) in Sealink firmware;
+# "cryptography" is pyca/cryptography on CPython; "python" is the pure-Python fallback
+# for stock MicroPython firmware (slow, correct, constant-structure).  The best one
+# available is chosen at import.  To force one (tests, benchmarks):
+#   crypto.use_backend("python")
+# or set SEALINK_CRYPTO_BACKEND=python in the environment (CPython and the unix port).
+#
+# Every argument is checked here, once, for all backends: a wrong type or length raises
+# CryptoError naming the argument.  Backends only ever see well-formed input.
+
+import os
+
+from sealink.errors import AuthenticationError, CryptoError, LowOrderPointError
+
+KEY_SIZE = 32
+NONCE_SIZE = 12
+TAG_SIZE = 16
+
+BACKEND = None
+_impl = None
+
+
+def _check(value, name, size=None):
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise CryptoError("%s must be bytes, not %s" % (name, type(value).__name__))
+    if size is not None and len(value) != size:
+        raise CryptoError("%s must be %d bytes, got %d" % (name, size, len(value)))
+
+
+def x25519(secret, public):
+    _check(secret, "secret", KEY_SIZE)
+    _check(public, "public", KEY_SIZE)
+    shared = _impl.x25519(secret, public)
+    if shared is None:
+        raise LowOrderPointError("X25519 result is all zero (low-order public key)")
+    return shared
+
+
+def x25519_base(secret):
+    _check(secret, "secret", KEY_SIZE)
+    return _impl.x25519_base(secret)
+
+
+def aead_encrypt(key, nonce, plaintext, aad=b""):
+    _check(key, "key", KEY_SIZE)
+    _check(nonce, "nonce", NONCE_SIZE)
+    _check(plaintext, "plaintext")
+    _check(aad, "aad")
+    return _impl.aead_encrypt(key, nonce, plaintext, aad)
+
+
+def aead_decrypt(key, nonce, ciphertext, aad=b""):
+    _check(key, "key", KEY_SIZE)
+    _check(nonce, "nonce", NONCE_SIZE)
+    _check(ciphertext, "ciphertext")
+    _check(aad, "aad")
+    if len(ciphertext) < TAG_SIZE:
+        raise AuthenticationError("ciphertext shorter than the %d-byte tag" % TAG_SIZE)
+    plaintext = _impl.aead_decrypt(key, nonce, ciphertext, aad)
+    if plaintext is None:
+        raise AuthenticationError("authentication tag does not verify")
+    return plaintext
+
+
+def compare(a, b):
+    _check(a, "a")
+    _check(b, "b")
+    return _impl.compare(a, b)
+
+
+def wipe(buf):
+    if not isinstance(buf, (bytearray, memoryview)):
+        raise CryptoError("wipe needs a bytearray or memoryview, not %s" % type(buf).__name__)
+    _impl.wipe(buf)
+
+
+def random_bytes(n):
+    if not isinstance(n, int) or n < 0:
+        raise CryptoError("random_bytes needs a non-negative int")
+    urandom = getattr(os, "urandom", None)
+    if urandom is None:
+        raise CryptoError("this firmware has no os.urandom: no entropy source")
+    return urandom(n)
+
+
+def _load(name):
+    if name == "native":
+        from sealink import _crypto_native as impl
+    elif name == "cryptography":
+        from sealink import _crypto_cryptography as impl
+    elif name == "python":
+        from sealink import _crypto_python as impl
+    else:
+        raise CryptoError("unknown crypto backend %r" % (name,))
+    return impl
+
+
+def use_backend(name):
+    """Switch every function of this module to backend `name`."""
+    global BACKEND, _impl
+    try:
+        impl = _load(name)
+    except ImportError:
+        raise CryptoError("crypto backend %r is not available here" % (name,))
+    _impl = impl
+    BACKEND = name
+
+
+def _select():
+    forced = None
+    getenv = getattr(os, "getenv", None)
+    if getenv is not None:
+        forced = getenv("SEALINK_CRYPTO_BACKEND")
+    if forced:
+        use_backend(forced)
+        return
+    for name in ("native", "cryptography", "python"):
+        try:
+            use_backend(name)
+            return
+        except CryptoError:
+            pass
+
+
+_select()
