@@ -1,7 +1,8 @@
 """Run code on real MicroPython firmware from pytest.
 
-Two kinds of target, one interface (`exec(code) -> stdout`):
+Three kinds of target, one interface (`exec(code) -> stdout`):
 
+- `CPythonDevice`: this interpreter, in process (the gateway's side).
 - `UnixDevice`: a unix-port MicroPython process (build/UNIX or build/UNIX_STOCK) running
   a small line-oriented runner on stdin/stdout; the process lives for the whole test
   module, so state (imported modules, defined helpers) persists between calls.
@@ -54,6 +55,32 @@ def _run():
             sys.stdout.write("\x04ERR\n")
 _run()
 """
+
+
+class CPythonDevice:
+    """The same interface in this process: the protocol core under CPython."""
+
+    name = "cpython"
+
+    def __init__(self):
+        self.namespace: dict = {"__name__": "__device__"}
+
+    def exec(self, code: str, timeout: float | None = None) -> str:
+        import contextlib
+        import io
+        import traceback
+
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            try:
+                exec(code, self.namespace)
+            except BaseException:
+                traceback.print_exc(file=out)
+                raise DeviceError(out.getvalue()) from None
+        return out.getvalue()
+
+    def close(self) -> None:
+        self.namespace.clear()
 
 
 class UnixDevice:

@@ -1,7 +1,7 @@
-"""sealink.crypto on real firmware: RFC vectors, differential tests against
+"""sealink.crypto on CPython and on real firmware: RFC vectors, differential tests against
 pyca/cryptography, and bad input, for every backend on every target.
 
-Targets: the unix firmware with the native module and with the pure-Python
+Targets: CPython with pyca/cryptography and with the pure-Python fallback, the unix firmware with the native module and with the pure-Python
 fallback forced, a stock unix firmware (no C module, package loaded from files),
 and the QEMU Cortex-M3 and RV32 firmware with the native module.  Each target boots
 once per module; calls go over its REPL.
@@ -15,12 +15,14 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from devices import DeviceError, QemuDevice, UnixDevice
+from devices import CPythonDevice, DeviceError, QemuDevice, UnixDevice
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 
 # (id, factory, backend expected, fast: whether the 1,000-iteration test runs)
 TARGETS = [
+    ("cpython-cryptography", CPythonDevice, "cryptography", True),
+    ("cpython-python", CPythonDevice, "python", False),
     ("unix-native", lambda: UnixDevice("UNIX"), "native", True),
     ("unix-python", lambda: UnixDevice("UNIX"), "python", False),
     ("stock-python", lambda: UnixDevice("UNIX_STOCK"), "python", False),

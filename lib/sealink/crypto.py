@@ -67,7 +67,8 @@ def aead_decrypt(key, nonce, ciphertext, aad=b""):
     _check(ciphertext, "ciphertext")
     _check(aad, "aad")
     if len(ciphertext) < TAG_SIZE:
-        raise AuthenticationError("ciphertext shorter than the %d-byte tag" % TAG_SIZE)
+        raise CryptoError("ciphertext must be at least %d bytes (the tag), got %d"
+                          % (TAG_SIZE, len(ciphertext)))
     plaintext = _impl.aead_decrypt(key, nonce, ciphertext, aad)
     if plaintext is None:
         raise AuthenticationError("authentication tag does not verify")
