@@ -1,0 +1,27 @@
+// Configuration shared by Sealink's QEMU boards, force-included before the port's
+// mpconfigport.h (see board.mk).  The port's patches (firmware/patches/qemu) turn the
+// values below from hard-coded zeros into overridable defaults.
+
+// time (hardware-timer ticks), select.poll on stdin, asyncio, sys.stdin.buffer.
+#define MICROPY_PY_TIME (1)
+#define MICROPY_PY_SELECT (1)
+#define MICROPY_PY_ASYNCIO (1)
+#define MICROPY_PY_SYS_STDIO_BUFFER (1)
+
+// os.urandom from the host's /dev/urandom over semihosting (board_os.c).
+#define MICROPY_PY_OS_URANDOM (1)
+#define MICROPY_PY_OS_INCLUDEFILE "board_os.c"
+#define MICROPY_PY_RANDOM_SEED_INIT_FUNC (board_random_seed())
+
+// Interrupt-driven stdin, the early-init hook and sleeping while idle.
+#define MICROPY_HW_BOARD_STDIO_RX (1)
+#define MICROPY_BOARD_EARLY_INIT() board_early_init()
+#define MICROPY_INTERNAL_WFE(TIMEOUT_MS) board_wait_for_event((int32_t)(TIMEOUT_MS))
+
+#ifndef __ASSEMBLER__
+#include <stdint.h>
+void board_early_init(void);
+void board_wait_for_event(int32_t timeout_ms);
+uint32_t board_random_seed(void);
+int board_random_fill(uint8_t *buf, uint32_t len);
+#endif
