@@ -169,7 +169,29 @@ class QemuDevice:
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         pty = self._wait_for_pty(boot_timeout)
         self.transport = SerialTransport(pty, baudrate=115200, timeout=timeout)
+        self._settle(boot_timeout)
         self.transport.enter_raw_repl(soft_reset=False, timeout_overall=boot_timeout)
+
+    def _settle(self, timeout: float) -> None:
+        """Wait for the boot banner, then for a quiet line.
+
+        Until pyserial puts the pty in raw mode, the pty's default line discipline
+        echoes the guest's banner back into the guest's UART as input.  Interrupt
+        whatever that typed and wait until the guest has been quiet for a moment.
+        """
+        serial = self.transport.serial
+        deadline = time.monotonic() + timeout
+        serial.write(b"\r\x03")
+        quiet_since = time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            waiting = serial.in_waiting
+            if waiting:
+                serial.read(waiting)
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since > 0.3:
+                return
+        raise TimeoutError(f"{self.board}: the guest never went quiet")
 
     def _wait_for_pty(self, timeout: float) -> str:
         deadline = time.monotonic() + timeout

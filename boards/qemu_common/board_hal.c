@@ -35,7 +35,10 @@ static void board_rx_push(int c) {
     }
 }
 
+static void board_uart_isr_poll(void);
+
 static int board_rx_pop(void) {
+    board_uart_isr_poll();
     if (rx_tail == rx_head) {
         return -1;
     }
@@ -87,11 +90,13 @@ typedef struct _cmsdk_uart_t {
 #define TICKS_PERIOD (25000000)
 static volatile uint32_t ticks_seconds;
 
+// Clear the interrupt before draining: a byte that lands after the drain raises it
+// again, where clearing afterwards could lose that interrupt and strand the byte.
 static void board_uart_isr(void) {
+    UART0_REGS->INTSTATUS = UART_INT_RX;
     while (UART0_REGS->STATE & UART_STATE_RXFULL) {
         board_rx_push(UART0_REGS->DATA & 0xff);
     }
-    UART0_REGS->INTSTATUS = UART_INT_RX;
 }
 
 static void board_ticks_isr(void) {
@@ -277,12 +282,16 @@ __attribute__((interrupt("machine"))) static void board_mti(void) {
     board_set_mtimecmp(UINT64_MAX);
 }
 
+static void board_uart_drain(void) {
+    while (UART_LSR & UART_LSR_DR) {
+        board_rx_push(UART_RBR);
+    }
+}
+
 __attribute__((interrupt("machine"))) static void board_mei(void) {
     uint32_t irq = PLIC_CLAIM0;
     if (irq == IRQ_UART0) {
-        while (UART_LSR & UART_LSR_DR) {
-            board_rx_push(UART_RBR);
-        }
+        board_uart_drain();
     }
     if (irq != 0) {
         PLIC_CLAIM0 = irq;
@@ -351,6 +360,18 @@ static int32_t semihosting_call(uint32_t op, const void *args) {
 #error "Sealink QEMU board support: unknown SoC"
 #endif
 
+// Drain the UART from thread mode too, with interrupts masked: a safety net should a
+// receive interrupt ever be missed.
+static void board_uart_isr_poll(void) {
+    uint32_t state = irq_save();
+    #if defined(QEMU_SOC_MPS2)
+    board_uart_isr();
+    #else
+    board_uart_drain();
+    #endif
+    irq_restore(state);
+}
+
 // --- Ticks and delays -------------------------------------------------------------------
 
 mp_uint_t mp_hal_ticks_us(void) {
@@ -383,6 +404,7 @@ void mp_hal_delay_ms(mp_uint_t ms) {
 // check and the WFI run with interrupts masked; a pending interrupt still ends WFI,
 // so a byte that arrives between the check and the WFI cannot be slept through.
 void board_wait_for_event(int32_t timeout_ms) {
+    board_uart_isr_poll();
     uint32_t state = irq_save();
     if (rx_head == rx_tail && MP_STATE_VM(sched_state) == MP_SCHED_IDLE) {
         // Bounded even when the caller gives no timeout: a safety net, not a poll.
@@ -396,6 +418,7 @@ void board_wait_for_event(int32_t timeout_ms) {
 // --- stdin --------------------------------------------------------------------------------
 
 uintptr_t mp_hal_stdio_poll(uintptr_t poll_flags) {
+    board_uart_isr_poll();
     uintptr_t ret = 0;
     if ((poll_flags & MP_STREAM_POLL_RD) && rx_head != rx_tail) {
         ret |= MP_STREAM_POLL_RD;
