@@ -22,3 +22,14 @@ class AuthenticationError(CryptoError):
 class LowOrderPointError(CryptoError):
     # X25519 produced the all-zero shared secret (peer sent a low-order point).
     pass
+
+
+class HandshakeError(SealinkError):
+    # A handshake message was truncated, oversized, malformed or did not authenticate,
+    # or the handshake was used out of order or after it failed.
+    pass
+
+
+class NonceExhaustedError(SealinkError):
+    # A CipherState reached the reserved nonce 2^64-1: rekey or re-handshake.
+    pass

@@ -1,0 +1,327 @@
+# The Noise Protocol Framework, revision 34, for Noise_{XX,KK,IK,NN,NK}_25519_ChaChaPoly_SHA256.
+#
+# The objects and methods follow the specification's section 5 one to one, so the code
+# can be read beside it: CipherState (5.1), SymmetricState (5.2), HandshakeState (5.3).
+# Method names are the spec's, in snake_case (EncryptWithAd -> encrypt_with_ad).
+# DH is X25519, the cipher ChaCha20-Poly1305 (IETF, nonce = 4 zero bytes || 64-bit
+# little-endian counter), the hash SHA-256: all through sealink.crypto and hashlib.
+#
+# Keys are raw 32-byte X25519 keys: s and e are private keys (the public halves are
+# derived), rs and re are public keys.  Injecting e is for test vectors only.
+#
+# Runs unchanged on MicroPython and CPython.
+
+from hashlib import sha256
+
+from sealink import crypto
+from sealink.errors import AuthenticationError, CryptoError, HandshakeError, NonceExhaustedError
+from sealink.hkdf import HASHLEN, hkdf
+
+DHLEN = 32
+TAGLEN = 16
+MAX_NONCE = 0xFFFFFFFFFFFFFFFF  # reserved: never used to encrypt (section 5.1)
+MAX_MESSAGE_LEN = 65535  # section 3
+
+SUITE = "25519_ChaChaPoly_SHA256"
+
+# Handshake patterns (section 7): (pre-messages initiator, responder), messages.
+PATTERNS = {
+    "NN": ((), (), (("e",), ("e", "ee"))),
+    "NK": ((), ("s",), (("e", "es"), ("e", "ee"))),
+    "XX": ((), (), (("e",), ("e", "ee", "s", "es"), ("s", "se"))),
+    "KK": (("s",), ("s",), (("e", "es", "ss"), ("e", "ee", "se"))),
+    "IK": ((), ("s",), (("e", "es", "s", "ss"), ("e", "ee", "se"))),
+}
+
+
+def _nonce(n):
+    # ChaChaPoly nonce encoding (section 12.3).
+    return b"\x00\x00\x00\x00" + n.to_bytes(8, "little")
+
+
+def _dh(private, public):
+    try:
+        return crypto.x25519(private, public)
+    except CryptoError:
+        raise HandshakeError("DH with the peer's key failed (low-order or malformed key)")
+
+
+class CipherState:
+    """Section 5.1."""
+
+    def __init__(self, k=None):
+        self.initialize_key(k)
+
+    # InitializeKey(key)
+    def initialize_key(self, key):
+        self.k = None if key is None else bytes(key)
+        self.n = 0
+
+    # HasKey()
+    def has_key(self):
+        return self.k is not None
+
+    # SetNonce(nonce)
+    def set_nonce(self, nonce):
+        self.n = nonce
+
+    # EncryptWithAd(ad, plaintext)
+    def encrypt_with_ad(self, ad, plaintext):
+        if self.k is None:
+            return bytes(plaintext)
+        if self.n >= MAX_NONCE:
+            raise NonceExhaustedError("nonce space exhausted")
+        ciphertext = crypto.aead_encrypt(self.k, _nonce(self.n), plaintext, ad)
+        self.n += 1
+        return ciphertext
+
+    # DecryptWithAd(ad, ciphertext): the nonce advances only when the tag verifies.
+    def decrypt_with_ad(self, ad, ciphertext):
+        if self.k is None:
+            return bytes(ciphertext)
+        if self.n >= MAX_NONCE:
+            raise NonceExhaustedError("nonce space exhausted")
+        plaintext = crypto.aead_decrypt(self.k, _nonce(self.n), ciphertext, ad)
+        self.n += 1
+        return plaintext
+
+    # The same two operations with an explicit nonce, for transports that carry the
+    # counter on the wire (lossy radios: messages are lost and reordered).  The caller
+    # owns replay protection; these never touch self.n.
+    def encrypt_with_nonce(self, n, ad, plaintext):
+        if not 0 <= n < MAX_NONCE:
+            raise NonceExhaustedError("nonce out of range")
+        return crypto.aead_encrypt(self.k, _nonce(n), plaintext, ad)
+
+    def decrypt_with_nonce(self, n, ad, ciphertext):
+        if not 0 <= n < MAX_NONCE:
+            raise NonceExhaustedError("nonce out of range")
+        return crypto.aead_decrypt(self.k, _nonce(n), ciphertext, ad)
+
+    # Rekey() (section 4.2 REKEY default: ENCRYPT(k, maxnonce, zerolen, zeros)[:32]).
+    def rekey(self):
+        old = bytearray(self.k)
+        self.k = crypto.aead_encrypt(self.k, _nonce(MAX_NONCE), bytes(32), b"")[:32]
+        crypto.wipe(old)
+
+    def wipe(self):
+        self.k = None
+        self.n = 0
+
+
+class SymmetricState:
+    """Section 5.2."""
+
+    # InitializeSymmetric(protocol_name)
+    def __init__(self, protocol_name):
+        if len(protocol_name) <= HASHLEN:
+            self.h = protocol_name + bytes(HASHLEN - len(protocol_name))
+        else:
+            self.h = sha256(protocol_name).digest()
+        self.ck = self.h
+        self.cipher = CipherState()
+
+    # MixKey(input_key_material)
+    def mix_key(self, input_key_material):
+        self.ck, temp_k = hkdf(self.ck, input_key_material, 2)
+        self.cipher.initialize_key(temp_k)
+
+    # MixHash(data)
+    def mix_hash(self, data):
+        h = sha256(self.h)
+        h.update(data)
+        self.h = h.digest()
+
+    # MixKeyAndHash(input_key_material)
+    def mix_key_and_hash(self, input_key_material):
+        self.ck, temp_h, temp_k = hkdf(self.ck, input_key_material, 3)
+        self.mix_hash(temp_h)
+        self.cipher.initialize_key(temp_k)
+
+    # GetHandshakeHash()
+    def get_handshake_hash(self):
+        return self.h
+
+    # EncryptAndHash(plaintext)
+    def encrypt_and_hash(self, plaintext):
+        ciphertext = self.cipher.encrypt_with_ad(self.h, plaintext)
+        self.mix_hash(ciphertext)
+        return ciphertext
+
+    # DecryptAndHash(ciphertext)
+    def decrypt_and_hash(self, ciphertext):
+        plaintext = self.cipher.decrypt_with_ad(self.h, ciphertext)
+        self.mix_hash(ciphertext)
+        return plaintext
+
+    # Split()
+    def split(self):
+        temp_k1, temp_k2 = hkdf(self.ck, b"", 2)
+        self.ck = None
+        self.cipher.wipe()
+        return CipherState(temp_k1), CipherState(temp_k2)
+
+
+def protocol_name(pattern):
+    return "Noise_%s_%s" % (pattern, SUITE)
+
+
+class HandshakeState:
+    """Section 5.3.  `protocol_name` is e.g. "Noise_XX_25519_ChaChaPoly_SHA256"."""
+
+    # Initialize(handshake_pattern, initiator, prologue, s, e, rs, re)
+    def __init__(self, protocol_name, initiator, prologue=b"", s=None, e=None, rs=None,
+                 re=None):
+        parts = protocol_name.split("_")
+        if len(parts) != 5 or parts[0] != "Noise" or "_".join(parts[2:]) != SUITE:
+            raise HandshakeError("unsupported protocol %r" % (protocol_name,))
+        pattern = PATTERNS.get(parts[1])
+        if pattern is None:
+            raise HandshakeError("unsupported handshake pattern %r" % (parts[1],))
+        pre_initiator, pre_responder, self._messages = pattern
+        self.pattern = parts[1]
+        self.initiator = bool(initiator)
+        self.s = None if s is None else bytearray(s)
+        self.s_pub = None if s is None else crypto.x25519_base(s)
+        self.e = None if e is None else bytearray(e)
+        self.e_pub = None if e is None else crypto.x25519_base(e)
+        self.rs = None if rs is None else bytes(rs)
+        self.re = None if re is None else bytes(re)
+        self._index = 0
+        self._failed = False
+        self._result = None
+        self._needs = set(t for msg in self._messages for t in msg)
+
+        self.symmetric = SymmetricState(protocol_name.encode())
+        self.symmetric.mix_hash(prologue)
+        # Pre-messages: the initiator's keys first, then the responder's (section 7.1).
+        for side_is_initiator, tokens in ((True, pre_initiator), (False, pre_responder)):
+            for token in tokens:
+                mine = side_is_initiator == self.initiator
+                key = self.s_pub if mine else self.rs
+                if key is None:
+                    raise HandshakeError("pattern %s needs the %s static key before the "
+                                         "handshake" % (self.pattern,
+                                                        "local" if mine else "remote"))
+                self.symmetric.mix_hash(key)
+        if "s" in pre_initiator + pre_responder or "s" in self._needs:
+            self._check_static()
+
+    def _check_static(self):
+        for msg_index, tokens in enumerate(self._messages):
+            if "s" in tokens and (msg_index % 2 == 0) == self.initiator and self.s is None:
+                raise HandshakeError("pattern %s sends a static key: s is required"
+                                     % self.pattern)
+
+    @property
+    def handshake_hash(self):
+        return self.symmetric.get_handshake_hash()
+
+    @property
+    def complete(self):
+        return self._result is not None
+
+    def is_my_turn(self):
+        return (self._index % 2 == 0) == self.initiator
+
+    def _begin(self, writing):
+        if self._failed:
+            raise HandshakeError("handshake already failed")
+        if self._result is not None:
+            raise HandshakeError("handshake already complete")
+        if self.is_my_turn() != writing:
+            raise HandshakeError("out of turn: expected to %s" % ("read" if writing else "write"))
+        return self._messages[self._index]
+
+    def _finish(self):
+        self._index += 1
+        if self._index == len(self._messages):
+            self._result = self.symmetric.split()
+            if self.e is not None:
+                crypto.wipe(self.e)
+            if self.s is not None:
+                crypto.wipe(self.s)
+
+    def _dh_token(self, token):
+        # es / se: the first letter is the initiator's key, the second the responder's.
+        if token == "ee":
+            return _dh(self.e, self.re)
+        if token == "ss":
+            return _dh(self.s, self.rs)
+        local_first = self.initiator
+        mine = token[0] if local_first else token[1]
+        private = self.e if mine == "e" else self.s
+        theirs = token[1] if local_first else token[0]
+        public = self.re if theirs == "e" else self.rs
+        if private is None or public is None:
+            raise HandshakeError("missing key for %s" % token)
+        return _dh(private, public)
+
+    # WriteMessage(payload, message_buffer)
+    def write_message(self, payload=b""):
+        tokens = self._begin(True)
+        try:
+            out = bytearray()
+            for token in tokens:
+                if token == "e":
+                    if self.e is None:
+                        self.e = bytearray(crypto.random_bytes(DHLEN))
+                        self.e_pub = crypto.x25519_base(self.e)
+                    out += self.e_pub
+                    self.symmetric.mix_hash(self.e_pub)
+                elif token == "s":
+                    out += self.symmetric.encrypt_and_hash(self.s_pub)
+                else:
+                    self.symmetric.mix_key(self._dh_token(token))
+            out += self.symmetric.encrypt_and_hash(payload)
+            if len(out) > MAX_MESSAGE_LEN:
+                raise HandshakeError("handshake message over %d bytes" % MAX_MESSAGE_LEN)
+        except BaseException:
+            self._failed = True
+            raise
+        self._finish()
+        return bytes(out)
+
+    # ReadMessage(message, payload_buffer)
+    def read_message(self, message):
+        tokens = self._begin(False)
+        try:
+            if not isinstance(message, (bytes, bytearray, memoryview)):
+                raise HandshakeError("handshake message must be bytes")
+            if len(message) > MAX_MESSAGE_LEN:
+                raise HandshakeError("handshake message over %d bytes" % MAX_MESSAGE_LEN)
+            message = bytes(message)
+            pos = 0
+            for token in tokens:
+                if token == "e":
+                    if len(message) - pos < DHLEN:
+                        raise HandshakeError("handshake message truncated (e)")
+                    self.re = message[pos:pos + DHLEN]
+                    pos += DHLEN
+                    self.symmetric.mix_hash(self.re)
+                elif token == "s":
+                    n = DHLEN + (TAGLEN if self.symmetric.cipher.has_key() else 0)
+                    if len(message) - pos < n:
+                        raise HandshakeError("handshake message truncated (s)")
+                    self.rs = self.symmetric.decrypt_and_hash(message[pos:pos + n])
+                    pos += n
+                else:
+                    self.symmetric.mix_key(self._dh_token(token))
+            rest = message[pos:]
+            if self.symmetric.cipher.has_key() and len(rest) < TAGLEN:
+                raise HandshakeError("handshake message truncated (payload tag)")
+            payload = self.symmetric.decrypt_and_hash(rest)
+        except AuthenticationError:
+            self._failed = True
+            raise HandshakeError("handshake message does not authenticate")
+        except BaseException:
+            self._failed = True
+            raise
+        self._finish()
+        return payload
+
+    # The two CipherStates after the last message: (initiator->responder, responder->initiator).
+    def split(self):
+        if self._result is None:
+            raise HandshakeError("handshake not complete")
+        return self._result
