@@ -84,19 +84,19 @@ MAKE_QEMU = $(MAKE) -C $(MICROPY_DIR)/ports/qemu -j$(JOBS) MPY_LIB_DIR=$(NO_MPY_
 # Each board is built twice: with the module (the firmware) and without it (the
 # baseline tools/firmware_size.py compares against to report the module's flash cost).
 UNIX: setup
-	@echo "firmware: UNIX"
+	@echo "firmware: UNIX"; mkdir -p $(BUILD_ROOT)
 	@$(call MAKE_UNIX,UNIX) BUILD=$(BUILD_ROOT)/UNIX USER_C_MODULES=$(USERMOD) >$(BUILD_ROOT)/UNIX.log 2>&1 \
 		|| { tail -40 $(BUILD_ROOT)/UNIX.log; exit 1; }
 	@$(call MAKE_UNIX,UNIX) BUILD=$(BUILD_ROOT)/baseline/UNIX >$(BUILD_ROOT)/UNIX-baseline.log 2>&1 \
 		|| { tail -40 $(BUILD_ROOT)/UNIX-baseline.log; exit 1; }
 
 UNIX_STOCK: setup
-	@echo "firmware: UNIX_STOCK"
+	@echo "firmware: UNIX_STOCK"; mkdir -p $(BUILD_ROOT)
 	@$(call MAKE_UNIX,UNIX_STOCK) BUILD=$(BUILD_ROOT)/UNIX_STOCK >$(BUILD_ROOT)/UNIX_STOCK.log 2>&1 \
 		|| { tail -40 $(BUILD_ROOT)/UNIX_STOCK.log; exit 1; }
 
 QEMU_MPS2_AN385 QEMU_VIRT_RV32: setup
-	@echo "firmware: $@"
+	@echo "firmware: $@"; mkdir -p $(BUILD_ROOT)
 	@$(call MAKE_QEMU,$@) BUILD=$(BUILD_ROOT)/$@ USER_C_MODULES=$(USERMOD) >$(BUILD_ROOT)/$@.log 2>&1 \
 		|| { tail -40 $(BUILD_ROOT)/$@.log; exit 1; }
 	@$(call MAKE_QEMU,$@) BUILD=$(BUILD_ROOT)/baseline/$@ >$(BUILD_ROOT)/$@-baseline.log 2>&1 \
