@@ -1,0 +1,282 @@
+# A Sealink channel: a Noise handshake, then an encrypted session, carried in small
+# radio frames (sealink.wire) that may be lost, reordered or duplicated.
+#
+# - First contact uses XX; a reconnect with both static keys known uses KK, whose two
+#   messages (48 bytes each) fit one 51-byte LoRa SF12 frame with the 3-byte header.
+# - Transport frames carry the low 13 bits of the 64-bit Noise nonce; the receiver
+#   rebuilds the full counter and keeps a sliding replay window (sealink.replay), so
+#   loss and reordering never desynchronise the session and replays are refused.
+# - Keys move to a new epoch every 2^REKEY_SHIFT counters with Noise Rekey(); a sender
+#   whose epoch is older than rekey_after_ms jumps to the next epoch, so time-based
+#   rekeying needs no extra message.  After MAX_COUNTER messages or max_age_ms the
+#   session expires and a new handshake is required.
+# - Frames larger than the link MTU travel as fragments (sealink.fragment); handshake
+#   messages are retransmitted with backoff until answered.
+#
+# Bad input never raises out of Channel.receive(): each rejected frame is counted by
+# reason in Channel.drops.  Channel.open_frame() is the same with the typed error.
+
+from sealink import fragment, wire
+from sealink.errors import HandshakeError, SealinkError
+from sealink.noise import HandshakeState, protocol_name
+from sealink.replay import ReplayError, ReplayWindow
+
+REKEY_SHIFT = 10
+MAX_COUNTER = 1 << 24
+PROLOGUE = b"sealink/1"
+
+
+class SessionError(SealinkError):
+    # A frame for a session that is not established, or a channel used wrongly.
+    pass
+
+
+class SessionExpiredError(SessionError):
+    # The session reached its message or age limit: handshake again.
+    pass
+
+
+class _EpochKeys:
+    """One direction's keys: epoch e = counter >> REKEY_SHIFT, each epoch Rekey()ed
+    from the one before.  Keeps the current and the previous epoch, for late frames."""
+
+    def __init__(self, cipher):
+        self.epoch = 0
+        self.current = cipher
+        self.previous = None
+
+    def for_counter(self, n):
+        epoch = n >> REKEY_SHIFT
+        if epoch == self.epoch:
+            return self.current
+        if epoch == self.epoch - 1 and self.previous is not None:
+            return self.previous
+        if epoch < self.epoch:
+            raise ReplayError("counter %d belongs to a retired key epoch" % n)
+        while self.epoch < epoch:
+            if self.previous is not None:
+                self.previous.wipe()
+            nxt = _copy(self.current)
+            nxt.rekey()
+            self.previous = self.current if self.epoch + 1 == epoch else None
+            if self.previous is None:
+                self.current.wipe()
+            self.current = nxt
+            self.epoch += 1
+        return self.current
+
+
+def _copy(cipher):
+    from sealink.noise import CipherState
+
+    return CipherState(cipher.k)
+
+
+class Channel:
+    """One end of a channel.  Feed it frames with receive(), send with send(), and call
+    poll() now and then for retransmissions.  Times are milliseconds from any clock."""
+
+    def __init__(self, initiator, s, rs=None, sid=0, mtu=51, peer_lookup=None,
+                 rekey_after_ms=3600000, max_age_ms=86400000, retry_ms=2000, max_retries=5,
+                 window=64):
+        self.initiator = initiator
+        self.s = s
+        self.rs = rs
+        self.sid = sid
+        self.mtu = mtu
+        self.peer_lookup = peer_lookup
+        self.rekey_after_ms = rekey_after_ms
+        self.max_age_ms = max_age_ms
+        self.retry_ms = retry_ms
+        self.max_retries = max_retries
+        self.window_size = window
+        self.state = "idle"
+        self.pattern = None
+        self.handshake_hash = None
+        self.remote_static = rs
+        self.drops = {}
+        self.frames_in = 0
+        self.frames_out = 0
+        self.bytes_out = 0
+        self._hs = None
+        self._hs_last = None  # frames of our last handshake message, for retransmission
+        self._hs_last_in = None  # the handshake message we answered last
+        self._hs_sent_ms = 0
+        self._hs_tries = 0
+        self._frag_id = 0
+        self._reassembler = fragment.Reassembler(max_messages=2, max_message_size=4096)
+
+    # --- framing ---------------------------------------------------------------------
+
+    def _out(self, frame):
+        """Split a logical frame into link frames of at most mtu bytes."""
+        if len(frame) <= self.mtu:
+            frames = [frame]
+        else:
+            chunk = self.mtu - wire.HEADER - fragment.FRAGMENT_HEADER
+            inner = frame[:1] + frame[wire.HEADER:]
+            self._frag_id = (self._frag_id + 1) & 0xFF
+            head = wire.header(wire.KIND_FRAGMENT, 0, self.sid)
+            frames = [head + f for f in fragment.split(inner, self._frag_id, chunk)]
+        self.frames_out += len(frames)
+        for f in frames:
+            self.bytes_out += len(f)
+        return frames
+
+    # --- handshake -------------------------------------------------------------------
+
+    def connect(self, now_ms):
+        """Initiator: start a handshake (KK when the peer's static key is known, else
+        XX).  Returns the frames to send."""
+        if not self.initiator:
+            raise SessionError("only the initiator connects")
+        self.pattern = "KK" if self.rs is not None else "XX"
+        self._hs = HandshakeState(protocol_name(self.pattern), True, PROLOGUE, s=self.s,
+                                  rs=self.rs)
+        self.state = "handshaking"
+        return self._write_handshake(now_ms)
+
+    def _write_handshake(self, now_ms, payload=b""):
+        index = self._hs._index
+        message = self._hs.write_message(payload)
+        frames = self._out(wire.handshake_frame(self.pattern, index, self.sid, message))
+        self._hs_last = frames
+        self._hs_sent_ms = now_ms
+        self._hs_tries = 0
+        if self._hs.complete:
+            self._establish(now_ms)
+        return frames
+
+    def _read_handshake(self, bits, body, now_ms):
+        pattern = wire.PATTERN_NAMES[bits >> 3]
+        index = bits & 0x07
+        if self.state == "established" or (self._hs is not None and index < self._hs._index):
+            # A retransmission of a message we have already answered: answer again.
+            if body == self._hs_last_in and self._hs_last is not None:
+                return self._hs_last
+            raise HandshakeError("stale handshake message %d" % index)
+        if self._hs is None:
+            if self.initiator or index != 0:
+                raise HandshakeError("unexpected handshake message %d" % index)
+            rs = None
+            if pattern == "KK":
+                rs = self.peer_lookup(self.sid) if self.peer_lookup else None
+                if rs is None:
+                    raise HandshakeError("KK from an unknown peer")
+            elif pattern != "XX":
+                raise HandshakeError("pattern %s is not accepted here" % pattern)
+            self.pattern = pattern
+            self._hs = HandshakeState(protocol_name(pattern), False, PROLOGUE, s=self.s, rs=rs)
+            self.state = "handshaking"
+        if pattern != self.pattern or index != self._hs._index:
+            raise HandshakeError("handshake message out of order")
+        try:
+            self._hs.read_message(body)
+        except HandshakeError:
+            self._hs = None
+            self.state = "idle" if not self.initiator else "failed"
+            raise
+        self._hs_last_in = body
+        if self._hs.complete:
+            self._establish(now_ms)
+            return []
+        return self._write_handshake(now_ms)
+
+    def _establish(self, now_ms):
+        to_responder, to_initiator = self._hs.split()
+        send, recv = (to_responder, to_initiator) if self.initiator else (to_initiator,
+                                                                          to_responder)
+        self.handshake_hash = self._hs.handshake_hash
+        self.remote_static = self._hs.rs
+        self._send_keys = _EpochKeys(send)
+        self._recv_keys = _EpochKeys(recv)
+        self._send_n = 0
+        self._epoch_started_ms = now_ms
+        self._established_ms = now_ms
+        self._window = ReplayWindow(self.window_size)
+        self.state = "established"
+
+    # --- transport ---------------------------------------------------------------------
+
+    def send(self, payload, now_ms, kind=wire.KIND_DATA):
+        """Encrypt one payload; returns its link frames."""
+        if self.state != "established":
+            raise SessionError("no established session")
+        if now_ms - self._established_ms > self.max_age_ms or self._send_n >= MAX_COUNTER:
+            self.state = "expired"
+            raise SessionExpiredError("session limit reached: handshake again")
+        if now_ms - self._epoch_started_ms > self.rekey_after_ms:
+            # Time-based rekey: skip to the next key epoch (explicit counters allow it).
+            self._send_n = ((self._send_n >> REKEY_SHIFT) + 1) << REKEY_SHIFT
+            self._epoch_started_ms = now_ms
+        n = self._send_n
+        self._send_n += 1
+        if n & ((1 << REKEY_SHIFT) - 1) == 0:
+            self._epoch_started_ms = now_ms
+        head = wire.data_header(kind, self.sid, n)
+        cipher = self._send_keys.for_counter(n)
+        return self._out(head + cipher.encrypt_with_nonce(n, head, payload))
+
+    def _read_data(self, kind, bits, body):
+        if self.state != "established":
+            raise SessionError("data before the session is established")
+        head = wire.data_header(kind, self.sid, wire.truncated_counter(bits, body))
+        n = self._window.expand(wire.truncated_counter(bits, body), wire.COUNTER_BITS)
+        self._window.check(n)
+        cipher = self._recv_keys.for_counter(n)
+        plaintext = cipher.decrypt_with_nonce(n, head, body[1:])
+        self._window.update(n)
+        return plaintext
+
+    # --- receiving -----------------------------------------------------------------------
+
+    def open_frame(self, frame, now_ms, _nested=False):
+        """Process one link frame.  Returns (payloads delivered, frames to send back).
+        Raises a SealinkError subclass for anything rejected."""
+        kind, bits, sid, body = wire.parse(frame)
+        if sid != self.sid:
+            raise SessionError("frame for session %d, this is %d" % (sid, self.sid))
+        if kind == wire.KIND_FRAGMENT:
+            if _nested:
+                raise wire.FrameError("fragment inside a fragment")
+            whole = self._reassembler.feed(body, now_ms)
+            if whole is None:
+                return [], []
+            return self.open_frame(whole[:1] + frame[1:wire.HEADER] + whole[1:], now_ms, True)
+        if kind == wire.KIND_HANDSHAKE:
+            return [], self._read_handshake(bits, body, now_ms)
+        if kind == wire.KIND_DATA:
+            return [self._read_data(kind, bits, body)], []
+        if kind == wire.KIND_CONTROL:
+            self._read_data(kind, bits, body)
+            return [], []
+        # KIND_REJECT: the peer lost our session; the initiator must handshake again.
+        if self.initiator and self.state == "established":
+            self.state = "rejected"
+        return [], []
+
+    def receive(self, frame, now_ms):
+        """open_frame() that never raises: rejected frames are counted in self.drops."""
+        self.frames_in += 1
+        try:
+            return self.open_frame(frame, now_ms)
+        except SealinkError as e:
+            reason = type(e).__name__
+            self.drops[reason] = self.drops.get(reason, 0) + 1
+            return [], []
+
+    def poll(self, now_ms):
+        """Frames to retransmit now: an unanswered handshake message, with backoff."""
+        waiting = (self.state == "handshaking" and self._hs is not None
+                   and self._hs.is_my_turn() is False and self._hs_last is not None)
+        if not waiting:
+            return []
+        if now_ms - self._hs_sent_ms < self.retry_ms << self._hs_tries:
+            return []
+        if self._hs_tries >= self.max_retries:
+            self.state = "failed"
+            return []
+        self._hs_tries += 1
+        self._hs_sent_ms = now_ms
+        self.frames_out += len(self._hs_last)
+        return list(self._hs_last)
