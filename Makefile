@@ -111,7 +111,7 @@ sizes:
 	@$(VPY) tools/firmware_size.py UNIX QEMU_MPS2_AN385 QEMU_VIRT_RV32
 
 # --- Tests, demo, benchmarks ----------------------------------------------------------------
-test: firmware
+test: firmware lint
 	$(VPY) -m pytest -q tests
 
 test-fast: setup

@@ -120,7 +120,7 @@ class UnixDevice:
                 raise DeviceError(text)
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"{self.board}: no reply within the timeout; got {bytes(out)!r}")
+                raise TimeoutError(f"{self.board}: no reply in time; got {bytes(out)!r}")
             ready, _, _ = select.select([self.proc.stdout], [], [], left)
             if ready:
                 chunk = os.read(self.proc.stdout.fileno(), 65536)

@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from devices import BUILD, LIB, DeviceError, UnixDevice
 
+from devices import BUILD, LIB, DeviceError, UnixDevice
 from sealink import crypto
 from sealink.errors import CryptoError
 
@@ -18,8 +18,8 @@ def _cpython_backend(env_value):
         env.pop("SEALINK_CRYPTO_BACKEND", None)
     else:
         env["SEALINK_CRYPTO_BACKEND"] = env_value
-    return subprocess.run([sys.executable, "-c", "from sealink import crypto; print(crypto.BACKEND)"],
-                          env=env, capture_output=True, text=True)
+    code = "from sealink import crypto; print(crypto.BACKEND)"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
 
 
 def test_cpython_defaults_to_cryptography():

@@ -1,7 +1,8 @@
 """sealink.crypto on CPython and on real firmware: RFC vectors, differential tests against
 pyca/cryptography, and bad input, for every backend on every target.
 
-Targets: CPython with pyca/cryptography and with the pure-Python fallback, the unix firmware with the native module and with the pure-Python
+Targets: CPython with pyca/cryptography and with the pure-Python fallback, the unix
+firmware with the native module and with the pure-Python
 fallback forced, a stock unix firmware (no C module, package loaded from files),
 and the QEMU Cortex-M3 and RV32 firmware with the native module.  Each target boots
 once per module; calls go over its REPL.
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
 from devices import CPythonDevice, DeviceError, QemuDevice, UnixDevice
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
@@ -120,7 +122,7 @@ def test_rfc7748_iterated(target):
     it = _load("rfc7748_x25519.json")["iterated"]
     iterations = 1000 if target.fast else 1
     code = (
-        "k = binascii.unhexlify('0900000000000000000000000000000000000000000000000000000000000000')\n"
+        "k = b'\\x09' + bytes(31)\n"
         "u = k\n"
         f"for _ in range({iterations}):\n"
         "    k, u = crypto.x25519(k, u), k\n"
@@ -158,7 +160,7 @@ def test_differential_aead(target):
         batch = cases[chunk:chunk + 8]
         enc = target.calls([("aead_encrypt", k, n, p, a) for k, n, p, a, _ in batch])
         dec = target.calls([("aead_decrypt", k, n, s, a) for k, n, _, a, s in batch])
-        for (k, n, p, a, s), e, d in zip(batch, enc, dec):
+        for (_, _, p, _, s), e, d in zip(batch, enc, dec, strict=True):
             assert e == ("B", s)
             assert d == ("B", p)
 

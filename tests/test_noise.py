@@ -4,9 +4,9 @@ byte for byte, and against hostile handshake messages; then on real firmware."""
 import os
 
 import pytest
-from devices import QemuDevice, UnixDevice
 from noise.connection import Keypair, NoiseConnection
 
+from devices import QemuDevice, UnixDevice
 from sealink import crypto
 from sealink.errors import HandshakeError, SealinkError
 from sealink.noise import HandshakeState, protocol_name

@@ -4,6 +4,7 @@ instructions under -icount, real sleeping, host entropy, poll() on stdin and asy
 import time
 
 import pytest
+
 from devices import QemuDevice
 
 BOARDS = ["QEMU_MPS2_AN385", "QEMU_VIRT_RV32"]

@@ -114,7 +114,7 @@ def use_backend(name):
     try:
         impl = _load(name)
     except ImportError:
-        raise CryptoError("crypto backend %r is not available here" % (name,))
+        raise CryptoError("crypto backend %r is not available here" % (name,)) from None
     _impl = impl
     BACKEND = name
 

@@ -12,6 +12,7 @@ from sealink.errors import SealinkError
 
 FRAGMENT_HEADER = 2
 MAX_FRAGMENTS = 16
+DONE_MEMORY = 16  # completed ids remembered (ids wrap at 256)
 
 
 class FragmentError(SealinkError):
@@ -51,7 +52,12 @@ class Reassembler:
         self.max_messages = max_messages
         self.max_message_size = max_message_size
         self.timeout_ms = timeout_ms
-        self._partial = {}  # msg_id -> [count, chunks list, size, started_ms]
+        self._partial = {}  # msg_id -> [count, chunks list, size, started_ms, arrival seq]
+        self._seq = 0
+        # The last messages completed, [(id, message)]: late copies of their fragments
+        # are duplicates; a late copy of fragment 0 hands the message up once more, so
+        # a retransmitted handshake message is answered again.
+        self._done = []
         self.duplicates = 0
         self.evicted = 0
 
@@ -59,13 +65,18 @@ class Reassembler:
         """Add one fragment; return the whole message when it completes, else None."""
         msg_id, index, count, chunk = parse(fragment)
         self.expire(now_ms)
+        for done_id, message in self._done:
+            if done_id == msg_id:
+                self.duplicates += 1
+                return message if index == 0 else None
         entry = self._partial.get(msg_id)
         if entry is None:
             if len(self._partial) >= self.max_messages:
-                oldest = min(self._partial, key=lambda k: self._partial[k][3])
+                oldest = min(self._partial, key=lambda k: self._partial[k][4])
                 del self._partial[oldest]
                 self.evicted += 1
-            entry = [count, [None] * count, 0, now_ms]
+            self._seq += 1
+            entry = [count, [None] * count, 0, now_ms, self._seq]
             self._partial[msg_id] = entry
         elif entry[0] != count:
             raise FragmentError("fragment count changed within message %d" % msg_id)
@@ -84,7 +95,11 @@ class Reassembler:
         if None in chunks:
             return None
         del self._partial[msg_id]
-        return b"".join(chunks)
+        message = b"".join(chunks)
+        self._done.append((msg_id, message))
+        if len(self._done) > DONE_MEMORY:
+            self._done.pop(0)
+        return message
 
     def missing(self, msg_id):
         """Indices still missing for a partial message ([] if unknown or complete)."""

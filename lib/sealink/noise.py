@@ -43,7 +43,8 @@ def _dh(private, public):
     try:
         return crypto.x25519(private, public)
     except CryptoError:
-        raise HandshakeError("DH with the peer's key failed (low-order or malformed key)")
+        raise HandshakeError(
+            "DH with the peer's key failed (low-order or malformed key)") from None
 
 
 class CipherState:
@@ -195,8 +196,9 @@ class HandshakeState:
         self.symmetric = SymmetricState(protocol_name.encode())
         self.symmetric.mix_hash(prologue)
         # Pre-messages: the initiator's keys first, then the responder's (section 7.1).
+        # The supported patterns only pre-share static keys ("s").
         for side_is_initiator, tokens in ((True, pre_initiator), (False, pre_responder)):
-            for token in tokens:
+            for _ in tokens:
                 mine = side_is_initiator == self.initiator
                 key = self.s_pub if mine else self.rs
                 if key is None:
@@ -313,7 +315,7 @@ class HandshakeState:
             payload = self.symmetric.decrypt_and_hash(rest)
         except AuthenticationError:
             self._failed = True
-            raise HandshakeError("handshake message does not authenticate")
+            raise HandshakeError("handshake message does not authenticate") from None
         except BaseException:
             self._failed = True
             raise

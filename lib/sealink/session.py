@@ -104,7 +104,7 @@ class Channel:
         self._hs_sent_ms = 0
         self._hs_tries = 0
         self._frag_id = 0
-        self._reassembler = fragment.Reassembler(max_messages=2, max_message_size=4096)
+        self._reassembler = fragment.Reassembler(max_messages=4, max_message_size=4096)
 
     # --- framing ---------------------------------------------------------------------
 
@@ -176,10 +176,13 @@ class Channel:
             self._hs = None
             self.state = "idle" if not self.initiator else "failed"
             raise
-        self._hs_last_in = body
         if self._hs.complete:
+            # The message that completed the handshake asks for no answer: a duplicate
+            # of it is stale, not a reason to retransmit.
+            self._hs_last_in = None
             self._establish(now_ms)
             return []
+        self._hs_last_in = body
         return self._write_handshake(now_ms)
 
     def _establish(self, now_ms):
@@ -271,7 +274,9 @@ class Channel:
                    and self._hs.is_my_turn() is False and self._hs_last is not None)
         if not waiting:
             return []
-        if now_ms - self._hs_sent_ms < self.retry_ms << self._hs_tries:
+        # Exponential backoff, capped at 8x: the receiver keeps the fragments of every
+        # copy, so each retransmission fills more of the gaps.
+        if now_ms - self._hs_sent_ms < self.retry_ms << min(self._hs_tries, 3):
             return []
         if self._hs_tries >= self.max_retries:
             self.state = "failed"
