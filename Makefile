@@ -122,7 +122,9 @@ demo: setup
 	@exit 2
 
 bench: firmware
-	$(VPY) bench/crypto_speed.py
+	$(VPY) bench/crypto_speed.py --json $(BUILD_ROOT)/bench-crypto.json
+	$(VPY) bench/air_bytes.py --json $(BUILD_ROOT)/bench-air.json
+	$(VPY) bench/device_heap.py --json $(BUILD_ROOT)/bench-heap.json
 
 lint: setup
 	$(VENV)/bin/ruff check lib gateway tests tools bench
