@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "lib"))
 from device_session import DeviceChannelRun  # noqa: E402
+
 from devices import DeviceError, UnixDevice  # noqa: E402
 
 

@@ -3,6 +3,7 @@ port, including a 32 KiB heap, and the QEMU boards) against the gateway side her
 
 import pytest
 from device_session import DeviceChannelRun
+
 from devices import QemuDevice, UnixDevice
 
 TARGETS = [
