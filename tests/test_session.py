@@ -226,3 +226,58 @@ def test_counter_reconstruction(highest, delta):
     n = highest + 1 + delta
     if n >= 0:
         assert w.expand(n & 0x1FFF, 13) == n
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32), loss=st.floats(0, 0.4), dup=st.floats(0, 0.3))
+def test_reliable_delivery_exactly_once(seed, loss, dup):
+    rng = random.Random(seed)
+
+    def link(frames):
+        out = [f for f in frames if rng.random() >= loss]
+        out += [f for f in out if rng.random() < dup]
+        rng.shuffle(out)
+        return out
+
+    dev, gw = _pair(51, retry_ms=1000, reliable_retries=25)
+    t = _handshake(dev, gw)
+    messages = [b"command %d" % i for i in range(30)]
+    queue = list(messages)
+    delivered = []
+    to_gw, to_dev = [], []
+    for _ in range(2000):  # bounded: each round is 100 ms of modeled time
+        t += 100
+        while queue and dev._reliable_out.in_flight < 8:
+            to_gw += dev.send_reliable(queue.pop(0), t)
+        nxt_dev = []
+        for f in link(to_gw):
+            payloads, replies = gw.receive(f, t)
+            delivered += payloads
+            nxt_dev += replies
+        for f in link(to_dev):
+            dev.receive(f, t)
+        to_gw, to_dev = dev.poll(t), nxt_dev
+        if not queue and dev._reliable_out.in_flight == 0:
+            break
+    assert dev.undelivered == []
+    assert sorted(delivered) == sorted(messages)  # each exactly once
+
+
+def test_reliable_gives_up_and_reports():
+    dev, gw = _pair(51, retry_ms=100, reliable_retries=2)
+    _handshake(dev, gw)
+    dev.send_reliable(b"into the void", 0)  # never delivered: the link is down
+    for t in range(0, 10000, 100):
+        dev.poll(t)
+    assert dev.undelivered == [b"into the void"]
+
+
+def test_reliable_in_flight_limit():
+    from sealink.reliable import DeliveryError
+
+    dev, gw = _pair(51)
+    _handshake(dev, gw)
+    for i in range(8):
+        dev.send_reliable(b"%d" % i, 0)
+    with pytest.raises(DeliveryError):
+        dev.send_reliable(b"one too many", 0)

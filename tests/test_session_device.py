@@ -54,3 +54,24 @@ def test_garbage_from_the_radio_is_counted_not_fatal(device):
     drops = device.exec("print(sorted(ch.drops.items()))").strip()
     assert "FrameError" in drops
     assert run.downlink(b"still here") == [b"still here"]
+
+
+def test_reliable_downlink_is_acknowledged(device):
+    import binascii
+
+    from device_session import parse
+
+    run = DeviceChannelRun(device, mtu=51)
+    run.handshake()
+    frames = run.gateway.send_reliable(b"open valve 3", run.now)
+    arg = [binascii.hexlify(f).decode() for f in frames]
+    acks, payloads = parse(device.exec(f"step({arg!r}, {run.now})"))
+    assert payloads == [b"open valve 3"]
+    # A retransmission (the ack was lost) is acknowledged again but not delivered twice.
+    run.now += 5000
+    again = [binascii.hexlify(f).decode() for f in run.gateway.poll(run.now)]
+    acks2, payloads2 = parse(device.exec(f"step({again!r}, {run.now})"))
+    assert payloads2 == [] and len(acks2) == 1
+    for f in acks2:
+        run.gateway.receive(f, run.now)
+    assert run.gateway._reliable_out.in_flight == 0

@@ -12,11 +12,13 @@
 #   session expires and a new handshake is required.
 # - Frames larger than the link MTU travel as fragments (sealink.fragment); handshake
 #   messages are retransmitted with backoff until answered.
+# - send_reliable() adds acknowledgements, retransmission and duplicate suppression
+#   (sealink.reliable) for messages the application must see exactly once.
 #
 # Bad input never raises out of Channel.receive(): each rejected frame is counted by
 # reason in Channel.drops.  Channel.open_frame() is the same with the typed error.
 
-from sealink import fragment, wire
+from sealink import fragment, reliable, wire
 from sealink.errors import HandshakeError, SealinkError
 from sealink.noise import HandshakeState, protocol_name
 from sealink.replay import ReplayError, ReplayWindow
@@ -78,7 +80,7 @@ class Channel:
 
     def __init__(self, initiator, s, rs=None, sid=0, mtu=51, peer_lookup=None,
                  rekey_after_ms=3600000, max_age_ms=86400000, retry_ms=2000, max_retries=5,
-                 window=64):
+                 window=64, reliable_retries=6):
         self.initiator = initiator
         self.s = s
         self.rs = rs
@@ -105,6 +107,9 @@ class Channel:
         self._hs_tries = 0
         self._frag_id = 0
         self._reassembler = fragment.Reassembler(max_messages=4, max_message_size=4096)
+        self._reliable_out = reliable.ReliableSender(retry_ms=retry_ms,
+                                                     max_retries=reliable_retries)
+        self._reliable_in = reliable.ReliableReceiver()
 
     # --- framing ---------------------------------------------------------------------
 
@@ -220,6 +225,19 @@ class Channel:
         cipher = self._send_keys.for_counter(n)
         return self._out(head + cipher.encrypt_with_nonce(n, head, payload))
 
+    def send_reliable(self, payload, now_ms):
+        """Send a payload the peer must see exactly once: retransmitted by poll() until
+        acknowledged.  Raises DeliveryError when MAX_IN_FLIGHT are outstanding."""
+        if self.state != "established":
+            raise SessionError("no established session")
+        body = self._reliable_out.submit(payload, now_ms)
+        return self.send(body, now_ms, wire.KIND_RELIABLE)
+
+    @property
+    def undelivered(self):
+        """Reliable payloads given up on after all retries (the application decides)."""
+        return self._reliable_out.failed
+
     def _read_data(self, kind, bits, body):
         if self.state != "established":
             raise SessionError("data before the session is established")
@@ -250,8 +268,12 @@ class Channel:
             return [], self._read_handshake(bits, body, now_ms)
         if kind == wire.KIND_DATA:
             return [self._read_data(kind, bits, body)], []
+        if kind == wire.KIND_RELIABLE:
+            payload, ack = self._reliable_in.accept(self._read_data(kind, bits, body))
+            return ([] if payload is None else [payload]), self.send(ack, now_ms,
+                                                                      wire.KIND_CONTROL)
         if kind == wire.KIND_CONTROL:
-            self._read_data(kind, bits, body)
+            self._reliable_out.acknowledge(self._read_data(kind, bits, body))
             return [], []
         # KIND_REJECT: the peer lost our session; the initiator must handshake again.
         if self.initiator and self.state == "established":
@@ -269,7 +291,13 @@ class Channel:
             return [], []
 
     def poll(self, now_ms):
-        """Frames to retransmit now: an unanswered handshake message, with backoff."""
+        """Frames to retransmit now: an unanswered handshake message, or reliable
+        messages not yet acknowledged, with backoff."""
+        if self.state == "established":
+            frames = []
+            for body in self._reliable_out.poll(now_ms):
+                frames += self.send(body, now_ms, wire.KIND_RELIABLE)
+            return frames
         waiting = (self.state == "handshaking" and self._hs is not None
                    and self._hs.is_my_turn() is False and self._hs_last is not None)
         if not waiting:

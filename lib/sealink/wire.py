@@ -8,6 +8,8 @@
 # kind DATA / CONTROL: bits = counter bits 12..8; byte 3 = counter bits 7..0; the rest
 #                 is ChaCha20-Poly1305 ciphertext and tag of the payload, with the
 #                 4 header bytes as associated data.  4 + 16 = 20 bytes of overhead.
+# kind RELIABLE: as DATA; the plaintext is a sealink.reliable message (id + payload),
+#                 answered by an ack in a CONTROL frame.
 # kind FRAGMENT:  bits = 0; the rest is one fragment (sealink.fragment) of a frame that
 #                 did not fit the link, taken without its session id.
 # kind REJECT:    bits = reason; no body, no authentication: a hint that the receiver has
@@ -24,6 +26,7 @@ KIND_DATA = 2
 KIND_CONTROL = 3
 KIND_FRAGMENT = 4
 KIND_REJECT = 5
+KIND_RELIABLE = 6
 
 PATTERN_CODES = {"XX": 0, "KK": 1, "IK": 2}
 PATTERN_NAMES = {0: "XX", 1: "KK", 2: "IK"}
@@ -57,7 +60,7 @@ def parse(frame):
             raise FrameError("unknown handshake pattern code %d" % (bits >> 3))
         if not body:
             raise FrameError("empty handshake frame")
-    elif kind in (KIND_DATA, KIND_CONTROL):
+    elif kind in (KIND_DATA, KIND_CONTROL, KIND_RELIABLE):
         if len(body) < 1 + 16:
             raise FrameError("data frame truncated")
     elif kind == KIND_FRAGMENT:
