@@ -156,6 +156,7 @@ class Channel:
         pattern = wire.PATTERN_NAMES[bits >> 3]
         index = bits & 0x07
         if self.state == "established" or (self._hs is not None and index < self._hs._index):
+            # (Once established, _hs is released; this branch needs only the caches.)
             # A retransmission of a message we have already answered: answer again.
             if body == self._hs_last_in and self._hs_last is not None:
                 return self._hs_last
@@ -202,6 +203,7 @@ class Channel:
         self._epoch_started_ms = now_ms
         self._established_ms = now_ms
         self._window = ReplayWindow(self.window_size)
+        self._hs = None  # release the handshake state: a device's heap is small
         self.state = "established"
 
     # --- transport ---------------------------------------------------------------------
