@@ -281,3 +281,28 @@ def test_reliable_in_flight_limit():
         dev.send_reliable(b"%d" % i, 0)
     with pytest.raises(DeliveryError):
         dev.send_reliable(b"one too many", 0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(min_size=0, max_size=40), max_size=20))
+def test_reassembler_raises_only_fragment_errors(fragments):
+    from sealink.fragment import FragmentError, Reassembler
+
+    r = Reassembler(max_messages=2, max_message_size=64)
+    for f in fragments:
+        try:
+            whole = r.feed(f, 0)
+        except FragmentError:
+            continue
+        assert whole is None or len(whole) <= 64 + 40
+    assert len(r._partial) <= 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=0, max_size=60))
+def test_wire_parser_raises_only_frame_errors(frame):
+    try:
+        kind, bits, sid, body = wire.parse(frame)
+    except wire.FrameError:
+        return
+    assert 0 <= sid < 65536 and 0 <= bits < 32 and body == frame[3:]
