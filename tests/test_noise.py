@@ -30,34 +30,36 @@ def _keys():
     return si, sr, crypto.x25519_base(si), crypto.x25519_base(sr)
 
 
-def _pair(pattern, ours_initiator, prologue=b"sealink", ephemerals=(None, None)):
-    """Our HandshakeState and a noiseprotocol connection in the other role."""
+def _roles(pattern):
+    """Fresh keys as the pattern needs them: ((s, rs) of the initiator, of the responder)."""
     si, sr, pi, pr = _keys()
     i_s, r_s, i_rs, r_rs = NEEDS[pattern]
+    return ((si if i_s else None, pr if i_rs else None),
+            (sr if r_s else None, pi if r_rs else None))
+
+
+def _theirs(name, initiator, s, rs, e=None, prologue=b"sealink"):
+    """A started noiseprotocol connection (the independent implementation)."""
+    c = NoiseConnection.from_name(name.encode())
+    c.set_as_initiator() if initiator else c.set_as_responder()
+    if s:
+        c.set_keypair_from_private_bytes(Keypair.STATIC, s)
+    if rs:
+        c.set_keypair_from_public_bytes(Keypair.REMOTE_STATIC, rs)
+    if e:
+        c.set_keypair_from_private_bytes(Keypair.EPHEMERAL, e)
+    c.set_prologue(prologue)
+    c.start_handshake()
+    return c
+
+
+def _pair(pattern, ours_initiator, prologue=b"sealink"):
+    """Our HandshakeState and a noiseprotocol connection in the other role."""
     name = protocol_name(pattern)
-    them = NoiseConnection.from_name(name.encode())
-    if ours_initiator:
-        them.set_as_responder()
-        if r_s:
-            them.set_keypair_from_private_bytes(Keypair.STATIC, sr)
-        if r_rs:
-            them.set_keypair_from_public_bytes(Keypair.REMOTE_STATIC, pi)
-        if ephemerals[1]:
-            them.set_keypair_from_private_bytes(Keypair.EPHEMERAL, ephemerals[1])
-        us = HandshakeState(name, True, prologue, s=si if i_s else None,
-                            rs=pr if i_rs else None, e=ephemerals[0])
-    else:
-        them.set_as_initiator()
-        if i_s:
-            them.set_keypair_from_private_bytes(Keypair.STATIC, si)
-        if i_rs:
-            them.set_keypair_from_public_bytes(Keypair.REMOTE_STATIC, pr)
-        if ephemerals[0]:
-            them.set_keypair_from_private_bytes(Keypair.EPHEMERAL, ephemerals[0])
-        us = HandshakeState(name, False, prologue, s=sr if r_s else None,
-                            rs=pi if r_rs else None, e=ephemerals[1])
-    them.set_prologue(prologue)
-    them.start_handshake()
+    roles = _roles(pattern)
+    mine, theirs = (roles[0], roles[1]) if ours_initiator else (roles[1], roles[0])
+    them = _theirs(name, not ours_initiator, *theirs, prologue=prologue)
+    us = HandshakeState(name, ours_initiator, prologue, s=mine[0], rs=mine[1])
     return us, them
 
 
@@ -104,27 +106,12 @@ def test_message_sizes_with_empty_payloads(pattern):
 def test_same_keys_same_bytes(pattern):
     """Both sides ours vs both sides noiseprotocol, with the same static and injected
     ephemeral keys: every handshake and transport message is identical, byte for byte."""
-    si, sr, pi, pr = _keys()
+    (i_s, i_rs), (r_s, r_rs) = _roles(pattern)
     ei, er = os.urandom(32), os.urandom(32)
-    i_s, r_s, i_rs, r_rs = NEEDS[pattern]
     name = protocol_name(pattern)
-    ours = [HandshakeState(name, True, b"p", s=si if i_s else None, e=ei,
-                           rs=pr if i_rs else None),
-            HandshakeState(name, False, b"p", s=sr if r_s else None, e=er,
-                           rs=pi if r_rs else None)]
-    theirs = []
-    for initiator, has_s, s, e, knows_rs, rs in ((True, i_s, si, ei, i_rs, pr),
-                                                 (False, r_s, sr, er, r_rs, pi)):
-        c = NoiseConnection.from_name(name.encode())
-        c.set_as_initiator() if initiator else c.set_as_responder()
-        if has_s:
-            c.set_keypair_from_private_bytes(Keypair.STATIC, s)
-        if knows_rs:
-            c.set_keypair_from_public_bytes(Keypair.REMOTE_STATIC, rs)
-        c.set_keypair_from_private_bytes(Keypair.EPHEMERAL, e)
-        c.set_prologue(b"p")
-        c.start_handshake()
-        theirs.append(c)
+    ours = [HandshakeState(name, True, b"p", s=i_s, e=ei, rs=i_rs),
+            HandshakeState(name, False, b"p", s=r_s, e=er, rs=r_rs)]
+    theirs = [_theirs(name, True, i_s, i_rs, ei, b"p"), _theirs(name, False, r_s, r_rs, er, b"p")]
     side = 0
     while not ours[0].complete:
         payload = b"message from side %d" % side
