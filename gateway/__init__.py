@@ -1,0 +1,1 @@
+"""The Sealink gateway: terminates the channels of a fleet (CPython)."""
