@@ -127,7 +127,7 @@ bench: firmware
 	$(VPY) bench/device_heap.py --json $(BUILD_ROOT)/bench-heap.json
 
 lint: setup
-	$(VENV)/bin/ruff check lib gateway tests tools bench
+	$(VENV)/bin/ruff check .
 
 clean:
 	rm -rf $(BUILD_ROOT)

@@ -27,6 +27,8 @@ class ReliableSender:
         self._next_id = 0
         self._pending = {}  # id -> [body, sent_ms, tries]
         self.failed = []  # payloads given up on after max_retries
+        self.acked = []  # ids acknowledged, for the application to collect
+        self.last_id = None
         self.retransmissions = 0
 
     def submit(self, payload, now_ms):
@@ -37,6 +39,7 @@ class ReliableSender:
         self._next_id = (self._next_id + 1) & 0xFF
         body = bytes((msg_id,)) + payload
         self._pending[msg_id] = [body, now_ms, 0]
+        self.last_id = msg_id
         return body
 
     def acknowledge(self, ack_body):
@@ -46,6 +49,7 @@ class ReliableSender:
         done = 0
         for msg_id in ack_body[1:]:
             if self._pending.pop(msg_id, None) is not None:
+                self.acked.append(msg_id)
                 done += 1
         return done
 

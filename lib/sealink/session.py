@@ -80,7 +80,7 @@ class Channel:
 
     def __init__(self, initiator, s, rs=None, sid=0, mtu=51, peer_lookup=None,
                  rekey_after_ms=3600000, max_age_ms=86400000, retry_ms=2000, max_retries=5,
-                 window=64, reliable_retries=6):
+                 window=64, reliable_retries=6, handshake_payload=b""):
         self.initiator = initiator
         self.s = s
         self.rs = rs
@@ -92,6 +92,10 @@ class Channel:
         self.retry_ms = retry_ms
         self.max_retries = max_retries
         self.window_size = window
+        # Sent encrypted in the initiator's last handshake message (XX: after both
+        # static keys; e.g. an enrollment token).  peer_payload: what the peer sent so.
+        self.handshake_payload = handshake_payload
+        self.peer_payload = b""
         self.state = "idle"
         self.pattern = None
         self.handshake_hash = None
@@ -141,8 +145,10 @@ class Channel:
         self.state = "handshaking"
         return self._write_handshake(now_ms)
 
-    def _write_handshake(self, now_ms, payload=b""):
+    def _write_handshake(self, now_ms):
         index = self._hs._index
+        last = index == len(self._hs._messages) - 1
+        payload = self.handshake_payload if (self.initiator and last) else b""
         message = self._hs.write_message(payload)
         frames = self._out(wire.handshake_frame(self.pattern, index, self.sid, message))
         self._hs_last = frames
@@ -177,11 +183,13 @@ class Channel:
         if pattern != self.pattern or index != self._hs._index:
             raise HandshakeError("handshake message out of order")
         try:
-            self._hs.read_message(body)
+            payload = self._hs.read_message(body)
         except HandshakeError:
             self._hs = None
             self.state = "idle" if not self.initiator else "failed"
             raise
+        if payload:
+            self.peer_payload = payload
         if self._hs.complete:
             # The message that completed the handshake asks for no answer: a duplicate
             # of it is stale, not a reason to retransmit.

@@ -1,0 +1,150 @@
+"""`sealink`: the operator's command line (enrollment, devices, audit, the gateway).
+
+Every read command takes --json for scripting.  The state file is --db, or the
+SEALINK_DB environment variable, or ./sealink.db.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+
+import click
+
+from sealink_gateway.store import Store, StoreError
+
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    m = _DURATION.match(text.strip())
+    if not m or int(m.group(1)) == 0:
+        raise click.BadParameter(f"{text!r} is not a duration like 90s, 30m, 1h or 7d")
+    return int(m.group(1)) * _UNITS[m.group(2)]
+
+
+def parse_attr(values: tuple[str, ...]) -> dict[str, str]:
+    attrs = {}
+    for v in values:
+        key, sep, value = v.partition("=")
+        if not sep or not key or not re.match(r"^[A-Za-z0-9_.-]+$", key):
+            raise click.BadParameter(f"{v!r} is not key=value")
+        attrs[key] = value
+    return attrs
+
+
+def _when(t: float | None) -> str:
+    return "-" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+@click.group()
+@click.option("--db", envvar="SEALINK_DB", default="sealink.db", show_default=True,
+              type=click.Path(dir_okay=False), help="The gateway's SQLite state file.")
+@click.pass_context
+def main(ctx: click.Context, db: str) -> None:
+    """Sealink gateway administration."""
+    ctx.obj = {"db": db}
+
+
+def _store(ctx: click.Context) -> Store:
+    try:
+        return Store(ctx.obj["db"])
+    except (StoreError, OSError) as e:  # sqlite3 errors are OSError-like here
+        raise click.ClickException(str(e)) from None
+    except Exception as e:  # a file that is not a database
+        raise click.ClickException(f"cannot open {ctx.obj['db']}: {e}") from None
+
+
+@main.group()
+def enroll() -> None:
+    """One-time enrollment tokens."""
+
+
+@enroll.command("create")
+@click.option("--attr", "attrs", multiple=True, metavar="KEY=VALUE",
+              help="An attribute recorded for the device (repeatable).")
+@click.option("--ttl", default="1h", show_default=True, help="Validity: 90s, 30m, 1h, 7d.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def enroll_create(ctx: click.Context, attrs: tuple[str, ...], ttl: str, as_json: bool) -> None:
+    """Issue a one-time token for a device's first handshake."""
+    attributes = parse_attr(attrs)
+    seconds = parse_duration(ttl)
+    token, expires = _store(ctx).create_token(attributes, seconds)
+    if as_json:
+        click.echo(json.dumps({"token": token, "expires_at": expires,
+                               "attributes": attributes}))
+    else:
+        click.echo(token)
+        click.echo(f"expires {_when(expires)}", err=True)
+
+
+@main.group()
+def device() -> None:
+    """Enrolled devices."""
+
+
+@device.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def device_list(ctx: click.Context, as_json: bool) -> None:
+    devices = _store(ctx).devices()
+    if as_json:
+        click.echo(json.dumps([d.as_json() for d in devices]))
+        return
+    click.echo(f"{'device':<18}{'sid':>6}  {'status':<8}{'enrolled':<21}{'last seen':<21}"
+               "attributes")
+    for d in devices:
+        attrs = ",".join(f"{k}={v}" for k, v in sorted(d.attributes.items()))
+        click.echo(f"{d.id:<18}{d.sid:>6}  {d.status:<8}{_when(d.enrolled_at):<21}"
+                   f"{_when(d.last_seen):<21}{attrs}")
+
+
+@device.command("show")
+@click.argument("device_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def device_show(ctx: click.Context, device_id: str, as_json: bool) -> None:
+    d = _store(ctx).device(device_id)
+    if d is None:
+        raise click.ClickException(f"no device {device_id}")
+    if as_json:
+        click.echo(json.dumps(d.as_json()))
+        return
+    for key, value in d.as_json().items():
+        click.echo(f"{key:<12} {value}")
+
+
+@device.command("revoke")
+@click.argument("device_id")
+@click.option("--reason", default="", help="Recorded in the audit log.")
+@click.pass_context
+def device_revoke(ctx: click.Context, device_id: str, reason: str) -> None:
+    """Refuse the device from its next frame on."""
+    try:
+        d = _store(ctx).revoke(device_id, reason)
+    except StoreError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"{d.id} revoked")
+
+
+@main.command("audit")
+@click.option("--limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def audit(ctx: click.Context, limit: int, as_json: bool) -> None:
+    """The audit log, newest first."""
+    rows = _store(ctx).audit_log(limit)
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    for r in rows:
+        click.echo(f"{_when(r['at'])}  {r['event']:<16} {r['device_id'] or '-':<18} "
+                   f"{json.dumps(r['detail'], sort_keys=True)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

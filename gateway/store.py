@@ -1,0 +1,298 @@
+"""The gateway's state in one SQLite file: devices, enrollment tokens, accepted uplinks,
+the downlink queue, sessions and an audit log.
+
+Durability: WAL journal with synchronous=FULL, so a committed uplink or queued downlink
+survives a crash of the process (kill -9) or the machine.  The schema is versioned
+with PRAGMA user_version and upgraded by the MIGRATIONS below, in order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MIGRATIONS = [
+    # 1: the first schema.
+    """
+    CREATE TABLE devices (
+        id TEXT PRIMARY KEY,
+        sid INTEGER NOT NULL UNIQUE,
+        static_key BLOB NOT NULL UNIQUE,
+        attributes TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('active', 'revoked')),
+        enrolled_at REAL NOT NULL,
+        revoked_at REAL,
+        last_seen REAL
+    );
+    CREATE TABLE enrollment_tokens (
+        token_hash BLOB PRIMARY KEY,
+        attributes TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        used_at REAL,
+        used_by TEXT
+    );
+    CREATE TABLE uplinks (
+        id INTEGER PRIMARY KEY,
+        device_id TEXT NOT NULL REFERENCES devices(id),
+        payload BLOB NOT NULL,
+        radio TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        published INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX uplinks_unpublished ON uplinks(published) WHERE published = 0;
+    CREATE TABLE downlinks (
+        id INTEGER PRIMARY KEY,
+        device_id TEXT NOT NULL REFERENCES devices(id),
+        payload BLOB NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('queued', 'sent', 'acked', 'failed')),
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX downlinks_pending ON downlinks(device_id, state);
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        event TEXT NOT NULL,
+        device_id TEXT,
+        detail TEXT NOT NULL
+    );
+    """,
+]
+
+FIRST_SID, LAST_SID = 1, 0x7FFF  # enrolled devices; 0x8000.. are first-contact ids
+
+
+class StoreError(Exception):
+    """A refused store operation, with the reason an operator sees."""
+
+
+class TokenRefused(StoreError):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class Device:
+    id: str
+    sid: int
+    static_key: bytes
+    attributes: dict[str, str]
+    status: str
+    enrolled_at: float
+    revoked_at: float | None
+    last_seen: float | None
+
+    def as_json(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["static_key"] = self.static_key.hex()
+        return d
+
+
+def device_id_for(static_key: bytes) -> str:
+    return "dev-" + hashlib.sha256(static_key).hexdigest()[:12]
+
+
+def _token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+class Store:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.migrate()
+
+    def close(self) -> None:
+        self.db.close()
+
+    @property
+    def schema_version(self) -> int:
+        return self.db.execute("PRAGMA user_version").fetchone()[0]
+
+    def migrate(self) -> None:
+        version = self.schema_version
+        if version > len(MIGRATIONS):
+            raise StoreError(f"{self.path} has schema {version}, newer than this gateway "
+                             f"({len(MIGRATIONS)})")
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            with self.transaction():
+                for statement in script.split(";"):
+                    if statement.strip():
+                        self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version = {number}")
+
+    def transaction(self):
+        return _Transaction(self.db)
+
+    # --- audit ------------------------------------------------------------------------
+
+    def audit(self, event: str, device_id: str | None = None, **detail: Any) -> None:
+        self.db.execute("INSERT INTO audit (at, event, device_id, detail) VALUES (?, ?, ?, ?)",
+                        (time.time(), event, device_id, json.dumps(detail, sort_keys=True)))
+
+    def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,))
+        return [dict(r) | {"detail": json.loads(r["detail"])} for r in rows]
+
+    # --- enrollment -------------------------------------------------------------------------
+
+    def create_token(self, attributes: dict[str, str], ttl_s: float) -> tuple[str, float]:
+        """A new one-time token (returned once, stored only as a hash) and its expiry."""
+        token = secrets.token_hex(16)
+        now = time.time()
+        with self.transaction():
+            self.db.execute(
+                "INSERT INTO enrollment_tokens (token_hash, attributes, created_at, expires_at)"
+                " VALUES (?, ?, ?, ?)", (_token_hash(token), json.dumps(attributes), now,
+                                         now + ttl_s))
+            self.audit("token.created", None, attributes=attributes, ttl_s=ttl_s)
+        return token, now + ttl_s
+
+    def enroll(self, token: str, static_key: bytes) -> Device:
+        """Spend a token on a device's static key; TokenRefused with the reason."""
+        now = time.time()
+        device_id = device_id_for(static_key)
+        with self.transaction():
+            row = self.db.execute("SELECT * FROM enrollment_tokens WHERE token_hash = ?",
+                                  (_token_hash(token),)).fetchone()
+            reason = None
+            if row is None:
+                reason = "unknown token"
+            elif row["used_at"] is not None:
+                reason = "token already used"
+            elif row["expires_at"] < now:
+                reason = "token expired"
+            elif self.device_by_key(static_key) is not None:
+                reason = "static key already enrolled"
+            if reason:
+                self.audit("enroll.refused", device_id, reason=reason)
+                raise TokenRefused(reason)
+            sid = self._free_sid()
+            attributes = json.loads(row["attributes"])
+            self.db.execute(
+                "INSERT INTO devices (id, sid, static_key, attributes, status, enrolled_at)"
+                " VALUES (?, ?, ?, ?, 'active', ?)",
+                (device_id, sid, static_key, json.dumps(attributes), now))
+            self.db.execute("UPDATE enrollment_tokens SET used_at = ?, used_by = ?"
+                            " WHERE token_hash = ?", (now, device_id, _token_hash(token)))
+            self.audit("enroll.accepted", device_id, sid=sid, attributes=attributes)
+        return self.device(device_id)
+
+    def _free_sid(self) -> int:
+        used = {r[0] for r in self.db.execute("SELECT sid FROM devices")}
+        if len(used) >= LAST_SID - FIRST_SID + 1:
+            raise StoreError("no session id left")
+        while True:
+            sid = FIRST_SID + secrets.randbelow(LAST_SID - FIRST_SID + 1)
+            if sid not in used:
+                return sid
+
+    # --- devices ----------------------------------------------------------------------------
+
+    def _device(self, row: sqlite3.Row | None) -> Device | None:
+        if row is None:
+            return None
+        d = dict(row)
+        d["attributes"] = json.loads(d["attributes"])
+        d["static_key"] = bytes(d["static_key"])
+        return Device(**d)
+
+    def device(self, device_id: str) -> Device | None:
+        return self._device(self.db.execute("SELECT * FROM devices WHERE id = ?",
+                                            (device_id,)).fetchone())
+
+    def device_by_sid(self, sid: int) -> Device | None:
+        return self._device(self.db.execute("SELECT * FROM devices WHERE sid = ?",
+                                            (sid,)).fetchone())
+
+    def device_by_key(self, static_key: bytes) -> Device | None:
+        return self._device(self.db.execute("SELECT * FROM devices WHERE static_key = ?",
+                                            (static_key,)).fetchone())
+
+    def devices(self) -> list[Device]:
+        rows = self.db.execute("SELECT * FROM devices ORDER BY enrolled_at")
+        return [self._device(r) for r in rows]
+
+    def revoke(self, device_id: str, reason: str = "") -> Device:
+        with self.transaction():
+            cur = self.db.execute("UPDATE devices SET status = 'revoked', revoked_at = ?"
+                                  " WHERE id = ? AND status = 'active'", (time.time(), device_id))
+            if cur.rowcount != 1:
+                raise StoreError(f"no active device {device_id}")
+            self.audit("device.revoked", device_id, reason=reason)
+        return self.device(device_id)
+
+    def touch(self, device_id: str) -> None:
+        self.db.execute("UPDATE devices SET last_seen = ? WHERE id = ?", (time.time(), device_id))
+
+    # --- uplinks and downlinks ----------------------------------------------------------------
+
+    def add_uplink(self, device_id: str, payload: bytes, radio: dict[str, Any]) -> int:
+        cur = self.db.execute("INSERT INTO uplinks (device_id, payload, radio, received_at)"
+                              " VALUES (?, ?, ?, ?)",
+                              (device_id, payload, json.dumps(radio), time.time()))
+        return cur.lastrowid
+
+    def uplinks(self, device_id: str | None = None, limit: int = 100,
+                unpublished: bool = False) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM uplinks WHERE 1"
+        args: list[Any] = []
+        if device_id:
+            sql += " AND device_id = ?"
+            args.append(device_id)
+        if unpublished:
+            sql += " AND published = 0"
+        sql += " ORDER BY id LIMIT ?"
+        args.append(limit)
+        return [dict(r) | {"radio": json.loads(r["radio"]), "payload": bytes(r["payload"])}
+                for r in self.db.execute(sql, args)]
+
+    def mark_published(self, uplink_id: int) -> None:
+        self.db.execute("UPDATE uplinks SET published = 1 WHERE id = ?", (uplink_id,))
+
+    def queue_downlink(self, device_id: str, payload: bytes) -> int:
+        now = time.time()
+        cur = self.db.execute("INSERT INTO downlinks (device_id, payload, state, created_at,"
+                              " updated_at) VALUES (?, ?, 'queued', ?, ?)",
+                              (device_id, payload, now, now))
+        return cur.lastrowid
+
+    def downlinks(self, device_id: str | None = None,
+                  states: tuple[str, ...] = ("queued", "sent")) -> list[dict[str, Any]]:
+        marks = ",".join("?" * len(states))
+        sql = f"SELECT * FROM downlinks WHERE state IN ({marks})"
+        args: list[Any] = list(states)
+        if device_id:
+            sql += " AND device_id = ?"
+            args.append(device_id)
+        return [dict(r) | {"payload": bytes(r["payload"])}
+                for r in self.db.execute(sql + " ORDER BY id", args)]
+
+    def set_downlink_state(self, downlink_id: int, state: str) -> None:
+        self.db.execute("UPDATE downlinks SET state = ?, updated_at = ? WHERE id = ?",
+                        (state, time.time(), downlink_id))
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type, exc, tb):
+        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        return False
