@@ -177,17 +177,20 @@ class Store:
             elif self.device_by_key(static_key) is not None:
                 reason = "static key already enrolled"
             if reason:
+                # Recorded in this transaction, which commits: the refusal is kept.
                 self.audit("enroll.refused", device_id, reason=reason)
-                raise TokenRefused(reason)
-            sid = self._free_sid()
-            attributes = json.loads(row["attributes"])
-            self.db.execute(
-                "INSERT INTO devices (id, sid, static_key, attributes, status, enrolled_at)"
-                " VALUES (?, ?, ?, ?, 'active', ?)",
-                (device_id, sid, static_key, json.dumps(attributes), now))
-            self.db.execute("UPDATE enrollment_tokens SET used_at = ?, used_by = ?"
-                            " WHERE token_hash = ?", (now, device_id, _token_hash(token)))
-            self.audit("enroll.accepted", device_id, sid=sid, attributes=attributes)
+            else:
+                sid = self._free_sid()
+                attributes = json.loads(row["attributes"])
+                self.db.execute(
+                    "INSERT INTO devices (id, sid, static_key, attributes, status, enrolled_at)"
+                    " VALUES (?, ?, ?, ?, 'active', ?)",
+                    (device_id, sid, static_key, json.dumps(attributes), now))
+                self.db.execute("UPDATE enrollment_tokens SET used_at = ?, used_by = ?"
+                                " WHERE token_hash = ?", (now, device_id, _token_hash(token)))
+                self.audit("enroll.accepted", device_id, sid=sid, attributes=attributes)
+        if reason:
+            raise TokenRefused(reason)
         return self.device(device_id)
 
     def _free_sid(self) -> int:
