@@ -23,6 +23,7 @@ from sealink.errors import HandshakeError, SealinkError
 from sealink.noise import HandshakeState, protocol_name
 from sealink.replay import ReplayError, ReplayWindow
 
+CONTROL_CREDENTIAL = b"\x02"  # control message: the authority's credential follows
 REKEY_SHIFT = 10
 MAX_COUNTER = 1 << 24
 PROLOGUE = b"sealink/1"
@@ -96,6 +97,7 @@ class Channel:
         # static keys; e.g. an enrollment token).  peer_payload: what the peer sent so.
         self.handshake_payload = handshake_payload
         self.peer_payload = b""
+        self.credential = None  # the gateway authority's credential, once received
         self.state = "idle"
         self.pattern = None
         self.handshake_hash = None
@@ -283,7 +285,11 @@ class Channel:
             return ([] if payload is None else [payload]), self.send(ack, now_ms,
                                                                       wire.KIND_CONTROL)
         if kind == wire.KIND_CONTROL:
-            self._reliable_out.acknowledge(self._read_data(kind, bits, body))
+            control = self._read_data(kind, bits, body)
+            if control[:1] == CONTROL_CREDENTIAL:
+                self.credential = control[1:]
+            else:
+                self._reliable_out.acknowledge(control)
             return [], []
         # KIND_REJECT: the peer lost our session; the initiator must handshake again.
         if self.initiator and self.state == "established":

@@ -1,0 +1,327 @@
+"""The gateway service: terminates the Sealink channels of a fleet.
+
+Frames arrive from any number of transports; each is demultiplexed by its session id
+to a `Channel` (lib/sealink, the same code the devices run).  First contact is an XX
+handshake carrying a one-time enrollment token; the gateway pins the device's static
+key, records it in the store and answers with a credential signed by the authority.
+Known devices reconnect with KK under the session id they were given.  Accepted
+uplinks are committed to SQLite before anything else sees them; downlinks are queued
+in SQLite and delivered reliably.  Bad input is dropped and counted by reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from sealink import wire
+from sealink.errors import SealinkError
+from sealink.reliable import DeliveryError
+from sealink.session import CONTROL_CREDENTIAL, Channel
+from sealink_gateway.authority import Authority
+from sealink_gateway.store import LAST_SID, Store, TokenRefused
+from sealink_gateway.transport import Address, FrameTransport, Uplink
+
+logger = logging.getLogger(__name__)
+
+PENDING_TIMEOUT_S = 60.0
+
+
+@dataclass
+class Message:
+    """An authenticated uplink, as applications receive it."""
+
+    uplink_id: int
+    device_id: str
+    attributes: dict[str, str]
+    payload: bytes
+    radio: dict
+    received_at: float
+
+
+@dataclass
+class _Session:
+    channel: Channel
+    transport: FrameTransport
+    address: Address
+    created: float
+    device_id: str | None = None
+    authorized: bool = False
+    last_uplink: Uplink | None = None
+    inflight: dict[int, int] = field(default_factory=dict)  # reliable id -> downlink id
+
+
+class HandshakeLimiter:
+    """New handshakes per source: at most `rate` per `per_s` (token bucket)."""
+
+    def __init__(self, rate: int = 5, per_s: float = 10.0):
+        self.rate, self.per_s = rate, per_s
+        self._buckets: dict[object, list[float]] = {}
+
+    def allow(self, source: object, now: float) -> bool:
+        tokens, last = self._buckets.get(source, [float(self.rate), now])
+        tokens = min(self.rate, tokens + (now - last) * self.rate / self.per_s)
+        if tokens < 1:
+            self._buckets[source] = [tokens, now]
+            return False
+        self._buckets[source] = [tokens - 1, now]
+        return True
+
+
+class Gateway:
+    def __init__(self, store: Store, static_key: bytes, authority: Authority,
+                 transports: list[FrameTransport], limiter: HandshakeLimiter | None = None):
+        self.store = store
+        self.static_key = static_key
+        self.authority = authority
+        self.transports = transports
+        self.limiter = limiter or HandshakeLimiter()
+        self.sessions: dict[int, _Session] = {}
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.drops: collections.Counter[str] = collections.Counter()
+        self._subscribers: list[asyncio.Queue[Message]] = []
+        self._poller: asyncio.Task | None = None
+        from sealink import crypto
+
+        self.public_key = crypto.x25519_base(static_key)
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for t in self.transports:
+            await t.start(self._on_uplink)
+        self._poller = asyncio.create_task(self._poll_loop())
+        logger.info("gateway started: %d transports", len(self.transports))
+
+    async def stop(self) -> None:
+        if self._poller:
+            self._poller.cancel()
+            try:
+                await self._poller
+            except asyncio.CancelledError:
+                pass
+        for t in self.transports:
+            await t.stop()
+        logger.info("gateway stopped")
+
+    @staticmethod
+    def _now_ms() -> int:
+        return int(time.monotonic() * 1000)
+
+    def _drop(self, reason: str, detail: str = "") -> None:
+        self.drops[reason] += 1
+        logger.debug("drop %s %s", reason, detail)
+
+    # --- applications ---------------------------------------------------------------------
+
+    async def uplinks(self) -> AsyncIterator[Message]:
+        """Every authenticated uplink from now on, in arrival order."""
+        queue: asyncio.Queue[Message] = asyncio.Queue(maxsize=10000)
+        self._subscribers.append(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._subscribers.remove(queue)
+
+    async def send(self, device_id: str, payload: bytes) -> int:
+        """Queue a downlink (committed first) and deliver it when the device is reachable.
+        Returns the downlink id; its state is in the store (queued, sent, acked, failed)."""
+        device = self.store.device(device_id)
+        if device is None or device.status != "active":
+            raise KeyError(f"no active device {device_id}")
+        downlink_id = self.store.queue_downlink(device_id, payload)
+        await self._flush_downlinks()
+        return downlink_id
+
+    # --- frames in ------------------------------------------------------------------------
+
+    async def _on_uplink(self, up: Uplink) -> None:
+        try:
+            kind, bits, sid, _ = wire.parse(up.frame)
+        except wire.FrameError as e:
+            self._drop("malformed_frame", str(e))
+            return
+        now = time.time()
+        session = self.sessions.get(sid)
+        if session is None:
+            session = await self._new_session(kind, bits, sid, up, now)
+            if session is None:
+                return
+        drops_before = dict(session.channel.drops)
+        payloads, replies = session.channel.receive(up.frame, self._now_ms())
+        for reason, n in session.channel.drops.items():
+            if n > drops_before.get(reason, 0):
+                self._drop(reason, f"session {sid}")
+        if session.channel.state in ("failed", "idle") and not session.authorized:
+            del self.sessions[sid]
+            return
+        if kind != wire.KIND_FRAGMENT or payloads or replies:
+            session.address = up.source  # authenticated traffic: the device's address now
+            session.last_uplink = up
+        await self._send(session, replies)
+        if session.channel.state == "established" and not session.authorized:
+            if not await self._authorize(session, sid):
+                return
+        if payloads:
+            if not await self._accept(session, sid, payloads, up):
+                return
+        self._collect_acks(session)
+        await self._flush_downlinks()
+
+    async def _new_session(self, kind, bits, sid, up: Uplink, now: float) -> _Session | None:
+        if kind not in (wire.KIND_HANDSHAKE, wire.KIND_FRAGMENT):
+            self._drop("unknown_session")
+            await self._reject(up, sid, wire.REJECT_UNKNOWN_SESSION)
+            return None
+        if not self.limiter.allow(up.source.key[0] if isinstance(up.source.key, tuple)
+                                  else up.source.key, now):
+            self._drop("handshake_flood")
+            return None
+        lookup = None
+        if sid <= LAST_SID:
+            device = self.store.device_by_sid(sid)
+            if device is None:
+                self._drop("unknown_device")
+                await self._reject(up, sid, wire.REJECT_UNKNOWN_SESSION)
+                return None
+            if device.status != "active":
+                self._drop("revoked")
+                self.store.audit("session.refused", device.id, reason="revoked")
+                await self._reject(up, sid, wire.REJECT_REVOKED)
+                return None
+            key = device.static_key
+            lookup = lambda _sid: key  # noqa: E731
+        transport = self._transport(up.source)
+        channel = Channel(False, self.static_key, sid=sid, mtu=transport.max_frame,
+                          peer_lookup=lookup)
+        session = _Session(channel, transport, up.source, now)
+        self.sessions[sid] = session
+        self.counters["handshakes_started"] += 1
+        return session
+
+    async def _authorize(self, session: _Session, sid: int) -> bool:
+        channel = session.channel
+        static = channel.remote_static
+        device = self.store.device_by_key(static)
+        if device is None:
+            token = channel.peer_payload.decode(errors="replace")
+            try:
+                device = self.store.enroll(token, static)
+            except TokenRefused as e:
+                self._drop("enroll_refused", e.reason)
+                await self._close(sid, wire.REJECT_HANDSHAKE_FAILED)
+                return False
+            credential = self.authority.issue(device.sid, int(time.time()), static,
+                                              self.public_key, device.attributes)
+            await self._send(session, channel.send(CONTROL_CREDENTIAL + credential,
+                                                   self._now_ms(), wire.KIND_CONTROL))
+            self.counters["enrolled"] += 1
+        elif device.status != "active":
+            self._drop("revoked")
+            self.store.audit("session.refused", device.id, reason="revoked")
+            await self._close(sid, wire.REJECT_REVOKED)
+            return False
+        session.device_id = device.id
+        session.authorized = True
+        self.counters["handshakes_completed"] += 1
+        self.store.audit("session.established", device.id, sid=sid, pattern=channel.pattern)
+        # One session per device: an older one under another id is closed.
+        for other_sid, other in list(self.sessions.items()):
+            if other is not session and other.device_id == device.id:
+                del self.sessions[other_sid]
+        return True
+
+    async def _accept(self, session: _Session, sid: int, payloads: list[bytes],
+                      up: Uplink) -> bool:
+        device = self.store.device(session.device_id)
+        if device is None or device.status != "active":
+            self._drop("revoked")
+            self.store.audit("session.closed", session.device_id, reason="revoked")
+            await self._close(sid, wire.REJECT_REVOKED)
+            return False
+        self.store.touch(device.id)
+        for payload in payloads:
+            uplink_id = self.store.add_uplink(device.id, payload, up.radio)  # committed
+            self.counters["uplinks"] += 1
+            message = Message(uplink_id, device.id, device.attributes, payload, up.radio,
+                              up.received_at)
+            for queue in self._subscribers:
+                try:
+                    queue.put_nowait(message)
+                except asyncio.QueueFull:
+                    self._drop("subscriber_full")
+        return True
+
+    # --- frames out ------------------------------------------------------------------------
+
+    def _transport(self, address: Address) -> FrameTransport:
+        for t in self.transports:
+            if t.name == address.transport:
+                return t
+        raise LookupError(address.transport)
+
+    async def _send(self, session: _Session, frames: list[bytes]) -> None:
+        for f in frames:
+            await session.transport.send(f, session.address, session.last_uplink)
+
+    async def _reject(self, up: Uplink, sid: int, reason: int) -> None:
+        frame = wire.header(wire.KIND_REJECT, reason, sid)
+        await self._transport(up.source).send(frame, up.source, up)
+
+    async def _close(self, sid: int, reason: int) -> None:
+        session = self.sessions.pop(sid, None)
+        if session is not None:
+            await session.transport.send(wire.header(wire.KIND_REJECT, reason, sid),
+                                         session.address, session.last_uplink)
+
+    def _collect_acks(self, session: _Session) -> None:
+        acked = session.channel._reliable_out.acked
+        while acked:
+            downlink_id = session.inflight.pop(acked.pop(0), None)
+            if downlink_id is not None:
+                self.store.set_downlink_state(downlink_id, "acked")
+                self.counters["downlinks_acked"] += 1
+
+    async def _flush_downlinks(self) -> None:
+        by_device = {s.device_id: s for s in self.sessions.values()
+                     if s.authorized and s.channel.state == "established"}
+        if not by_device:
+            return
+        for downlink in self.store.downlinks(states=("queued",)):
+            session = by_device.get(downlink["device_id"])
+            if session is None:
+                continue
+            try:
+                frames = session.channel.send_reliable(downlink["payload"], self._now_ms())
+            except DeliveryError:
+                continue  # window full: the next poll tries again
+            except SealinkError as e:
+                self._drop("downlink_failed", str(e))
+                continue
+            session.inflight[session.channel._reliable_out.last_id] = downlink["id"]
+            self.store.set_downlink_state(downlink["id"], "sent")
+            await self._send(session, frames)
+
+    async def _poll_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.05)
+            now = time.time()
+            for sid, session in list(self.sessions.items()):
+                if not session.authorized and now - session.created > PENDING_TIMEOUT_S:
+                    del self.sessions[sid]
+                    self._drop("handshake_timeout")
+                    continue
+                try:
+                    await self._send(session, session.channel.poll(self._now_ms()))
+                except SealinkError as e:
+                    self._drop("poll_failed", str(e))
+                failed = session.channel.undelivered
+                while failed:
+                    failed.pop(0)
+                    self.counters["downlinks_failed"] += 1
+            await self._flush_downlinks()

@@ -1,0 +1,259 @@
+"""The gateway service end to end over real UDP on loopback, with a real SQLite file:
+enrollment with one-time tokens, credentials, uplinks, reliable downlinks, KK
+reconnects, revocation, restarts, and hostile datagrams."""
+
+import asyncio
+import os
+import socket
+import time
+
+import pytest
+
+from sealink import crypto, wire
+from sealink.session import Channel
+from sealink_gateway.authority import Authority, CredentialError, verify
+from sealink_gateway.service import Gateway, HandshakeLimiter
+from sealink_gateway.store import Store
+from sealink_gateway.transport.udp import UdpTransport
+
+
+class UdpDevice(asyncio.DatagramProtocol):
+    """A device on IP: a Channel (the same code as the firmware's) over a UDP socket."""
+
+    def __init__(self, secret, gateway_addr, sid, rs=None, token=b"", mtu=222):
+        self.channel = Channel(True, secret, rs=rs, sid=sid, mtu=mtu, handshake_payload=token,
+                               retry_ms=300)
+        self.gateway_addr = gateway_addr
+        self.inbox: asyncio.Queue[bytes] = asyncio.Queue()
+        self.received: list[bytes] = []
+        self.rejects: list[int] = []
+
+    async def open(self):
+        loop = asyncio.get_running_loop()
+        self.transport, _ = await loop.create_datagram_endpoint(
+            lambda: self, local_addr=("127.0.0.1", 0))
+        return self
+
+    def datagram_received(self, data, addr):
+        self.inbox.put_nowait(data)
+
+    def tx(self, frames):
+        for f in frames:
+            self.transport.sendto(f, self.gateway_addr)
+
+    @staticmethod
+    def now():
+        return int(time.monotonic() * 1000)
+
+    async def pump(self, until, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while not until():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"device: {self.channel.state} {self.channel.drops}")
+            try:
+                frame = await asyncio.wait_for(self.inbox.get(), min(left, 0.1))
+            except TimeoutError:
+                self.tx(self.channel.poll(self.now()))
+                continue
+            if frame[0] >> 5 == wire.KIND_REJECT:
+                self.rejects.append(frame[0] & 0x1F)
+            payloads, replies = self.channel.receive(frame, self.now())
+            self.received += payloads
+            self.tx(replies)
+
+    async def connect(self):
+        self.tx(self.channel.connect(self.now()))
+        await self.pump(lambda: self.channel.state == "established" or self.rejects)
+
+    def send(self, data):
+        self.tx(self.channel.send(data, self.now()))
+
+    def close(self):
+        self.transport.close()
+
+
+@pytest.fixture
+def env(tmp_path):
+    return {"db": tmp_path / "gw.db", "authority": tmp_path / "authority.pem",
+            "gw_secret": crypto.random_bytes(32)}
+
+
+async def _start(env, limiter=None):
+    store = Store(env["db"])
+    transport = UdpTransport("127.0.0.1", 0)
+    gw = Gateway(store, env["gw_secret"], Authority.load_or_create(env["authority"]),
+                 [transport], limiter=limiter)
+    await gw.start()
+    return gw, ("127.0.0.1", transport.port)
+
+
+def _first_contact_sid():
+    return 0x8000 + int.from_bytes(os.urandom(2), "big") % 0x7FFF
+
+
+async def _enroll(gw, addr, secret, attrs=None):
+    token, _ = gw.store.create_token(attrs or {"site": "dock"}, 3600)
+    dev = await UdpDevice(secret, addr, _first_contact_sid(), token=token.encode()).open()
+    await dev.connect()
+    await dev.pump(lambda: dev.channel.credential is not None)
+    return dev
+
+
+def test_enrollment_uplinks_downlinks_reconnect_revoke(env):
+    async def scenario():
+        gw, addr = await _start(env)
+        secret = crypto.random_bytes(32)
+        dev = await _enroll(gw, addr, secret, {"site": "dock", "kind": "meter"})
+        # The credential verifies with the authority's public key and says what was recorded.
+        cred = verify(dev.channel.credential, gw.authority.public_key)
+        assert cred["device_key"] == crypto.x25519_base(secret)
+        assert cred["gateway_key"] == gw.public_key
+        assert cred["attributes"] == {"site": "dock", "kind": "meter"}
+        (device,) = gw.store.devices()
+        assert device.sid == cred["sid"] and device.attributes["kind"] == "meter"
+
+        # Uplinks: committed to SQLite and handed to applications.
+        stream = gw.uplinks()
+        reader = asyncio.ensure_future(stream.__anext__())
+        await asyncio.sleep(0)
+        dev.send(b"21.5 C")
+        message = await asyncio.wait_for(reader, 5)
+        assert (message.device_id, message.payload) == (device.id, b"21.5 C")
+        assert message.attributes == {"site": "dock", "kind": "meter"}
+        assert [u["payload"] for u in gw.store.uplinks(device.id)] == [b"21.5 C"]
+
+        # A downlink is delivered once and acknowledged.
+        downlink_id = await gw.send(device.id, b"open valve")
+        await dev.pump(lambda: b"open valve" in dev.received)
+        await asyncio.sleep(0.2)
+        states = {d["id"]: d["state"] for d in gw.store.downlinks(states=("acked",))}
+        assert states == {downlink_id: "acked"}
+        dev.close()
+
+        # Reconnect with KK under the enrolled session id: one frame each way.
+        dev2 = await UdpDevice(secret, addr, cred["sid"], rs=gw.public_key).open()
+        await dev2.connect()
+        assert dev2.channel.state == "established" and dev2.channel.pattern == "KK"
+        assert dev2.channel.frames_out == 1
+        dev2.send(b"after reconnect")
+        await asyncio.sleep(0.2)
+        assert gw.store.uplinks(device.id)[-1]["payload"] == b"after reconnect"
+
+        # Revocation: the next frame is refused and the session closed.
+        gw.store.revoke(device.id, "stolen")
+        dev2.send(b"still there?")
+        await dev2.pump(lambda: dev2.rejects)
+        assert dev2.rejects == [wire.REJECT_REVOKED]
+        assert gw.store.uplinks(device.id)[-1]["payload"] == b"after reconnect"
+        assert gw.drops["revoked"] == 1
+        dev2.close()
+        await gw.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_refused_tokens_are_audited(env):
+    async def scenario():
+        gw, addr = await _start(env)
+        reasons = []
+        for token in (b"00" * 16, b"not even hex"):
+            dev = await UdpDevice(crypto.random_bytes(32), addr, _first_contact_sid(),
+                                  token=token).open()
+            await dev.connect()
+            await dev.pump(lambda d=dev: d.rejects)
+            assert dev.rejects == [wire.REJECT_HANDSHAKE_FAILED]
+            dev.close()
+        token, _ = gw.store.create_token({}, 3600)
+        first = await _enroll_with(gw, addr, token)
+        second = await UdpDevice(crypto.random_bytes(32), addr, _first_contact_sid(),
+                                 token=token.encode()).open()
+        await second.connect()
+        await second.pump(lambda: second.rejects)
+        for row in gw.store.audit_log():
+            if row["event"] == "enroll.refused":
+                reasons.append(row["detail"]["reason"])
+        assert sorted(reasons) == ["token already used", "unknown token", "unknown token"]
+        assert len(gw.store.devices()) == 1
+        first.close()
+        second.close()
+        await gw.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+async def _enroll_with(gw, addr, token):
+    dev = await UdpDevice(crypto.random_bytes(32), addr, _first_contact_sid(),
+                          token=token.encode()).open()
+    await dev.connect()
+    await dev.pump(lambda: dev.channel.credential is not None)
+    return dev
+
+
+def test_restart_loses_no_device_uplink_or_queued_downlink(env):
+    async def scenario():
+        gw, addr = await _start(env)
+        secret = crypto.random_bytes(32)
+        dev = await _enroll(gw, addr, secret)
+        cred = verify(dev.channel.credential, gw.authority.public_key)
+        dev.send(b"before restart")
+        await asyncio.sleep(0.2)
+        device_id = gw.store.devices()[0].id
+        dev.close()
+        await gw.stop()
+        gw.store.close()
+
+        # Queued while the device is away, in a new gateway process's store.
+        gw, addr = await _start(env)
+        await gw.send(device_id, b"queued command")
+        assert [u["payload"] for u in gw.store.uplinks(device_id)] == [b"before restart"]
+        dev = await UdpDevice(secret, addr, cred["sid"], rs=gw.public_key).open()
+        await dev.connect()
+        await dev.pump(lambda: b"queued command" in dev.received)
+        dev.close()
+        await gw.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_hostile_datagrams_are_dropped_and_counted(env):
+    async def scenario():
+        gw, addr = await _start(env, limiter=HandshakeLimiter(rate=3, per_s=60))
+        secret = crypto.random_bytes(32)
+        dev = await _enroll(gw, addr, secret)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        junk = [b"", b"\x00", os.urandom(50), b"\xff" * 10, bytes(2000),
+                wire.header(wire.KIND_DATA, 0, 0x1234) + os.urandom(30),  # unknown session
+                wire.header(wire.KIND_HANDSHAKE, 0, 5) + os.urandom(48)]  # unknown device
+        for j in junk:
+            sock.sendto(j, addr)
+        # A handshake flood from one address: the limiter stops it after 3.
+        for _ in range(10):
+            sock.sendto(wire.handshake_frame("XX", 0, _first_contact_sid(), os.urandom(32)),
+                        addr)
+        await asyncio.sleep(0.3)
+        assert gw.drops["malformed_frame"] >= 3
+        assert gw.drops["unknown_session"] >= 1 and gw.drops["unknown_device"] == 1
+        assert gw.drops["handshake_flood"] >= 6
+        assert gw.transports[0].drops["oversized"] == 1
+        # The enrolled device is still served.
+        dev.send(b"still served")
+        await asyncio.sleep(0.2)
+        assert gw.store.uplinks()[-1]["payload"] == b"still served"
+        sock.close()
+        dev.close()
+        await gw.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_credentials_do_not_verify_under_another_authority(tmp_path):
+    a = Authority.load_or_create(tmp_path / "a.pem")
+    b = Authority.load_or_create(tmp_path / "b.pem")
+    cred = a.issue(7, 0, bytes(32), bytes(32), {"x": "y"})
+    assert verify(cred, a.public_key)["sid"] == 7
+    with pytest.raises(CredentialError):
+        verify(cred, b.public_key)
+    with pytest.raises(CredentialError):
+        verify(cred[:-1], a.public_key)
+    assert oct((tmp_path / "a.pem").stat().st_mode & 0o777) == "0o600"
