@@ -146,5 +146,47 @@ def audit(ctx: click.Context, limit: int, as_json: bool) -> None:
                    f"{json.dumps(r['detail'], sort_keys=True)}")
 
 
+@main.group("gateway", invoke_without_command=True)
+@click.option("--config", "config_path", default="gateway.toml", show_default=True,
+              type=click.Path(dir_okay=False))
+@click.pass_context
+def gateway(ctx: click.Context, config_path: str) -> None:
+    """Run the gateway service (until SIGTERM / SIGINT)."""
+    ctx.obj["config"] = config_path
+    if ctx.invoked_subcommand is not None:
+        return
+    import asyncio
+
+    from sealink_gateway.config import ConfigError, load
+    from sealink_gateway.run import serve, setup_logging
+
+    try:
+        cfg = load(config_path)
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
+    setup_logging(cfg.log_level)
+    asyncio.run(serve(cfg))
+
+
+@gateway.command("check")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def gateway_check(ctx: click.Context, as_json: bool) -> None:
+    """Validate a configuration without starting anything."""
+    from sealink_gateway.config import ConfigError, load
+
+    try:
+        cfg = load(ctx.obj["config"])
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
+    summary = {"config": str(cfg.path), "database": str(cfg.database),
+               "transports": [t.url for t in cfg.transports],
+               "mqtt": f"{cfg.mqtt_host}:{cfg.mqtt_port}" if cfg.mqtt_host else None,
+               "metrics": f"{cfg.metrics_host}:{cfg.metrics_port}" if cfg.metrics_host
+               else None}
+    click.echo(json.dumps(summary) if as_json else
+               "\n".join(f"{k:<10} {v}" for k, v in summary.items()) + "\nconfiguration OK")
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -84,6 +84,7 @@ class Gateway:
         self.counters: collections.Counter[str] = collections.Counter()
         self.drops: collections.Counter[str] = collections.Counter()
         self._subscribers: list[asyncio.Queue[Message]] = []
+        self.uplink_event = asyncio.Event()  # set when uplinks are committed
         self._poller: asyncio.Task | None = None
         from sealink import crypto
 
@@ -248,6 +249,7 @@ class Gateway:
         for payload in payloads:
             uplink_id = self.store.add_uplink(device.id, payload, up.radio)  # committed
             self.counters["uplinks"] += 1
+            self.uplink_event.set()
             message = Message(uplink_id, device.id, device.attributes, payload, up.radio,
                               up.received_at)
             for queue in self._subscribers:

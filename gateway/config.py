@@ -1,0 +1,131 @@
+"""gateway.toml: what `sealink gateway` runs.  Checked before anything starts.
+
+    [gateway]
+    database = "sealink.db"          # SQLite state file
+    static_key = "gateway.key"       # the gateway's X25519 key (created, mode 0600)
+    authority_key = "authority.pem"  # Ed25519 key that signs credentials (created, 0600)
+    log_level = "INFO"
+
+    [[transport]]
+    url = "udp://0.0.0.0:1700?mtu=222"
+
+    [mqtt]                           # optional: uplinks and downlinks over MQTT
+    url = "mqtt://127.0.0.1:1883"
+    prefix = "sealink"
+
+    [metrics]                        # optional: Prometheus metrics over HTTP
+    listen = "127.0.0.1:9108"
+
+    [limits]
+    handshakes_per_source = 5
+    handshake_window_s = 10.0
+
+Relative paths are relative to the configuration file.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+TRANSPORT_SCHEMES = {"udp"}  # built so far; semtech-udp, serial-at and ble are not yet
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class TransportConfig:
+    url: str
+    scheme: str
+    host: str
+    port: int
+    options: dict[str, str]
+
+
+@dataclass
+class Config:
+    path: Path
+    database: Path
+    static_key: Path
+    authority_key: Path
+    log_level: str = "INFO"
+    transports: list[TransportConfig] = field(default_factory=list)
+    mqtt_host: str | None = None
+    mqtt_port: int = 1883
+    mqtt_prefix: str = "sealink"
+    metrics_host: str | None = None
+    metrics_port: int = 0
+    handshakes_per_source: int = 5
+    handshake_window_s: float = 10.0
+
+
+def _host_port(text: str, what: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"{what}: {text!r} is not HOST:PORT")
+    return host, int(port)
+
+
+def parse_transport(url: str) -> TransportConfig:
+    parts = urlsplit(url)
+    if parts.scheme not in TRANSPORT_SCHEMES:
+        raise ConfigError(f"transport {url!r}: scheme {parts.scheme!r} is not available "
+                          f"(this gateway has: {', '.join(sorted(TRANSPORT_SCHEMES))})")
+    host, port = _host_port(parts.netloc, f"transport {url!r}")
+    options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    if "mtu" in options and (not options["mtu"].isdigit()
+                             or not 20 <= int(options["mtu"]) <= 1024):
+        raise ConfigError(f"transport {url!r}: mtu must be 20..1024")
+    return TransportConfig(url, parts.scheme, host, port, options)
+
+
+def load(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    known = {"gateway", "transport", "mqtt", "metrics", "limits"}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}")
+    base = path.parent
+    gw = data.get("gateway", {})
+    cfg = Config(path=path,
+                 database=base / gw.get("database", "sealink.db"),
+                 static_key=base / gw.get("static_key", "gateway.key"),
+                 authority_key=base / gw.get("authority_key", "authority.pem"),
+                 log_level=str(gw.get("log_level", "INFO")).upper())
+    if cfg.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"log_level {cfg.log_level!r} is not DEBUG, INFO, WARNING or ERROR")
+    transports = data.get("transport", [])
+    if not isinstance(transports, list) or not transports:
+        raise ConfigError("at least one [[transport]] with a url is needed")
+    for t in transports:
+        if not isinstance(t, dict) or "url" not in t:
+            raise ConfigError("each [[transport]] needs a url")
+        cfg.transports.append(parse_transport(str(t["url"])))
+    if "mqtt" in data:
+        url = urlsplit(str(data["mqtt"].get("url", "")))
+        if url.scheme != "mqtt":
+            raise ConfigError("[mqtt] url must be mqtt://HOST:PORT")
+        cfg.mqtt_host, cfg.mqtt_port = _host_port(url.netloc, "[mqtt] url")
+        cfg.mqtt_prefix = str(data["mqtt"].get("prefix", "sealink")).strip("/")
+    if "metrics" in data:
+        cfg.metrics_host, cfg.metrics_port = _host_port(str(data["metrics"].get("listen", "")),
+                                                        "[metrics] listen")
+    limits = data.get("limits", {})
+    try:
+        cfg.handshakes_per_source = int(limits.get("handshakes_per_source", 5))
+        cfg.handshake_window_s = float(limits.get("handshake_window_s", 10.0))
+    except (TypeError, ValueError):
+        raise ConfigError("[limits] values must be numbers") from None
+    if cfg.handshakes_per_source < 1 or cfg.handshake_window_s <= 0:
+        raise ConfigError("[limits] values must be positive")
+    return cfg

@@ -1,0 +1,91 @@
+"""Applications over MQTT: each uplink is published to `<prefix>/<device>/up` as a JSON
+envelope; a message on `<prefix>/<device>/down` ({"payload": "<base64>"}) is queued as
+a downlink.  Uplinks are marked published only after the broker has them (QoS 1), and
+the backlog left by a restart or a broker outage is published on (re)connect."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+
+import aiomqtt
+
+from sealink_gateway.service import Gateway
+
+logger = logging.getLogger(__name__)
+
+
+def envelope(uplink: dict, attributes: dict) -> bytes:
+    return json.dumps({
+        "device": uplink["device_id"],
+        "attributes": attributes,
+        "uplink_id": uplink["id"],
+        "received_at": uplink["received_at"],
+        "radio": uplink["radio"],
+        "payload": base64.b64encode(uplink["payload"]).decode(),
+    }, sort_keys=True).encode()
+
+
+class MqttBridge:
+    def __init__(self, gateway: Gateway, host: str, port: int, prefix: str = "sealink"):
+        self.gateway = gateway
+        self.host, self.port, self.prefix = host, port, prefix
+        self.published = 0
+        self._task: asyncio.Task | None = None
+        self.connected = asyncio.Event()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                async with aiomqtt.Client(self.host, self.port,
+                                          identifier="sealink-gateway") as client:
+                    await client.subscribe(f"{self.prefix}/+/down", qos=1)
+                    self.connected.set()
+                    logger.info("mqtt: connected to %s:%d", self.host, self.port)
+                    await asyncio.gather(self._publish(client), self._downlinks(client))
+            except aiomqtt.MqttError as e:
+                self.connected.clear()
+                logger.warning("mqtt: %s; reconnecting in 1 s", e)
+                await asyncio.sleep(1.0)
+
+    async def _publish(self, client: aiomqtt.Client) -> None:
+        store = self.gateway.store
+        attributes: dict[str, dict] = {}
+        while True:
+            for uplink in store.uplinks(unpublished=True, limit=500):
+                device_id = uplink["device_id"]
+                if device_id not in attributes:
+                    device = store.device(device_id)
+                    attributes[device_id] = device.attributes if device else {}
+                await client.publish(f"{self.prefix}/{device_id}/up",
+                                     envelope(uplink, attributes[device_id]), qos=1)
+                store.mark_published(uplink["id"])
+                self.published += 1
+            await self.gateway.uplink_event.wait()
+            self.gateway.uplink_event.clear()
+
+    async def _downlinks(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            parts = str(message.topic).split("/")
+            if len(parts) != 3 or parts[2] != "down":
+                continue
+            try:
+                body = json.loads(message.payload)
+                payload = base64.b64decode(body["payload"], validate=True)
+                await self.gateway.send(parts[1], payload)
+            except (ValueError, KeyError, TypeError, binascii.Error):
+                self.gateway._drop("bad_downlink", f"mqtt {message.topic}")

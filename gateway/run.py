@@ -1,0 +1,103 @@
+"""Run the gateway from a configuration: keys, store, transports, MQTT, metrics,
+structured logs, and a graceful stop on SIGTERM / SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+from sealink import crypto
+from sealink_gateway.authority import Authority
+from sealink_gateway.config import Config
+from sealink_gateway.service import Gateway, HandshakeLimiter
+from sealink_gateway.store import Store
+from sealink_gateway.transport.udp import UdpTransport
+
+logger = logging.getLogger("sealink_gateway")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message (no keys, no payloads)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": round(record.created, 3), "level": record.levelname,
+                 "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def load_or_create_static_key(path: Path) -> bytes:
+    """The gateway's X25519 private key: 32 raw bytes, created with mode 0600."""
+    if path.exists():
+        key = path.read_bytes()
+        if len(key) != 32:
+            raise ValueError(f"{path} does not hold a 32-byte X25519 key")
+        return key
+    key = crypto.random_bytes(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+    return key
+
+
+def build(cfg: Config) -> Gateway:
+    transports = []
+    for t in cfg.transports:
+        if t.scheme == "udp":
+            transports.append(UdpTransport(t.host, t.port, int(t.options.get("mtu", 222))))
+    return Gateway(Store(cfg.database), load_or_create_static_key(cfg.static_key),
+                   Authority.load_or_create(cfg.authority_key), transports,
+                   HandshakeLimiter(cfg.handshakes_per_source, cfg.handshake_window_s))
+
+
+async def serve(cfg: Config, ready: asyncio.Event | None = None) -> None:
+    gateway = build(cfg)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await gateway.start()
+    bridge = None
+    if cfg.mqtt_host:
+        from sealink_gateway.mqtt import MqttBridge
+
+        bridge = MqttBridge(gateway, cfg.mqtt_host, cfg.mqtt_port, cfg.mqtt_prefix)
+        await bridge.start()
+    metrics_server = None
+    if cfg.metrics_host:
+        from sealink_gateway.metrics import serve as serve_metrics
+
+        metrics_server, _ = serve_metrics(gateway, cfg.metrics_host, cfg.metrics_port)
+    ports = {t.name: getattr(t, "port", None) for t in gateway.transports}
+    logger.info("listening %s; gateway key %s", json.dumps(ports),
+                gateway.public_key.hex())
+    if ready is not None:
+        ready.set()
+    await stop.wait()
+    logger.info("stopping: draining transports and queues")
+    await gateway.stop()
+    if bridge is not None:
+        # Give the bridge a moment to publish what was accepted before the stop.
+        deadline = time.monotonic() + 2.0
+        while gateway.store.uplinks(unpublished=True, limit=1) and time.monotonic() < deadline:
+            gateway.uplink_event.set()
+            await asyncio.sleep(0.05)
+        await bridge.stop()
+    if metrics_server is not None:
+        metrics_server.shutdown()
+    gateway.store.close()
+    logger.info("stopped")
