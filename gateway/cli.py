@@ -131,6 +131,42 @@ def device_revoke(ctx: click.Context, device_id: str, reason: str) -> None:
     click.echo(f"{d.id} revoked")
 
 
+@main.group()
+def messages() -> None:
+    """Uplinks the gateway accepted (no MQTT broker needed)."""
+
+
+@messages.command("tail")
+@click.option("--device", "device_id", default=None, help="Only this device.")
+@click.option("-n", "--last", default=10, show_default=True, help="Start with the last N.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new uplinks.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.pass_context
+def messages_tail(ctx: click.Context, device_id: str | None, last: int, follow: bool,
+                  as_json: bool) -> None:
+    import base64
+
+    store = _store(ctx)
+    newest = store.uplinks(device_id, limit=1_000_000)
+    rows = newest[-last:] if last > 0 else []
+    after = newest[-1]["id"] if newest else 0
+    while True:
+        for r in rows:
+            if as_json:
+                click.echo(json.dumps({"uplink_id": r["id"], "device": r["device_id"],
+                                       "received_at": r["received_at"], "radio": r["radio"],
+                                       "payload": base64.b64encode(r["payload"]).decode()}))
+            else:
+                click.echo(f"{_when(r['received_at'])}  {r['device_id']:<18} "
+                           f"{len(r['payload']):>4} B  {r['payload'].hex()}")
+        if not follow:
+            return
+        time.sleep(0.5)
+        rows = store.uplinks(device_id, limit=1000, after_id=after)
+        if rows:
+            after = rows[-1]["id"]
+
+
 @main.command("audit")
 @click.option("--limit", default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)

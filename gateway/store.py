@@ -249,9 +249,9 @@ class Store:
         return cur.lastrowid
 
     def uplinks(self, device_id: str | None = None, limit: int = 100,
-                unpublished: bool = False) -> list[dict[str, Any]]:
-        sql = "SELECT * FROM uplinks WHERE 1"
-        args: list[Any] = []
+                unpublished: bool = False, after_id: int = 0) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM uplinks WHERE id > ?"
+        args: list[Any] = [after_id]
         if device_id:
             sql += " AND device_id = ?"
             args.append(device_id)

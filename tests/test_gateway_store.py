@@ -155,3 +155,18 @@ def test_console_script_is_installed(tmp_path):
     r = subprocess.run([exe, "--db", str(tmp_path / "c.db"), "device", "list", "--json"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and json.loads(r.stdout) == []
+
+
+def test_cli_messages_tail(tmp_path):
+    db = tmp_path / "m.db"
+    s = Store(db)
+    token, _ = s.create_token({}, 60)
+    dev = s.enroll(token, _key())
+    for i in range(5):
+        s.add_uplink(dev.id, b"m%d" % i, {"rssi": -80 - i})
+    s.close()
+    lines = _cli(db, "messages", "tail", "-n", "3", "--json").output.splitlines()
+    got = [json.loads(x) for x in lines]
+    assert [g["payload"] for g in got] == ["bTI=", "bTM=", "bTQ="]  # m2, m3, m4
+    assert got[0]["radio"] == {"rssi": -82} and got[0]["device"] == dev.id
+    assert "6d34" in _cli(db, "messages", "tail", "-n", "1").output
