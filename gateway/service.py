@@ -29,6 +29,7 @@ from sealink_gateway.transport import Address, FrameTransport, Uplink
 logger = logging.getLogger(__name__)
 
 PENDING_TIMEOUT_S = 60.0
+STATUS_CACHE_S = 1.0  # a revocation (by another process) takes effect within this
 
 
 @dataclass
@@ -86,6 +87,12 @@ class Gateway:
         self._subscribers: list[asyncio.Queue[Message]] = []
         self.uplink_event = asyncio.Event()  # set when uplinks are committed
         self._poller: asyncio.Task | None = None
+        # Group commit: uplinks accepted in one turn of the event loop share a
+        # transaction; their acknowledgements go out only after it commits.
+        self._batch: list[tuple[_Session, bytes, Uplink, list[bytes]]] = []
+        self._batch_done: asyncio.Future | None = None
+        self._status: dict[str, tuple[float, str]] = {}  # device id -> (read at, status)
+        self._queued_hint = True  # downlinks may be queued (cleared when none are)
         from sealink import crypto
 
         self.public_key = crypto.x25519_base(static_key)
@@ -136,6 +143,7 @@ class Gateway:
         if device is None or device.status != "active":
             raise KeyError(f"no active device {device_id}")
         downlink_id = self.store.queue_downlink(device_id, payload)
+        self._queued_hint = True
         await self._flush_downlinks()
         return downlink_id
 
@@ -164,15 +172,17 @@ class Gateway:
         if kind != wire.KIND_FRAGMENT or payloads or replies:
             session.address = up.source  # authenticated traffic: the device's address now
             session.last_uplink = up
-        await self._send(session, replies)
+        if payloads:
+            if not await self._accept(session, sid, payloads, up, replies):
+                return
+        else:
+            await self._send(session, replies)
         if session.channel.state == "established" and not session.authorized:
             if not await self._authorize(session, sid):
                 return
-        if payloads:
-            if not await self._accept(session, sid, payloads, up):
-                return
         self._collect_acks(session)
-        await self._flush_downlinks()
+        if self.store_has_queued:
+            await self._flush_downlinks()
 
     async def _new_session(self, kind, bits, sid, up: Uplink, now: float) -> _Session | None:
         if kind not in (wire.KIND_HANDSHAKE, wire.KIND_FRAGMENT):
@@ -237,27 +247,66 @@ class Gateway:
                 del self.sessions[other_sid]
         return True
 
+    def _device_status(self, device_id: str) -> str:
+        now = time.monotonic()
+        cached = self._status.get(device_id)
+        if cached is None or now - cached[0] > STATUS_CACHE_S:
+            device = self.store.device(device_id)
+            cached = (now, device.status if device else "unknown")
+            self._status[device_id] = cached
+        return cached[1]
+
     async def _accept(self, session: _Session, sid: int, payloads: list[bytes],
-                      up: Uplink) -> bool:
-        device = self.store.device(session.device_id)
-        if device is None or device.status != "active":
-            self._drop("revoked")
-            self.store.audit("session.closed", session.device_id, reason="revoked")
+                      up: Uplink, replies: list[bytes]) -> bool:
+        if not session.authorized or self._device_status(session.device_id) != "active":
+            self._drop("revoked" if session.authorized else "not_authorized")
+            if session.authorized:
+                self.store.audit("session.closed", session.device_id, reason="revoked")
             await self._close(sid, wire.REJECT_REVOKED)
             return False
-        self.store.touch(device.id)
         for payload in payloads:
-            uplink_id = self.store.add_uplink(device.id, payload, up.radio)  # committed
-            self.counters["uplinks"] += 1
-            self.uplink_event.set()
-            message = Message(uplink_id, device.id, device.attributes, payload, up.radio,
-                              up.received_at)
+            self._batch.append((session, payload, up, replies))
+            replies = []  # sent once, with the last payload of this frame
+        if self._batch_done is None:
+            self._batch_done = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_soon(self._commit_batch)
+        await asyncio.shield(self._batch_done)
+        return True
+
+    def _commit_batch(self) -> None:
+        batch, self._batch = self._batch, []
+        done, self._batch_done = self._batch_done, None
+        try:
+            ids = self.store.add_uplinks([(s.device_id, p, up.radio) for s, p, up, _ in batch])
+        except Exception as e:  # the disk failed: nothing is acknowledged
+            logger.error("committing %d uplinks failed: %s", len(batch), e)
+            self.drops["store_failed"] += len(batch)
+            done.set_result(None)
+            return
+        self.counters["uplinks"] += len(batch)
+        self.uplink_event.set()
+        attributes: dict[str, dict] = {}
+        for uplink_id, (session, payload, up, replies) in zip(ids, batch, strict=True):
+            if session.device_id not in attributes:
+                device = self.store.device(session.device_id)
+                attributes[session.device_id] = device.attributes if device else {}
+            message = Message(uplink_id, session.device_id, attributes[session.device_id],
+                              payload, up.radio, up.received_at)
             for queue in self._subscribers:
                 try:
                     queue.put_nowait(message)
                 except asyncio.QueueFull:
                     self._drop("subscriber_full")
-        return True
+            for f in replies:  # acknowledgements only after the commit
+                asyncio.ensure_future(session.transport.send(f, session.address,
+                                                              session.last_uplink))
+        done.set_result(None)
+
+    @property
+    def store_has_queued(self) -> bool:
+        # Downlinks are queued through send() in this process; the poll loop rechecks
+        # the store every 50 ms anyway.
+        return self._queued_hint
 
     # --- frames out ------------------------------------------------------------------------
 
@@ -294,7 +343,9 @@ class Gateway:
                      if s.authorized and s.channel.state == "established"}
         if not by_device:
             return
-        for downlink in self.store.downlinks(states=("queued",)):
+        queued = self.store.downlinks(states=("queued",))
+        self._queued_hint = bool(queued)
+        for downlink in queued:
             session = by_device.get(downlink["device_id"])
             if session is None:
                 continue

@@ -248,6 +248,20 @@ class Store:
                               (device_id, payload, json.dumps(radio), time.time()))
         return cur.lastrowid
 
+    def add_uplinks(self, rows: list[tuple[str, bytes, dict[str, Any]]]) -> list[int]:
+        """Commit many uplinks in one transaction (one fsync); returns their ids."""
+        now = time.time()
+        ids = []
+        with self.transaction():
+            for device_id, payload, radio in rows:
+                cur = self.db.execute("INSERT INTO uplinks (device_id, payload, radio,"
+                                      " received_at) VALUES (?, ?, ?, ?)",
+                                      (device_id, payload, json.dumps(radio), now))
+                ids.append(cur.lastrowid)
+            self.db.executemany("UPDATE devices SET last_seen = ? WHERE id = ?",
+                                [(now, d) for d in {r[0] for r in rows}])
+        return ids
+
     def uplinks(self, device_id: str | None = None, limit: int = 100,
                 unpublished: bool = False, after_id: int = 0) -> list[dict[str, Any]]:
         sql = "SELECT * FROM uplinks WHERE id > ?"

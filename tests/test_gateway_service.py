@@ -12,7 +12,7 @@ import pytest
 from sealink import crypto, wire
 from sealink.session import Channel
 from sealink_gateway.authority import Authority, CredentialError, verify
-from sealink_gateway.service import Gateway, HandshakeLimiter
+from sealink_gateway.service import STATUS_CACHE_S, Gateway, HandshakeLimiter
 from sealink_gateway.store import Store
 from sealink_gateway.transport.udp import UdpTransport
 
@@ -140,8 +140,10 @@ def test_enrollment_uplinks_downlinks_reconnect_revoke(env):
         await asyncio.sleep(0.2)
         assert gw.store.uplinks(device.id)[-1]["payload"] == b"after reconnect"
 
-        # Revocation: the next frame is refused and the session closed.
+        # Revocation (as by `sealink device revoke` from another process): the gateway
+        # sees it within STATUS_CACHE_S; the next frame is refused and the session closed.
         gw.store.revoke(device.id, "stolen")
+        await asyncio.sleep(STATUS_CACHE_S + 0.1)
         dev2.send(b"still there?")
         await dev2.pump(lambda: dev2.rejects)
         assert dev2.rejects == [wire.REJECT_REVOKED]

@@ -1,0 +1,232 @@
+#!/usr/bin/env python3
+"""Gateway scale: one `sealink gateway` process over udp:// on loopback, at 100, 1,000
+and 10,000 enrolled devices.
+
+For each fleet size N, in one run:
+  1. N devices are enrolled (bulk, straight into the gateway's SQLite file).
+  2. Handshakes: every device's KK message 1 is prepared beforehand (untimed), then all
+     are sent, at most WINDOW unanswered at once; rate = handshakes the gateway
+     completed / time until the last answer.
+  3. Messages: the devices finish their handshakes (untimed) and M transport frames are
+     encrypted beforehand; then all are sent, WINDOW outstanding; rate = uplinks the
+     gateway accepted (decrypted, replay-checked, committed to SQLite) / time, read from
+     its Prometheus counters.
+  4. Memory: the gateway's RSS growth per established, idle session.
+
+The load generator runs on the same 2-core machine, in this process: its own cost is
+kept out of the timed phases by preparing every frame beforehand.
+Usage: .venv/bin/python bench/gateway_scale.py [--sizes 100,1000,10000] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "lib"))
+sys.path.insert(0, str(ROOT / "gateway" / ".."))
+from sealink import crypto  # noqa: E402
+from sealink.session import Channel  # noqa: E402
+from sealink_gateway.run import load_or_create_static_key  # noqa: E402
+from sealink_gateway.store import Store, device_id_for  # noqa: E402
+
+SEALINK = str(Path(sys.executable).parent / "sealink")
+WINDOW = 200
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def metric(port: int, name: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+    for line in text.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def start_gateway(workdir: Path) -> tuple[subprocess.Popen, int, int]:
+    metrics_port = free_port()
+    cfg = workdir / "gateway.toml"
+    cfg.write_text('[gateway]\ndatabase = "state.db"\nlog_level = "WARNING"\n'
+                   '[[transport]]\nurl = "udp://127.0.0.1:0?mtu=222"\n'
+                   f'[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n'
+                   "[limits]\nhandshakes_per_source = 1000000\nhandshake_window_s = 1\n")
+    proc = subprocess.Popen([SEALINK, "gateway", "--config", str(cfg)],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    # log_level WARNING hides the "listening" line: find the UDP port from the process.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ports = [c.laddr.port for c in psutil.Process(proc.pid).net_connections("udp")]
+        if ports:
+            return proc, ports[0], metrics_port
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("gateway did not start")
+
+
+def enroll_bulk(workdir: Path, n: int) -> list[tuple[bytes, int]]:
+    """N devices straight into the store: (secret, sid)."""
+    Store(workdir / "state.db").close()  # create the schema
+    db = sqlite3.connect(workdir / "state.db")
+    devices = []
+    now = time.time()
+    with db:
+        for i in range(n):
+            secret = crypto.random_bytes(32)
+            public = crypto.x25519_base(secret)
+            sid = i + 1
+            db.execute("INSERT INTO devices (id, sid, static_key, attributes, status,"
+                       " enrolled_at) VALUES (?, ?, ?, '{}', 'active', ?)",
+                       (device_id_for(public), sid, public, now))
+            devices.append((secret, sid))
+    db.close()
+    return devices
+
+
+def pump(sock: socket.socket, frames: list[bytes], addr, on_reply=None,
+         expect_replies: int | None = None, timeout: float = 120.0) -> float:
+    """Send frames with at most WINDOW outstanding; returns elapsed seconds."""
+    start = time.perf_counter()
+    sent = received = 0
+    total = len(frames)
+    want = total if expect_replies is None else expect_replies
+    deadline = time.monotonic() + timeout
+    last_reply = time.monotonic()
+    while (sent < total or received < want) and time.monotonic() < deadline:
+        while sent < total and sent - received < WINDOW:
+            sock.sendto(frames[sent], addr)
+            sent += 1
+        ready, _, _ = select.select([sock], [], [], 0.02)
+        if not ready:
+            if expect_replies == 0:
+                # Nothing comes back for uplinks: pace by time instead.
+                received = min(sent, received + WINDOW // 4)
+                if sent == total:
+                    break
+            elif time.monotonic() - last_reply > 2.0:
+                break  # the rest were lost (UDP): stop the clock at the last answer
+            continue
+        last_reply = time.monotonic()
+        while True:
+            try:
+                data = sock.recv(2048)
+            except BlockingIOError:
+                break
+            received += 1
+            if on_reply:
+                on_reply(data)
+    end = time.perf_counter() if expect_replies == 0 else last_reply - time.monotonic() \
+        + time.perf_counter()
+    return end - start
+
+
+def run_size(n: int, messages: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        gw_key = load_or_create_static_key(workdir / "gateway.key")
+        gw_pub = crypto.x25519_base(gw_key)
+        devices = enroll_bulk(workdir, n)
+        proc, port, metrics_port = start_gateway(workdir)
+        addr = ("127.0.0.1", port)
+        try:
+            rss_before = psutil.Process(proc.pid).memory_info().rss
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            sock.setblocking(False)
+            # Handshakes: prepare every KK message 1.
+            channels = {}
+            first = []
+            for secret, sid in devices:
+                ch = Channel(True, secret, rs=gw_pub, sid=sid, mtu=222)
+                channels[sid] = ch
+                first += ch.connect(0)
+            answers: list[bytes] = []
+            hs_time = pump(sock, first, addr, on_reply=answers.append)
+            completed = metric(metrics_port, 'sealink_handshakes_total{outcome="completed"}')
+            # Devices finish (untimed), then prepare the uplinks.
+            for frame in answers:
+                sid = (frame[1] << 8) | frame[2]
+                channels[sid].receive(frame, 0)
+            ready = [ch for ch in channels.values() if ch.state == "established"]
+            rss_sessions = psutil.Process(proc.pid).memory_info().rss
+            frames = []
+            for i in range(messages):
+                frames += ready[i % len(ready)].send(b"temp=%05d" % i, 0)
+            before = metric(metrics_port, 'sealink_messages_total{direction="up"}')
+            stalled_since = time.monotonic()
+            start = time.perf_counter()
+            pump(sock, frames, addr, expect_replies=0)
+            deadline = time.monotonic() + 120
+            accepted = before
+            msg_time = time.perf_counter() - start
+            while time.monotonic() < deadline:
+                now_accepted = metric(metrics_port, 'sealink_messages_total{direction="up"}')
+                if now_accepted > accepted:
+                    accepted = now_accepted
+                    msg_time = time.perf_counter() - start  # time of the last progress
+                    stalled_since = time.monotonic()
+                elif accepted > before and time.monotonic() - stalled_since > 2.0:
+                    break  # the rest were lost (UDP buffers): stop at the last progress
+                if accepted - before >= len(frames):
+                    break
+                time.sleep(0.05)
+            return {
+                "devices": n,
+                "handshakes_completed": int(completed),
+                "handshakes_per_s": completed / hs_time,
+                "messages_sent": len(frames),
+                "messages_accepted": int(accepted - before),
+                "messages_per_s": (accepted - before) / msg_time,
+                "rss_per_session_bytes": (rss_sessions - rss_before) / max(1, len(ready)),
+                "rss_mib": psutil.Process(proc.pid).memory_info().rss / 2**20,
+            }
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100,1000,10000")
+    parser.add_argument("--messages", type=int, default=20000)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    rows = [run_size(int(n), args.messages) for n in args.sizes.split(",")]
+    table = Table(title="Gateway over udp:// on loopback (one process, 2-core machine)")
+    for col in ("devices", "handshakes done", "handshakes/s", "messages accepted",
+                "messages/s", "bytes/idle session", "gateway RSS"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(f"{r['devices']:,}", f"{r['handshakes_completed']:,}",
+                      f"{r['handshakes_per_s']:,.0f}",
+                      f"{r['messages_accepted']:,}/{r['messages_sent']:,}",
+                      f"{r['messages_per_s']:,.0f}", f"{r['rss_per_session_bytes']:,.0f}",
+                      f"{r['rss_mib']:,.0f} MiB")
+    Console().print(table)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
