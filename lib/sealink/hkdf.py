@@ -7,8 +7,15 @@ from hashlib import sha256
 HASHLEN = 32
 BLOCKLEN = 64
 
+try:  # CPython: the standard library's HMAC (the same construction, in C)
+    from hmac import digest as _hmac_digest
+except ImportError:  # MicroPython: no hmac module
+    _hmac_digest = None
+
 
 def hmac_sha256(key, data):
+    if _hmac_digest is not None:
+        return _hmac_digest(key, data, "sha256")
     if len(key) > BLOCKLEN:
         key = sha256(key).digest()
     key = bytes(key) + bytes(BLOCKLEN - len(key))
