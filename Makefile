@@ -125,6 +125,7 @@ bench: firmware
 	$(VPY) bench/crypto_speed.py --json $(BUILD_ROOT)/bench-crypto.json
 	$(VPY) bench/air_bytes.py --json $(BUILD_ROOT)/bench-air.json
 	$(VPY) bench/device_heap.py --json $(BUILD_ROOT)/bench-heap.json
+	$(VPY) bench/gateway_scale.py --json $(BUILD_ROOT)/bench-gateway.json
 
 lint: setup
 	$(VENV)/bin/ruff check .
