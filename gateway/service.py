@@ -75,12 +75,15 @@ class HandshakeLimiter:
 
 class Gateway:
     def __init__(self, store: Store, static_key: bytes, authority: Authority,
-                 transports: list[FrameTransport], limiter: HandshakeLimiter | None = None):
+                 transports: list[FrameTransport], limiter: HandshakeLimiter | None = None,
+                 retry_ms: int = 2000, reliable_retries: int = 6):
         self.store = store
         self.static_key = static_key
         self.authority = authority
         self.transports = transports
         self.limiter = limiter or HandshakeLimiter()
+        self.retry_ms = retry_ms
+        self.reliable_retries = reliable_retries
         self.sessions: dict[int, _Session] = {}
         self.counters: collections.Counter[str] = collections.Counter()
         self.drops: collections.Counter[str] = collections.Counter()
@@ -209,7 +212,8 @@ class Gateway:
             lookup = lambda _sid: key  # noqa: E731
         transport = self._transport(up.source)
         channel = Channel(False, self.static_key, sid=sid, mtu=transport.max_frame,
-                          peer_lookup=lookup)
+                          peer_lookup=lookup, retry_ms=self.retry_ms,
+                          reliable_retries=self.reliable_retries)
         session = _Session(channel, transport, up.source, now)
         self.sessions[sid] = session
         self.counters["handshakes_started"] += 1
@@ -373,8 +377,13 @@ class Gateway:
                     await self._send(session, session.channel.poll(self._now_ms()))
                 except SealinkError as e:
                     self._drop("poll_failed", str(e))
-                failed = session.channel.undelivered
-                while failed:
-                    failed.pop(0)
-                    self.counters["downlinks_failed"] += 1
+                reliable = session.channel._reliable_out
+                reliable.failed.clear()  # the store keeps the payloads
+                while reliable.failed_ids:
+                    downlink_id = session.inflight.pop(reliable.failed_ids.pop(0), None)
+                    if downlink_id is not None:
+                        self.store.set_downlink_state(downlink_id, "failed")
+                        self.store.audit("downlink.failed", session.device_id,
+                                         downlink_id=downlink_id)
+                        self.counters["downlinks_failed"] += 1
             await self._flush_downlinks()

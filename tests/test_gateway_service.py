@@ -79,11 +79,11 @@ def env(tmp_path):
             "gw_secret": crypto.random_bytes(32)}
 
 
-async def _start(env, limiter=None):
+async def _start(env, limiter=None, **kw):
     store = Store(env["db"])
     transport = UdpTransport("127.0.0.1", 0)
     gw = Gateway(store, env["gw_secret"], Authority.load_or_create(env["authority"]),
-                 [transport], limiter=limiter)
+                 [transport], limiter=limiter, **kw)
     await gw.start()
     return gw, ("127.0.0.1", transport.port)
 
@@ -213,6 +213,27 @@ def test_restart_loses_no_device_uplink_or_queued_downlink(env):
         await dev.connect()
         await dev.pump(lambda: b"queued command" in dev.received)
         dev.close()
+        await gw.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_undeliverable_downlink_is_marked_failed(env):
+    async def scenario():
+        gw, addr = await _start(env, retry_ms=50, reliable_retries=3)
+        dev = await _enroll(gw, addr, crypto.random_bytes(32))
+        device_id = gw.store.devices()[0].id
+        dev.close()  # the device goes silent
+        downlink_id = await gw.send(device_id, b"nobody listens")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            states = {d["id"]: d["state"] for d in gw.store.downlinks(states=("failed",))}
+            if states:
+                break
+            await asyncio.sleep(0.1)
+        assert states == {downlink_id: "failed"}
+        assert gw.counters["downlinks_failed"] == 1
+        assert any(r["event"] == "downlink.failed" for r in gw.store.audit_log())
         await gw.stop()
 
     asyncio.run(asyncio.wait_for(scenario(), 60))

@@ -28,6 +28,7 @@ class ReliableSender:
         self._pending = {}  # id -> [body, sent_ms, tries]
         self.failed = []  # payloads given up on after max_retries
         self.acked = []  # ids acknowledged, for the application to collect
+        self.failed_ids = []  # ids given up on, for the application to collect
         self.last_id = None
         self.retransmissions = 0
 
@@ -63,6 +64,7 @@ class ReliableSender:
             if entry[2] >= self.max_retries:
                 del self._pending[msg_id]
                 self.failed.append(entry[0][1:])
+                self.failed_ids.append(msg_id)
                 continue
             entry[1] = now_ms
             entry[2] += 1
