@@ -61,7 +61,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=120)
     report: dict = {"noise": {}, "handshakes": {}, "overhead": {}}
 
     t = Table(title="Noise handshake messages, empty payloads (bytes)")

@@ -59,7 +59,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=120)
     report: dict[str, dict] = {}
 
     table = Table(title="Instructions per operation on QEMU (-icount shift=0), native module")

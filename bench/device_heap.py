@@ -63,7 +63,7 @@ def main() -> int:
         kib = smallest_heap(mtu)
         report[mtu] = kib
         table.add_row(str(mtu), "over 32 KiB" if kib is None else f"{kib} KiB")
-    Console().print(table)
+    Console(width=120).print(table)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return 0 if all(v is not None for v in report.values()) else 1

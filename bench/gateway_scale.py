@@ -222,7 +222,7 @@ def main() -> int:
                       f"{r['messages_accepted']:,}/{r['messages_sent']:,}",
                       f"{r['messages_per_s']:,.0f}", f"{r['rss_per_session_bytes']:,.0f}",
                       f"{r['rss_mib']:,.0f} MiB")
-    Console().print(table)
+    Console(width=140).print(table)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0

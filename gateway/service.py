@@ -85,6 +85,8 @@ class Gateway:
         self.retry_ms = retry_ms
         self.reliable_retries = reliable_retries
         self.sessions: dict[int, _Session] = {}
+        self._by_device: dict[str, int] = {}  # device id -> sid of its authorized session
+        self._needs_poll: set[int] = set()  # sids with a handshake or downlinks in flight
         self.counters: collections.Counter[str] = collections.Counter()
         self.drops: collections.Counter[str] = collections.Counter()
         self._subscribers: list[asyncio.Queue[Message]] = []
@@ -171,6 +173,7 @@ class Gateway:
                 self._drop(reason, f"session {sid}")
         if session.channel.state in ("failed", "idle") and not session.authorized:
             del self.sessions[sid]
+            self._needs_poll.discard(sid)
             return
         if kind != wire.KIND_FRAGMENT or payloads or replies:
             session.address = up.source  # authenticated traffic: the device's address now
@@ -216,6 +219,7 @@ class Gateway:
                           reliable_retries=self.reliable_retries)
         session = _Session(channel, transport, up.source, now)
         self.sessions[sid] = session
+        self._needs_poll.add(sid)
         self.counters["handshakes_started"] += 1
         return session
 
@@ -246,9 +250,10 @@ class Gateway:
         self.counters["handshakes_completed"] += 1
         self.store.audit("session.established", device.id, sid=sid, pattern=channel.pattern)
         # One session per device: an older one under another id is closed.
-        for other_sid, other in list(self.sessions.items()):
-            if other is not session and other.device_id == device.id:
-                del self.sessions[other_sid]
+        old_sid = self._by_device.get(device.id)
+        if old_sid is not None and old_sid != sid:
+            self.sessions.pop(old_sid, None)
+        self._by_device[device.id] = sid
         return True
 
     def _device_status(self, device_id: str) -> str:
@@ -331,6 +336,8 @@ class Gateway:
     async def _close(self, sid: int, reason: int) -> None:
         session = self.sessions.pop(sid, None)
         if session is not None:
+            if session.device_id and self._by_device.get(session.device_id) == sid:
+                del self._by_device[session.device_id]
             await session.transport.send(wire.header(wire.KIND_REJECT, reason, sid),
                                          session.address, session.last_uplink)
 
@@ -343,15 +350,13 @@ class Gateway:
                 self.counters["downlinks_acked"] += 1
 
     async def _flush_downlinks(self) -> None:
-        by_device = {s.device_id: s for s in self.sessions.values()
-                     if s.authorized and s.channel.state == "established"}
-        if not by_device:
+        if not self._by_device:
             return
         queued = self.store.downlinks(states=("queued",))
         self._queued_hint = bool(queued)
         for downlink in queued:
-            session = by_device.get(downlink["device_id"])
-            if session is None:
+            session = self.sessions.get(self._by_device.get(downlink["device_id"], -1))
+            if session is None or session.channel.state != "established":
                 continue
             try:
                 frames = session.channel.send_reliable(downlink["payload"], self._now_ms())
@@ -361,6 +366,7 @@ class Gateway:
                 self._drop("downlink_failed", str(e))
                 continue
             session.inflight[session.channel._reliable_out.last_id] = downlink["id"]
+            self._needs_poll.add(self._by_device[downlink["device_id"]])
             self.store.set_downlink_state(downlink["id"], "sent")
             await self._send(session, frames)
 
@@ -368,9 +374,14 @@ class Gateway:
         while True:
             await asyncio.sleep(0.05)
             now = time.time()
-            for sid, session in list(self.sessions.items()):
+            for sid in list(self._needs_poll):
+                session = self.sessions.get(sid)
+                if session is None:
+                    self._needs_poll.discard(sid)
+                    continue
                 if not session.authorized and now - session.created > PENDING_TIMEOUT_S:
                     del self.sessions[sid]
+                    self._needs_poll.discard(sid)
                     self._drop("handshake_timeout")
                     continue
                 try:
@@ -386,4 +397,6 @@ class Gateway:
                         self.store.audit("downlink.failed", session.device_id,
                                          downlink_id=downlink_id)
                         self.counters["downlinks_failed"] += 1
+                if session.authorized and reliable.in_flight == 0:
+                    self._needs_poll.discard(sid)
             await self._flush_downlinks()

@@ -1,0 +1,215 @@
+"""`semtech-udp://HOST:PORT`: LoRa concentrators speaking the Semtech UDP packet-forwarder
+protocol (version 2), as any off-the-shelf LoRa gateway does.
+
+    PUSH_DATA  0x00  forwarder -> us: version, token(2), 0x00, gateway EUI(8), JSON {"rxpk": [...]}
+    PUSH_ACK   0x01  us -> forwarder: version, token(2), 0x01
+    PULL_DATA  0x02  forwarder -> us: version, token(2), 0x02, gateway EUI(8)  (keep-alive)
+    PULL_RESP  0x03  us -> forwarder: version, token(2), 0x03, JSON {"txpk": {...}}
+    PULL_ACK   0x04  us -> forwarder: version, token(2), 0x04
+    TX_ACK     0x05  forwarder -> us: version, token(2), 0x05, gateway EUI(8), [JSON]
+
+Uplinks with a good CRC become frames with their radio metadata.  A downlink is
+scheduled into the device's class A first receive window (RX1): the uplink's
+concentrator timestamp plus rx1_delay, same frequency and data rate, inverted
+polarity; a frame over the data rate's EU868 payload limit is refused.  When one
+uplink is answered with several frames (a fragmented handshake message), they follow
+each other, each after the previous one's time on air plus a guard interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+from sealink.lora import time_on_air_us
+from sealink_gateway.transport import Address, FrameHandler, TransportError, Uplink
+
+logger = logging.getLogger(__name__)
+
+VERSION = 2
+PUSH_DATA, PUSH_ACK, PULL_DATA, PULL_RESP, PULL_ACK, TX_ACK = range(6)
+
+# EU868 maximum MAC payload per spreading factor at 125 kHz (LoRaWAN regional params).
+EU868_MAX_PAYLOAD = {12: 51, 11: 51, 10: 51, 9: 115, 8: 222, 7: 222}
+GUARD_US = 20000
+
+
+@dataclass
+class Datagram:
+    identifier: int
+    token: bytes
+    eui: str | None
+    body: dict | None
+
+
+def parse_datagram(data: bytes) -> Datagram:
+    """Decode one forwarder datagram; TransportError(reason) for anything malformed."""
+    if len(data) < 4:
+        raise TransportError("short", f"{len(data)} bytes")
+    if data[0] != VERSION:
+        raise TransportError("version", str(data[0]))
+    identifier = data[3]
+    token = bytes(data[1:3])
+    if identifier not in (PUSH_DATA, PULL_DATA, TX_ACK):
+        raise TransportError("identifier", str(identifier))
+    if len(data) < 12:
+        raise TransportError("short", "no gateway EUI")
+    eui = data[4:12].hex()
+    body = None
+    rest = data[12:]
+    if identifier == PUSH_DATA or (identifier == TX_ACK and rest.strip(b"\x00")):
+        try:
+            body = json.loads(rest.rstrip(b"\x00"))
+        except (ValueError, UnicodeDecodeError):
+            raise TransportError("json", eui) from None
+        if not isinstance(body, dict):
+            raise TransportError("json", "not an object")
+    return Datagram(identifier, token, eui, body)
+
+
+def datr_sf(datr: str) -> int:
+    """"SF9BW125" -> 9."""
+    if not isinstance(datr, str) or not datr.startswith("SF") or "BW" not in datr:
+        raise TransportError("datr", repr(datr))
+    try:
+        return int(datr[2:datr.index("BW")])
+    except ValueError:
+        raise TransportError("datr", repr(datr)) from None
+
+
+def decode_rxpk(rxpk: dict) -> tuple[bytes, dict]:
+    """(frame, radio metadata) of one rxpk with a good CRC."""
+    if not isinstance(rxpk, dict):
+        raise TransportError("rxpk", "not an object")
+    if rxpk.get("stat", 1) != 1:
+        raise TransportError("crc", str(rxpk.get("stat")))
+    data = rxpk.get("data")
+    if not isinstance(data, str):
+        raise TransportError("base64", "no data")
+    try:
+        frame = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise TransportError("base64", "invalid") from None
+    if "size" in rxpk and rxpk["size"] != len(frame):
+        raise TransportError("size", f"{rxpk['size']} != {len(frame)}")
+    radio = {k: rxpk[k] for k in ("tmst", "freq", "chan", "rfch", "datr", "codr", "rssi",
+                                  "lsnr", "time") if k in rxpk}
+    datr_sf(radio.get("datr", ""))
+    if not isinstance(radio.get("tmst"), int) or not isinstance(radio.get("freq"),
+                                                                   (int, float)):
+        raise TransportError("rxpk", "tmst or freq missing")
+    return frame, radio
+
+
+def build_txpk(frame: bytes, uplink_radio: dict, rx1_delay_s: float, power: int,
+               offset_us: int = 0) -> dict:
+    sf = datr_sf(uplink_radio["datr"])
+    limit = EU868_MAX_PAYLOAD.get(sf)
+    if limit is None:
+        raise TransportError("datr", uplink_radio["datr"])
+    if len(frame) > limit:
+        raise TransportError("too_long", f"{len(frame)} bytes > {limit} at SF{sf}")
+    return {
+        "imme": False,
+        "tmst": (uplink_radio["tmst"] + int(rx1_delay_s * 1_000_000) + offset_us) & 0xFFFFFFFF,
+        "freq": uplink_radio["freq"],
+        "rfch": 0,
+        "powe": power,
+        "modu": "LORA",
+        "datr": uplink_radio["datr"],
+        "codr": uplink_radio.get("codr", "4/5"),
+        "ipol": True,
+        "size": len(frame),
+        "data": base64.b64encode(frame).decode(),
+    }
+
+
+class SemtechUdpTransport(asyncio.DatagramProtocol):
+    name = "semtech-udp"
+    max_frame = 51  # the smallest EU868 limit (SF10-SF12); send() checks per data rate
+
+    def __init__(self, host: str, port: int, rx1_delay_s: float = 1.0, power: int = 14):
+        self.host, self.port = host, port
+        self.rx1_delay_s = rx1_delay_s
+        self.power = power
+        self.drops: dict[str, int] = {}
+        self.tx_errors: dict[str, int] = {}
+        self.pull_addr: dict[str, tuple] = {}  # gateway EUI -> where its PULL_DATA came from
+        self._schedule: dict[tuple[str, int], int] = {}  # (EUI, uplink tmst) -> next offset
+        self._transport: asyncio.DatagramTransport | None = None
+        self._handler: FrameHandler | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    def _drop(self, reason: str) -> None:
+        self.drops[reason] = self.drops.get(reason, 0) + 1
+
+    async def start(self, handler: FrameHandler) -> None:
+        self._handler = handler
+        loop = asyncio.get_running_loop()
+        self._transport, _ = await loop.create_datagram_endpoint(
+            lambda: self, local_addr=(self.host, self.port))
+        self.port = self._transport.get_extra_info("sockname")[1]
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        try:
+            d = parse_datagram(data)
+        except TransportError as e:
+            self._drop(e.reason)
+            logger.debug("semtech-udp: %s from %s", e, addr)
+            return
+        if d.identifier == PULL_DATA:
+            self.pull_addr[d.eui] = addr
+            self._transport.sendto(bytes((VERSION,)) + d.token + bytes((PULL_ACK,)), addr)
+            return
+        if d.identifier == TX_ACK:
+            error = ((d.body or {}).get("txpk_ack") or {}).get("error", "NONE")
+            if error != "NONE":
+                self.tx_errors[error] = self.tx_errors.get(error, 0) + 1
+            return
+        self._transport.sendto(bytes((VERSION,)) + d.token + bytes((PUSH_ACK,)), addr)
+        rxpks = d.body.get("rxpk", [])
+        if not isinstance(rxpks, list):
+            self._drop("rxpk")
+            return
+        for rxpk in rxpks:
+            try:
+                frame, radio = decode_rxpk(rxpk)
+            except TransportError as e:
+                self._drop(e.reason)
+                continue
+            radio["gateway"] = d.eui
+            up = Uplink(frame=frame, source=Address(self.name, d.eui), received_at=time.time(),
+                        radio=radio)
+            task = asyncio.ensure_future(self._handler(up))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def send(self, frame: bytes, to: Address, uplink: Uplink | None = None) -> None:
+        if uplink is None or "tmst" not in uplink.radio:
+            raise TransportError("no_window", "class A downlinks answer an uplink")
+        addr = self.pull_addr.get(to.key)
+        if addr is None:
+            raise TransportError("no_pull", f"gateway {to.key} has sent no PULL_DATA")
+        slot = (to.key, uplink.radio["tmst"])
+        offset = self._schedule.get(slot, 0)
+        txpk = build_txpk(frame, uplink.radio, self.rx1_delay_s, self.power, offset)
+        self._schedule[slot] = offset + GUARD_US + time_on_air_us(
+            len(frame), datr_sf(uplink.radio["datr"]))
+        if len(self._schedule) > 4096:
+            self._schedule.clear()
+        payload = json.dumps({"txpk": txpk}).encode()
+        self._transport.sendto(bytes((VERSION,)) + os.urandom(2) + bytes((PULL_RESP,))
+                               + payload, addr)
+
+    async def stop(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
