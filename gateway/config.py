@@ -8,6 +8,8 @@
 
     [[transport]]
     url = "udp://0.0.0.0:1700?mtu=222"
+    [[transport]]
+    url = "semtech-udp://0.0.0.0:1680?rx1_delay=1"   # LoRa packet forwarders
 
     [mqtt]                           # optional: uplinks and downlinks over MQTT
     url = "mqtt://127.0.0.1:1883"
@@ -30,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-TRANSPORT_SCHEMES = {"udp"}  # built so far; semtech-udp, serial-at and ble are not yet
+TRANSPORT_SCHEMES = {"udp", "semtech-udp"}  # built so far; serial-at and ble are not yet
 
 
 class ConfigError(ValueError):
@@ -77,6 +79,12 @@ def parse_transport(url: str) -> TransportConfig:
                           f"(this gateway has: {', '.join(sorted(TRANSPORT_SCHEMES))})")
     host, port = _host_port(parts.netloc, f"transport {url!r}")
     options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    if "rx1_delay" in options:
+        try:
+            if not 0 < float(options["rx1_delay"]) <= 15:
+                raise ValueError
+        except ValueError:
+            raise ConfigError(f"transport {url!r}: rx1_delay must be 0..15 seconds") from None
     if "mtu" in options and (not options["mtu"].isdigit()
                              or not 20 <= int(options["mtu"]) <= 1024):
         raise ConfigError(f"transport {url!r}: mtu must be 20..1024")

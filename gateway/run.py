@@ -16,6 +16,7 @@ from sealink_gateway.authority import Authority
 from sealink_gateway.config import Config
 from sealink_gateway.service import Gateway, HandshakeLimiter
 from sealink_gateway.store import Store
+from sealink_gateway.transport.semtech_udp import SemtechUdpTransport
 from sealink_gateway.transport.udp import UdpTransport
 
 logger = logging.getLogger("sealink_gateway")
@@ -59,6 +60,9 @@ def build(cfg: Config) -> Gateway:
     for t in cfg.transports:
         if t.scheme == "udp":
             transports.append(UdpTransport(t.host, t.port, int(t.options.get("mtu", 222))))
+        elif t.scheme == "semtech-udp":
+            transports.append(SemtechUdpTransport(
+                t.host, t.port, rx1_delay_s=float(t.options.get("rx1_delay", 1.0))))
     return Gateway(Store(cfg.database), load_or_create_static_key(cfg.static_key),
                    Authority.load_or_create(cfg.authority_key), transports,
                    HandshakeLimiter(cfg.handshakes_per_source, cfg.handshake_window_s))
