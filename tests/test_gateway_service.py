@@ -92,8 +92,10 @@ def _first_contact_sid():
     return 0x8000 + int.from_bytes(os.urandom(2), "big") % 0x7FFF
 
 
-async def _enroll(gw, addr, secret, attrs=None):
-    token, _ = gw.store.create_token(attrs or {"site": "dock"}, 3600)
+async def _enroll(gw, addr, secret, attrs=None, token=None):
+    """A device that enrolls (with a new token unless one is given) and gets its credential."""
+    if token is None:
+        token, _ = gw.store.create_token(attrs or {"site": "dock"}, 3600)
     dev = await UdpDevice(secret, addr, _first_contact_sid(), token=token.encode()).open()
     await dev.connect()
     await dev.pump(lambda: dev.channel.credential is not None)
@@ -167,7 +169,7 @@ def test_refused_tokens_are_audited(env):
             assert dev.rejects == [wire.REJECT_HANDSHAKE_FAILED]
             dev.close()
         token, _ = gw.store.create_token({}, 3600)
-        first = await _enroll_with(gw, addr, token)
+        first = await _enroll(gw, addr, crypto.random_bytes(32), token=token)
         second = await UdpDevice(crypto.random_bytes(32), addr, _first_contact_sid(),
                                  token=token.encode()).open()
         await second.connect()
@@ -182,14 +184,6 @@ def test_refused_tokens_are_audited(env):
         await gw.stop()
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
-
-
-async def _enroll_with(gw, addr, token):
-    dev = await UdpDevice(crypto.random_bytes(32), addr, _first_contact_sid(),
-                          token=token.encode()).open()
-    await dev.connect()
-    await dev.pump(lambda: dev.channel.credential is not None)
-    return dev
 
 
 def test_restart_loses_no_device_uplink_or_queued_downlink(env):

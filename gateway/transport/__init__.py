@@ -9,6 +9,7 @@ Every transport implements `FrameTransport`: it delivers each received frame wit
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -54,3 +55,37 @@ class FrameTransport(Protocol):
         ...
 
     async def stop(self) -> None: ...
+
+
+class DatagramTransportBase(asyncio.DatagramProtocol):
+    """What the UDP-based transports share: the socket, the handler, one task per
+    received frame (awaited on stop, so nothing accepted is cut off), drop counters."""
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        self.drops: dict[str, int] = {}
+        self._transport: asyncio.DatagramTransport | None = None
+        self._handler: FrameHandler | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    def _drop(self, reason: str) -> None:
+        self.drops[reason] = self.drops.get(reason, 0) + 1
+
+    async def start(self, handler: FrameHandler) -> None:
+        self._handler = handler
+        loop = asyncio.get_running_loop()
+        self._transport, _ = await loop.create_datagram_endpoint(
+            lambda: self, local_addr=(self.host, self.port))
+        self.port = self._transport.get_extra_info("sockname")[1]
+
+    def _deliver(self, up: Uplink) -> None:
+        task = asyncio.ensure_future(self._handler(up))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None

@@ -18,7 +18,6 @@ each other, each after the previous one's time on air plus a guard interval.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
@@ -28,7 +27,7 @@ import time
 from dataclasses import dataclass
 
 from sealink.lora import time_on_air_us
-from sealink_gateway.transport import Address, FrameHandler, TransportError, Uplink
+from sealink_gateway.transport import Address, DatagramTransportBase, TransportError, Uplink
 
 logger = logging.getLogger(__name__)
 
@@ -130,31 +129,17 @@ def build_txpk(frame: bytes, uplink_radio: dict, rx1_delay_s: float, power: int,
     }
 
 
-class SemtechUdpTransport(asyncio.DatagramProtocol):
+class SemtechUdpTransport(DatagramTransportBase):
     name = "semtech-udp"
     max_frame = 51  # the smallest EU868 limit (SF10-SF12); send() checks per data rate
 
     def __init__(self, host: str, port: int, rx1_delay_s: float = 1.0, power: int = 14):
-        self.host, self.port = host, port
+        super().__init__(host, port)
         self.rx1_delay_s = rx1_delay_s
         self.power = power
-        self.drops: dict[str, int] = {}
         self.tx_errors: dict[str, int] = {}
         self.pull_addr: dict[str, tuple] = {}  # gateway EUI -> where its PULL_DATA came from
         self._schedule: dict[tuple[str, int], int] = {}  # (EUI, uplink tmst) -> next offset
-        self._transport: asyncio.DatagramTransport | None = None
-        self._handler: FrameHandler | None = None
-        self._tasks: set[asyncio.Task] = set()
-
-    def _drop(self, reason: str) -> None:
-        self.drops[reason] = self.drops.get(reason, 0) + 1
-
-    async def start(self, handler: FrameHandler) -> None:
-        self._handler = handler
-        loop = asyncio.get_running_loop()
-        self._transport, _ = await loop.create_datagram_endpoint(
-            lambda: self, local_addr=(self.host, self.port))
-        self.port = self._transport.get_extra_info("sockname")[1]
 
     def datagram_received(self, data: bytes, addr) -> None:
         try:
@@ -184,11 +169,8 @@ class SemtechUdpTransport(asyncio.DatagramProtocol):
                 self._drop(e.reason)
                 continue
             radio["gateway"] = d.eui
-            up = Uplink(frame=frame, source=Address(self.name, d.eui), received_at=time.time(),
-                        radio=radio)
-            task = asyncio.ensure_future(self._handler(up))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._deliver(Uplink(frame=frame, source=Address(self.name, d.eui),
+                                 received_at=time.time(), radio=radio))
 
     async def send(self, frame: bytes, to: Address, uplink: Uplink | None = None) -> None:
         if uplink is None or "tmst" not in uplink.radio:
@@ -206,10 +188,3 @@ class SemtechUdpTransport(asyncio.DatagramProtocol):
         payload = json.dumps({"txpk": txpk}).encode()
         self._transport.sendto(bytes((VERSION,)) + os.urandom(2) + bytes((PULL_RESP,))
                                + payload, addr)
-
-    async def stop(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
