@@ -20,7 +20,7 @@
 
 from sealink import fragment, reliable, wire
 from sealink.errors import HandshakeError, SealinkError
-from sealink.noise import HandshakeState, protocol_name
+from sealink.noise import CipherState, HandshakeState, protocol_name
 from sealink.replay import ReplayError, ReplayWindow
 
 CONTROL_CREDENTIAL = b"\x02"  # control message: the authority's credential follows
@@ -57,22 +57,14 @@ class _EpochKeys:
         if epoch < self.epoch:
             raise ReplayError("counter %d belongs to a retired key epoch" % n)
         while self.epoch < epoch:
+            nxt = CipherState(self.current.k)
+            nxt.rekey()
             if self.previous is not None:
                 self.previous.wipe()
-            nxt = _copy(self.current)
-            nxt.rekey()
-            self.previous = self.current if self.epoch + 1 == epoch else None
-            if self.previous is None:
-                self.current.wipe()
+            self.previous = self.current
             self.current = nxt
             self.epoch += 1
         return self.current
-
-
-def _copy(cipher):
-    from sealink.noise import CipherState
-
-    return CipherState(cipher.k)
 
 
 class Channel:
