@@ -10,6 +10,8 @@
     url = "udp://0.0.0.0:1700?mtu=222"
     [[transport]]
     url = "semtech-udp://0.0.0.0:1680?rx1_delay=1"   # LoRa packet forwarders
+    [[transport]]                    # a LoRa module on a UART, AT commands, P2P mode
+    url = "serial-at:///dev/ttyUSB0?module=rak3172&sf=7&freq=868100000&baud=115200"
 
     [mqtt]                           # optional: uplinks and downlinks over MQTT
     url = "mqtt://127.0.0.1:1883"
@@ -32,7 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-TRANSPORT_SCHEMES = {"udp", "semtech-udp"}  # built so far; serial-at and ble are not yet
+TRANSPORT_SCHEMES = {"udp", "semtech-udp", "serial-at"}
+SERIAL_MODULES = {"rak3172"}
 
 
 class ConfigError(ValueError):
@@ -43,7 +46,7 @@ class ConfigError(ValueError):
 class TransportConfig:
     url: str
     scheme: str
-    host: str
+    host: str  # for serial-at: the device path
     port: int
     options: dict[str, str]
 
@@ -77,8 +80,10 @@ def parse_transport(url: str) -> TransportConfig:
     if parts.scheme not in TRANSPORT_SCHEMES:
         raise ConfigError(f"transport {url!r}: scheme {parts.scheme!r} is not available "
                           f"(this gateway has: {', '.join(sorted(TRANSPORT_SCHEMES))})")
-    host, port = _host_port(parts.netloc, f"transport {url!r}")
     options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    if parts.scheme == "serial-at":
+        return _serial_at(url, parts.netloc + parts.path, options)
+    host, port = _host_port(parts.netloc, f"transport {url!r}")
     if "rx1_delay" in options:
         try:
             if not 0 < float(options["rx1_delay"]) <= 15:
@@ -89,6 +94,21 @@ def parse_transport(url: str) -> TransportConfig:
                              or not 20 <= int(options["mtu"]) <= 1024):
         raise ConfigError(f"transport {url!r}: mtu must be 20..1024")
     return TransportConfig(url, parts.scheme, host, port, options)
+
+
+def _serial_at(url: str, device: str, options: dict[str, str]) -> TransportConfig:
+    if not device:
+        raise ConfigError(f"transport {url!r}: no serial device (serial-at:///dev/ttyUSB0)")
+    module = options.setdefault("module", "rak3172")
+    if module not in SERIAL_MODULES:
+        raise ConfigError(f"transport {url!r}: module {module!r} is not one of "
+                          f"{', '.join(sorted(SERIAL_MODULES))}")
+    limits = {"sf": (7, 12), "freq": (150_000_000, 960_000_000), "baud": (1200, 921600),
+              "power": (5, 22)}
+    for key, (lo, hi) in limits.items():
+        if key in options and (not options[key].isdigit() or not lo <= int(options[key]) <= hi):
+            raise ConfigError(f"transport {url!r}: {key} must be an integer {lo}..{hi}")
+    return TransportConfig(url, "serial-at", device, 0, options)
 
 
 def load(path: str | Path) -> Config:

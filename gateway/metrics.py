@@ -33,6 +33,13 @@ class GatewayCollector:
         for reason, n in sorted(gw.drops.items()):
             drops.add_metric([reason], n)
         yield drops
+        medium = CounterMetricFamily("sealink_transport_drops",
+                                     "Input a transport's medium refused, by reason",
+                                     labels=["transport", "reason"])
+        for t in gw.transports:
+            for reason, n in sorted(t.drops.items()):
+                medium.add_metric([t.name, reason], n)
+        yield medium
         yield GaugeMetricFamily("sealink_sessions_active", "Established device sessions",
                                 value=sum(1 for s in gw.sessions.values() if s.authorized))
         yield GaugeMetricFamily("sealink_downlink_queue_depth", "Downlinks not yet sent",

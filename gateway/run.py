@@ -17,6 +17,7 @@ from sealink_gateway.config import Config
 from sealink_gateway.service import Gateway, HandshakeLimiter
 from sealink_gateway.store import Store
 from sealink_gateway.transport.semtech_udp import SemtechUdpTransport
+from sealink_gateway.transport.serial_at import SerialAtTransport
 from sealink_gateway.transport.udp import UdpTransport
 
 logger = logging.getLogger("sealink_gateway")
@@ -60,6 +61,12 @@ def build(cfg: Config) -> Gateway:
     for t in cfg.transports:
         if t.scheme == "udp":
             transports.append(UdpTransport(t.host, t.port, int(t.options.get("mtu", 222))))
+        elif t.scheme == "serial-at":
+            o = t.options
+            transports.append(SerialAtTransport(
+                t.host, o["module"], baudrate=int(o.get("baud", 115200)),
+                freq=int(o.get("freq", 868_100_000)), sf=int(o.get("sf", 7)),
+                power=int(o.get("power", 14))))
         elif t.scheme == "semtech-udp":
             transports.append(SemtechUdpTransport(
                 t.host, t.port, rx1_delay_s=float(t.options.get("rx1_delay", 1.0))))

@@ -164,7 +164,10 @@ def test_gateway_refuses_a_bad_config(tmp_path):
     bad = tmp_path / "bad.toml"
     for text, message in [
         ("[gateway]\n", "at least one [[transport]]"),
-        ('[[transport]]\nurl = "serial-at:///dev/ttyUSB0"\n', "not available"),
+        ('[[transport]]\nurl = "carrier-pigeon://loft"\n', "not available"),
+        ('[[transport]]\nurl = "serial-at:///dev/ttyUSB0?module=hc12"\n', "not one of"),
+        ('[[transport]]\nurl = "serial-at:///dev/ttyUSB0?sf=13"\n', "sf must be"),
+        ('[[transport]]\nurl = "serial-at://?sf=7"\n', "no serial device"),
         ('[[transport]]\nurl = "udp://nowhere"\n', "not HOST:PORT"),
         ('[[transport]]\nurl = "udp://127.0.0.1:1700?mtu=5"\n', "mtu must be"),
         ('[[transport]]\nurl = "udp://127.0.0.1:1"\n[mqtt]\nurl = "http://x:1"\n', "mqtt://"),

@@ -26,7 +26,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from sealink.lora import time_on_air_us
+from sealink.lora import EU868_MAX_PAYLOAD, time_on_air_us
 from sealink_gateway.transport import Address, DatagramTransportBase, TransportError, Uplink
 
 logger = logging.getLogger(__name__)
@@ -34,8 +34,6 @@ logger = logging.getLogger(__name__)
 VERSION = 2
 PUSH_DATA, PUSH_ACK, PULL_DATA, PULL_RESP, PULL_ACK, TX_ACK = range(6)
 
-# EU868 maximum MAC payload per spreading factor at 125 kHz (LoRaWAN regional params).
-EU868_MAX_PAYLOAD = {12: 51, 11: 51, 10: 51, 9: 115, 8: 222, 7: 222}
 GUARD_US = 20000
 
 

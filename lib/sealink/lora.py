@@ -9,6 +9,18 @@
 # CRC on, explicit header -> 56.576 ms.
 
 
+# EU868 maximum payload per spreading factor at 125 kHz (LoRaWAN regional parameters,
+# DR0-DR5); the gateway and the device drivers both hold frames to it.
+EU868_MAX_PAYLOAD = {12: 51, 11: 51, 10: 51, 9: 115, 8: 222, 7: 222}
+
+
+def max_payload(sf):
+    try:
+        return EU868_MAX_PAYLOAD[sf]
+    except KeyError:
+        raise ValueError("spreading factor %r is not 7..12" % (sf,)) from None
+
+
 def time_on_air_us(payload_len, sf, bw_hz=125000, cr=1, preamble=8, crc=True,
                    implicit_header=False):
     t_sym_us = (1 << sf) * 1000000 // bw_hz

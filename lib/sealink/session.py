@@ -90,6 +90,7 @@ class Channel:
         self.handshake_payload = handshake_payload
         self.peer_payload = b""
         self.credential = None  # the gateway authority's credential, once received
+        self.reject_reason = None  # the reason code of a REJECT frame heard
         self.state = "idle"
         self.pattern = None
         self.handshake_hash = None
@@ -242,6 +243,18 @@ class Channel:
         """Reliable payloads given up on after all retries (the application decides)."""
         return self._reliable_out.failed
 
+    @property
+    def last_reliable_id(self):
+        """The message id send_reliable() gave its payload."""
+        return self._reliable_out.last_id
+
+    def delivery_report(self):
+        """(ids acknowledged, ids given up on) since the last call."""
+        out = self._reliable_out
+        acked, failed = out.acked, out.failed_ids
+        out.acked, out.failed_ids, out.failed = [], [], []
+        return acked, failed
+
     def _read_data(self, kind, bits, body):
         if self.state != "established":
             raise SessionError("data before the session is established")
@@ -284,6 +297,9 @@ class Channel:
                 self._reliable_out.acknowledge(control)
             return [], []
         # KIND_REJECT: the peer lost our session; the initiator must handshake again.
+        # (Unauthenticated, like any radio silence: it only ever makes us handshake.)
+        if self.initiator:
+            self.reject_reason = bits
         if self.initiator and self.state == "established":
             self.state = "rejected"
         return [], []

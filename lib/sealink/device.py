@@ -1,0 +1,336 @@
+# The application-facing device API, frozen into the firmware:
+#
+#     device = Device(radio, Keystore("/sealink.key"), {"token": b"..."})
+#     await device.connect()              # XX + token the first time, KK afterwards
+#     await device.send(b"21.5 C")        # stored, then forwarded until acknowledged
+#     async for command in device.commands():
+#         ...
+#
+# `radio` is any driver in sealink.drivers (RAK3172 UART module, a micropython-lib
+# LoRa modem, BLE peripheral, UDP).  Uplinks are kept in a bounded outbox until the
+# gateway acknowledges them: across lost frames, lost sessions and reconnects.  When
+# the outbox is full the oldest uplink is dropped and counted.
+
+import asyncio
+import json
+import os
+import time
+
+from sealink import crypto, fragment
+from sealink.errors import SealinkError
+from sealink.session import Channel
+
+try:
+    _ticks = time.ticks_ms  # MicroPython
+
+    def now_ms():
+        return _ticks()
+except AttributeError:
+
+    def now_ms():
+        return int(time.monotonic() * 1000)
+
+
+REJECT_REVOKED = 3
+FIRST_CONTACT_SID = 0x8000  # first-contact session ids are 0x8000..0xFFFE
+POLL_MS = 50
+
+
+class DeviceError(SealinkError):
+    pass
+
+
+class Keystore:
+    """The device's static key and what enrollment taught it (the gateway's static key,
+    the session id assigned to it, the signed credential).  Saved atomically to `path`
+    (replace-by-rename) when given; kept in memory otherwise."""
+
+    def __init__(self, path=None):
+        self.path = path
+        self.secret = None
+        self.gateway_key = None
+        self.sid = None
+        self.credential = None
+        if path is not None:
+            try:
+                with open(path) as f:
+                    self._load(json.load(f))
+            except OSError:
+                pass
+        if self.secret is None:
+            self.secret = crypto.random_bytes(32)
+            self.save()
+
+    def _load(self, d):
+        h = bytes.fromhex
+        self.secret = h(d["secret"])
+        self.gateway_key = h(d["gateway_key"]) if d.get("gateway_key") else None
+        self.sid = d.get("sid")
+        self.credential = h(d["credential"]) if d.get("credential") else None
+
+    @property
+    def enrolled(self):
+        return self.sid is not None and self.gateway_key is not None
+
+    @property
+    def public_key(self):
+        return crypto.x25519_base(self.secret)
+
+    def save(self):
+        if self.path is None:
+            return
+        d = {"secret": self.secret.hex(), "sid": self.sid,
+             "gateway_key": self.gateway_key.hex() if self.gateway_key else None,
+             "credential": self.credential.hex() if self.credential else None}
+        tmp = self.path + ".new"
+        with open(tmp, "w") as f:
+            json.dump(d, f)
+        os.rename(tmp, self.path)
+
+
+def credential_fields(credential):
+    """(session id, gateway static key) from a credential (the gateway's format:
+    version 1 | sid (2) | issued at (4) | device key (32) | gateway key (32) | ...)."""
+    if credential is None or len(credential) < 72 or credential[0] != 1:
+        raise DeviceError("malformed credential")
+    return (credential[1] << 8) | credential[2], bytes(credential[39:71])
+
+
+class Device:
+    def __init__(self, radio, keystore, config=None):
+        cfg = config or {}
+        self.radio = radio
+        self.keystore = keystore
+        self.token = cfg.get("token", b"")
+        self.mtu = min(cfg.get("mtu", radio.mtu), radio.mtu)
+        # A reliable uplink: 1-byte id + payload + 16-byte tag + 2 header bytes, split
+        # into at most MAX_FRAGMENTS fragments of (mtu - 5) bytes.
+        self.max_payload = fragment.MAX_FRAGMENTS * (self.mtu - 5) - 19
+        self.retry_ms = cfg.get("retry_ms", 2000)
+        self.max_retries = cfg.get("max_retries", 5)
+        self.outbox_limit = cfg.get("outbox", 16)
+        self.channel = None
+        self._outbox = []  # [seq, payload] not yet acknowledged, oldest first
+        self._seq = 0
+        self._in_flight = {}  # reliable message id -> seq of the outbox entry
+        self._reconnecting = False
+        self.revoked = False
+        self._commands = []
+        self._command_event = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._tasks = []
+        self.stats = {"handshakes": 0, "handshake_ms": None, "sent": 0, "acked": 0,
+                      "retried": 0, "outbox_dropped": 0, "commands": 0, "frames_in": 0,
+                      "frames_out": 0, "rejects": 0, "radio_errors": 0}
+
+    # --- radio -------------------------------------------------------------------------
+
+    async def _tx(self, frames):
+        for f in frames:
+            try:
+                await self.radio.send(f)
+                self.stats["frames_out"] += 1
+            except SealinkError:
+                # The modem refused or timed out: the frame is lost like any on the air;
+                # handshake and reliable retransmission recover.
+                self.stats["radio_errors"] += 1
+
+    async def _rx_loop(self):
+        while True:
+            frame = (await self.radio.recv())[0]
+            self.stats["frames_in"] += 1
+            ch = self.channel
+            if ch is None:
+                continue
+            payloads, replies = ch.receive(frame, now_ms())
+            if ch.reject_reason is not None:
+                self.stats["rejects"] += 1
+            for p in payloads:
+                self._commands.append(p)
+                self.stats["commands"] += 1
+                self._command_event.set()
+            self._collect()
+            self._changed.set()
+            if replies:
+                await self._tx(replies)
+
+    async def _poll_loop(self):
+        while True:
+            await asyncio.sleep(POLL_MS / 1000)
+            ch = self.channel
+            if ch is None:
+                continue
+            frames = ch.poll(now_ms())
+            self._collect()
+            if frames:
+                self._changed.set()
+                await self._tx(frames)
+            if ch.state == "established" and self._outbox:
+                await self._flush()
+            elif ch.state in ("rejected", "expired") and not self._reconnecting:
+                # The gateway lost our session (restart, revocation) or it ran out:
+                # handshake again in the background; the outbox waits.
+                self._reconnecting = True
+                asyncio.create_task(self._reconnect())
+
+    async def _reconnect(self):
+        delay = self.retry_ms
+        try:
+            while not self.revoked:
+                try:
+                    await self.connect()
+                    return
+                except DeviceError:
+                    if self.revoked:
+                        return
+                    await asyncio.sleep(delay / 1000)
+                    delay = min(delay * 2, 60000)
+        finally:
+            self._reconnecting = False
+
+    def _collect(self):
+        ch = self.channel
+        if ch is None or ch.state != "established":
+            return
+        acked, failed = ch.delivery_report()
+        for i in acked:
+            seq = self._in_flight.pop(i, None)
+            if seq is not None:
+                self._outbox = [e for e in self._outbox if e[0] != seq]
+                self.stats["acked"] += 1
+        for i in failed:
+            if self._in_flight.pop(i, None) is not None:
+                self.stats["retried"] += 1  # stays in the outbox: sent again
+
+    def start(self):
+        if not self._tasks:
+            self._tasks = [asyncio.create_task(self._rx_loop()),
+                           asyncio.create_task(self._poll_loop())]
+
+    def close(self):
+        for t in self._tasks:
+            t.cancel()
+        self._tasks = []
+
+    async def _until(self, predicate, timeout_ms):
+        start = now_ms()
+        while not predicate():
+            left = timeout_ms - (now_ms() - start)
+            if left <= 0:
+                return False
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), min(left, 200) / 1000)
+            except TimeoutError:
+                pass
+        return True
+
+    # --- the API -----------------------------------------------------------------------
+
+    @property
+    def connected(self):
+        return self.channel is not None and self.channel.state == "established"
+
+    async def connect(self, timeout_ms=60000):
+        """Handshake with the gateway: XX with the enrollment token the first time, KK
+        with the pinned gateway key afterwards.  Raises DeviceError on failure."""
+        self.start()
+        ks = self.keystore
+        if ks.enrolled:
+            sid, rs, token = ks.sid, ks.gateway_key, b""
+        else:
+            if not self.token:
+                raise DeviceError("not enrolled and no enrollment token")
+            sid = FIRST_CONTACT_SID + int.from_bytes(crypto.random_bytes(2), "big") % 0x7FFF
+            rs, token = None, self.token
+        # Unacknowledged uplinks of an old session are sent again on the new one.
+        self._in_flight = {}
+        started = now_ms()
+        ch = Channel(True, ks.secret, rs=rs, sid=sid, mtu=self.mtu, handshake_payload=token,
+                     retry_ms=self.retry_ms, max_retries=self.max_retries)
+        self.channel = ch
+        await self._tx(ch.connect(started))
+
+        def done():
+            return (ch.state in ("failed", "rejected") or ch.reject_reason is not None
+                    or (ch.state == "established" and (rs is not None
+                                                        or ch.credential is not None)))
+
+        await self._until(done, timeout_ms)
+        if ch.reject_reason == REJECT_REVOKED:
+            self.revoked = True
+            self.channel = None
+            raise DeviceError("the gateway revoked this device")
+        if ch.state != "established" or (rs is None and ch.credential is None):
+            state = ch.state if ch.reject_reason is None else "rejected %d" % ch.reject_reason
+            self.channel = None
+            raise DeviceError("handshake did not complete (%s)" % state)
+        if rs is None:
+            new_sid, gateway_key = credential_fields(ch.credential)
+            if gateway_key != ch.remote_static:
+                raise DeviceError("credential names another gateway key")
+            ks.sid, ks.gateway_key, ks.credential = new_sid, gateway_key, ch.credential
+            ks.save()
+            self.token = b""  # one-time: spent
+        self.stats["handshakes"] += 1
+        self.stats["handshake_ms"] = now_ms() - started
+        await self._flush()
+
+    async def _flush(self):
+        ch = self.channel
+        for seq, p in list(self._outbox):
+            if ch is None or ch.state != "established":
+                return
+            if seq in self._in_flight.values():
+                continue
+            if len(self._in_flight) >= 4:  # leave room in the peer's duplicate memory
+                return
+            frames = ch.send_reliable(p, now_ms())
+            self._in_flight[ch.last_reliable_id] = seq
+            self.stats["sent"] += 1
+            await self._tx(frames)
+
+    async def send(self, payload):
+        """Store an uplink and forward it as soon as the session allows; it stays
+        stored until the gateway acknowledges it."""
+        payload = bytes(payload)
+        if len(payload) > self.max_payload:
+            raise DeviceError("uplink of %d bytes (limit %d at MTU %d)"
+                              % (len(payload), self.max_payload, self.mtu))
+        if len(self._outbox) >= self.outbox_limit:
+            seq = self._outbox.pop(0)[0]
+            for i in [i for i, s in self._in_flight.items() if s == seq]:
+                del self._in_flight[i]
+            self.stats["outbox_dropped"] += 1
+        self._seq += 1
+        self._outbox.append([self._seq, payload])
+        await self._flush()
+
+    @property
+    def pending(self):
+        """Uplinks stored and not yet acknowledged."""
+        return len(self._outbox)
+
+    async def flush(self, timeout_ms=30000):
+        """Wait until every stored uplink is acknowledged; False on timeout."""
+        return await self._until(lambda: not self._outbox, timeout_ms)
+
+    def commands(self):
+        """async for command in device.commands(): downlinks from the gateway."""
+        return _Commands(self)
+
+
+class _Commands:
+    # An async iterator object (MicroPython has no async generators).
+    def __init__(self, device):
+        self._d = device
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        d = self._d
+        while not d._commands:
+            d._command_event.clear()
+            await d._command_event.wait()
+        return d._commands.pop(0)

@@ -1,0 +1,148 @@
+"""The serial-at:// transport: the gateway drives a (modeled) RAK3172 on a real
+pseudo-terminal through pyserial-asyncio, with the device driver the firmware freezes.
+A device (the Device API over the same driver and another modeled module) enrolls,
+sends, and takes a downlink over the modeled LoRa air; garbage on the serial line and
+module errors are counted and survived."""
+
+import asyncio
+import contextlib
+
+import pytest
+
+from sealink import crypto
+from sealink.device import Device, Keystore
+from sealink.drivers.rak3172 import ModemError, Rak3172
+from sealink_gateway.authority import Authority
+from sealink_gateway.service import Gateway
+from sealink_gateway.store import Store
+from sealink_gateway.transport.serial_at import SerialAtTransport
+from sim.lora import Clock, LoRaAir, Params, Radio
+from sim.rak3172 import Rak3172Model
+from sim.uart import Pty, pipe
+
+SCALE = 50.0  # modeled seconds per wall second: duty-cycle waits pass 50x faster
+
+
+def run(coro, timeout=60):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+@contextlib.asynccontextmanager
+async def lora_site(tmp_path, sf=7, device_error_rate=0.0):
+    air = LoRaAir(Clock(SCALE), seed=1, pcap=tmp_path / "air.pcap")
+    pty = Pty()
+    gw_module = Rak3172Model(air, air.attach(Radio("gateway-module", (0, 0))), pty.reader,
+                             pty.writer)
+    gw_module.start()
+    transport = SerialAtTransport(pty.path, "rak3172", sf=sf)
+    gw = Gateway(Store(tmp_path / "gw.db"), crypto.random_bytes(32),
+                 Authority.load_or_create(tmp_path / "authority.pem"), [transport])
+    await gw.start()
+    (dev_side, module_side) = pipe()
+    dev_module = Rak3172Model(air, air.attach(Radio("device-module", (300, 0))),
+                              *module_side, error_rate=device_error_rate, seed=7)
+    dev_module.start()
+    radio = Rak3172(*dev_side, sf=sf)
+    await radio.start()
+    try:
+        yield gw, transport, gw_module, radio, dev_module, air
+    finally:
+        await gw.stop()
+        for m in (gw_module, dev_module):
+            m.stop()
+        radio.close()
+        pty.close()
+        air.close()
+
+
+def test_enroll_uplink_downlink_over_a_serial_module(tmp_path):
+    async def scenario():
+        async with lora_site(tmp_path) as (gw, transport, gw_module, radio, _, air):
+            assert transport.max_frame == 222  # SF7: EU868 DR5
+            token, _ = gw.store.create_token({"site": "pier"}, 3600)
+            device = Device(radio, Keystore(str(tmp_path / "dev.key")),
+                            {"token": token.encode(), "retry_ms": 500})
+            await device.connect(20000)
+            (row,) = gw.store.devices()
+            assert device.keystore.sid == row.sid and row.attributes == {"site": "pier"}
+            # The keystore file keeps what enrollment taught the device.
+            again = Keystore(str(tmp_path / "dev.key"))
+            assert (again.sid, again.gateway_key) == (row.sid, gw.public_key)
+
+            for i in range(3):
+                await device.send(b"t=%d" % i)
+            assert await device.flush(20000)
+            assert [u["payload"] for u in gw.store.uplinks(row.id)] == [b"t=0", b"t=1", b"t=2"]
+            up = gw.store.uplinks(row.id)[0]
+            assert up["radio"]["datr"] == "SF7BW125" and up["radio"]["rssi"] < 0
+
+            await gw.send(row.id, b"valve=open")
+            command = await asyncio.wait_for(device.commands().__anext__(), 20)
+            assert command == b"valve=open"
+
+            # Garbage on the gateway's serial line: counted, and service goes on.
+            gw_module.garbage(b"\x00\xff\xfe noise\r\n+EVT:RXP2P:-40:zz:GG\r\n" + b"x" * 900
+                              + b"\r\n")
+            await device.send(b"after noise")
+            assert await device.flush(20000)
+            assert gw.store.uplinks(row.id)[-1]["payload"] == b"after noise"
+            drops = transport.drops
+            assert drops["garbage"] >= 2 and drops["rx_bad"] == 1
+            # Every frame went over the modeled air, and into the pcap.
+            assert air.frames >= 8
+            device.close()
+        assert (tmp_path / "air.pcap").stat().st_size > 24 + air.frames * (16 + 15)
+
+    run(scenario())
+
+
+def test_module_errors_are_retried_and_nothing_is_lost(tmp_path):
+    """A device module answering AT_ERROR to a third of its sends: the device's
+    handshake and reliable retransmission carry every uplink through."""
+
+    async def scenario():
+        async with lora_site(tmp_path, device_error_rate=0.33) as (gw, _, _, radio, dm, _):
+            token, _ = gw.store.create_token({}, 3600)
+            device = Device(radio, Keystore(), {"token": token.encode(), "retry_ms": 400,
+                                                "max_retries": 12})
+            await device.connect(30000)
+            for i in range(6):
+                await device.send(b"m%d" % i)
+            assert await device.flush(30000)
+            (row,) = gw.store.devices()
+            assert sorted(u["payload"] for u in gw.store.uplinks(row.id)) == [
+                b"m%d" % i for i in range(6)]
+            assert dm.stats["errors"] > 0 and device.stats["radio_errors"] > 0
+            device.close()
+
+    run(scenario(), 90)
+
+
+def test_driver_reports_module_errors_and_silence():
+    async def scenario():
+        air = LoRaAir(Clock(SCALE), seed=2)
+        a, b = pipe()
+        model = Rak3172Model(air, air.attach(Radio("m", (0, 0))), *b)
+        model.start()
+        radio = Rak3172(*a, sf=12, timeout_ms=200, retries=1)
+        # Not yet in P2P mode: P2P commands are refused with the module's status code.
+        radio._task = asyncio.ensure_future(radio._read_loop())
+        with pytest.raises(ModemError) as e:
+            await radio.command("AT+PRECV=65533")
+        assert e.value.status == "AT_MODE_NO_SUPPORT"
+        await radio.start()
+        assert model.mode == 0 and model.radio.params == Params(868_100_000, 12, 125, 1, 8, 14)
+        with pytest.raises(ModemError, match="limit 51 at SF12"):
+            await radio.send(bytes(52))
+        with pytest.raises(ModemError) as e:
+            await radio.command("AT+P2P=1:2:3")
+        assert e.value.status == "AT_PARAM_ERROR"
+        model.silent = True
+        with pytest.raises(ModemError) as e:
+            await radio.command("AT")
+        # Tried, then a resynchronising "AT" and one retry: three timeouts.
+        assert e.value.status == "no answer" and radio.stats["timeouts"] == 3
+        model.stop()
+        radio.close()
+
+    run(scenario())
