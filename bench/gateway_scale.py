@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import select
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -47,6 +48,7 @@ from sealink_gateway.store import Store, device_id_for  # noqa: E402
 
 SEALINK = str(Path(sys.executable).parent / "sealink")
 WINDOW = 200
+PROBE = 100
 
 
 def free_port() -> int:
@@ -70,8 +72,13 @@ def start_gateway(workdir: Path) -> tuple[subprocess.Popen, int, int]:
                    '[[transport]]\nurl = "udp://127.0.0.1:0?mtu=222"\n'
                    f'[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n'
                    "[limits]\nhandshakes_per_source = 1000000\nhandshake_window_s = 1\n")
-    proc = subprocess.Popen([SEALINK, "gateway", "--config", str(cfg)],
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+    command = [SEALINK, "gateway", "--config", str(cfg)]
+    if os.environ.get("BENCH_PROFILE"):  # cProfile output for the gateway process
+        command = [sys.executable, "-m", "cProfile", "-o", os.environ["BENCH_PROFILE"],
+                   *command]
+    proc = subprocess.Popen(command,
+                            stderr=open(workdir / "gateway.log", "wb"),  # noqa: SIM115
+                            stdout=subprocess.DEVNULL,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
     # log_level WARNING hides the "listening" line: find the UDP port from the process.
     deadline = time.monotonic() + 30
@@ -104,29 +111,27 @@ def enroll_bulk(workdir: Path, n: int) -> list[tuple[bytes, int]]:
 
 
 def pump(sock: socket.socket, frames: list[bytes], addr, on_reply=None,
-         expect_replies: int | None = None, timeout: float = 120.0) -> float:
-    """Send frames with at most WINDOW outstanding; returns elapsed seconds."""
+         expect_replies: int | None = None, timeout: float = 120.0,
+         window: int = WINDOW, probe_every: int = 1) -> float:
+    """Send frames, at most `window` unanswered; every `probe_every`-th frame is answered
+    (a handshake message, or a reliable uplink whose ack follows its commit).  Returns
+    seconds until the last answer."""
     start = time.perf_counter()
     sent = received = 0
     total = len(frames)
-    want = total if expect_replies is None else expect_replies
+    want = total // probe_every if expect_replies is None else expect_replies
     deadline = time.monotonic() + timeout
-    last_reply = time.monotonic()
+    last_reply = time.perf_counter()
     while (sent < total or received < want) and time.monotonic() < deadline:
-        while sent < total and sent - received < WINDOW:
+        while sent < total and sent // probe_every - received < window:
             sock.sendto(frames[sent], addr)
             sent += 1
         ready, _, _ = select.select([sock], [], [], 0.02)
         if not ready:
-            if expect_replies == 0:
-                # Nothing comes back for uplinks: pace by time instead.
-                received = min(sent, received + WINDOW // 4)
-                if sent == total:
-                    break
-            elif time.monotonic() - last_reply > 2.0:
+            if time.perf_counter() - last_reply > 2.0:
                 break  # the rest were lost (UDP): stop the clock at the last answer
             continue
-        last_reply = time.monotonic()
+        last_reply = time.perf_counter()
         while True:
             try:
                 data = sock.recv(2048)
@@ -135,9 +140,9 @@ def pump(sock: socket.socket, frames: list[bytes], addr, on_reply=None,
             received += 1
             if on_reply:
                 on_reply(data)
-    end = time.perf_counter() if expect_replies == 0 else last_reply - time.monotonic() \
-        + time.perf_counter()
-    return end - start
+    if os.environ.get("BENCH_DEBUG"):
+        print("pump: sent", sent, "of", total, "answers", received, "of", want)
+    return last_reply - start
 
 
 def run_size(n: int, messages: int) -> dict:
@@ -169,27 +174,24 @@ def run_size(n: int, messages: int) -> dict:
                 channels[sid].receive(frame, 0)
             ready = [ch for ch in channels.values() if ch.state == "established"]
             rss_sessions = psutil.Process(proc.pid).memory_info().rss
+            # Uplinks: plain transport frames, every PROBE-th one reliable, so its ack
+            # (sent after the gateway commits it, and in order after the frames before
+            # it) paces the load: at most WINDOW x PROBE frames outstanding.
             frames = []
             for i in range(messages):
-                frames += ready[i % len(ready)].send(b"temp=%05d" % i, 0)
+                text = b"temp=%05d" % i
+                if i % PROBE == PROBE - 1:  # probes rotate over the devices
+                    frames += ready[(i // PROBE) % len(ready)].send_reliable(text, 0)
+                else:
+                    frames += ready[i % len(ready)].send(text, 0)
             before = metric(metrics_port, 'sealink_messages_total{direction="up"}')
-            stalled_since = time.monotonic()
-            start = time.perf_counter()
-            pump(sock, frames, addr, expect_replies=0)
-            deadline = time.monotonic() + 120
-            accepted = before
-            msg_time = time.perf_counter() - start
-            while time.monotonic() < deadline:
-                now_accepted = metric(metrics_port, 'sealink_messages_total{direction="up"}')
-                if now_accepted > accepted:
-                    accepted = now_accepted
-                    msg_time = time.perf_counter() - start  # time of the last progress
-                    stalled_since = time.monotonic()
-                elif accepted > before and time.monotonic() - stalled_since > 2.0:
-                    break  # the rest were lost (UDP buffers): stop at the last progress
-                if accepted - before >= len(frames):
-                    break
-                time.sleep(0.05)
+            msg_time = pump(sock, frames, addr, window=4, probe_every=PROBE)
+            time.sleep(0.5)
+            accepted = metric(metrics_port, 'sealink_messages_total{direction="up"}')
+            if os.environ.get("BENCH_DEBUG"):
+                text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read()
+                print([ln for ln in text.decode().splitlines() if "drops" in ln
+                       and not ln.startswith("#")])
             return {
                 "devices": n,
                 "handshakes_completed": int(completed),
@@ -202,7 +204,14 @@ def run_size(n: int, messages: int) -> dict:
             }
         finally:
             proc.terminate()
-            proc.wait(30)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGUSR1)  # its stacks, for the report
+                time.sleep(1)
+                proc.kill()
+                print((workdir / "gateway.log").read_text()[-3000:], file=sys.stderr)
+                raise
 
 
 def main() -> int:

@@ -4,6 +4,7 @@ structured logs, and a graceful stop on SIGTERM / SIGINT."""
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import json
 import logging
 import os
@@ -76,6 +77,8 @@ def build(cfg: Config) -> Gateway:
 
 
 async def serve(cfg: Config, ready: asyncio.Event | None = None) -> None:
+    # `kill -USR1 <pid>` writes every thread's stack to stderr (a stuck gateway).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     gateway = build(cfg)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

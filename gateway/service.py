@@ -52,6 +52,7 @@ class _Session:
     created: float
     device_id: str | None = None
     authorized: bool = False
+    attributes: dict[str, str] = field(default_factory=dict)
     last_uplink: Uplink | None = None
     inflight: dict[int, int] = field(default_factory=dict)  # reliable id -> downlink id
 
@@ -95,12 +96,15 @@ class Gateway:
         # Group commit: uplinks accepted in one turn of the event loop share a
         # transaction; their acknowledgements go out only after it commits.
         self._batch: list[tuple[_Session, bytes, Uplink, list[bytes]]] = []
-        self._batch_done: asyncio.Future | None = None
+        self._audits: list[tuple[str, str | None, dict]] = []
+        self._commit_scheduled = False
         self._status: dict[str, tuple[float, str]] = {}  # device id -> (read at, status)
         self._queued_hint = True  # downlinks may be queued (cleared when none are)
         from sealink import crypto
 
-        self.public_key = crypto.x25519_base(static_key)
+        # Loaded once: every handshake uses it twice or more (es, ss / se).
+        self._static = crypto.PrivateKey(static_key)
+        self.public_key = self._static.public
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -119,6 +123,8 @@ class Gateway:
                 pass
         for t in self.transports:
             await t.stop()
+        if self._batch or self._audits:
+            self._commit_batch()  # what was accepted is committed before we go
         logger.info("gateway stopped")
 
     @staticmethod
@@ -214,7 +220,7 @@ class Gateway:
             key = device.static_key
             lookup = lambda _sid: key  # noqa: E731
         transport = self._transport(up.source)
-        channel = Channel(False, self.static_key, sid=sid, mtu=transport.max_frame,
+        channel = Channel(False, self._static, sid=sid, mtu=transport.max_frame,
                           peer_lookup=lookup, retry_ms=self.retry_ms,
                           reliable_retries=self.reliable_retries)
         session = _Session(channel, transport, up.source, now)
@@ -248,7 +254,9 @@ class Gateway:
         session.device_id = device.id
         session.authorized = True
         self.counters["handshakes_completed"] += 1
-        self.store.audit("session.established", device.id, sid=sid, pattern=channel.pattern)
+        session.attributes = device.attributes
+        # Routine: written with the next group commit rather than an fsync of its own.
+        self._defer_audit("session.established", device.id, sid=sid, pattern=channel.pattern)
         # One session per device: an older one under another id is closed.
         old_sid = self._by_device.get(device.id)
         if old_sid is not None and old_sid != sid:
@@ -276,30 +284,36 @@ class Gateway:
         for payload in payloads:
             self._batch.append((session, payload, up, replies))
             replies = []  # sent once, with the last payload of this frame
-        if self._batch_done is None:
-            self._batch_done = asyncio.get_running_loop().create_future()
-            asyncio.get_running_loop().call_soon(self._commit_batch)
-        await asyncio.shield(self._batch_done)
+        self._schedule_commit()
         return True
 
+    def _defer_audit(self, event: str, device_id: str | None, **detail) -> None:
+        self._audits.append((event, device_id, detail))
+        self._schedule_commit()
+
+    def _schedule_commit(self) -> None:
+        """Group commit: everything accepted before the event loop's next turn (a whole
+        batch of datagrams) shares one transaction and one fsync."""
+        if not self._commit_scheduled:
+            self._commit_scheduled = True
+            asyncio.get_running_loop().call_soon(self._commit_batch)
+
     def _commit_batch(self) -> None:
+        self._commit_scheduled = False
         batch, self._batch = self._batch, []
-        done, self._batch_done = self._batch_done, None
+        audits, self._audits = self._audits, []
         try:
-            ids = self.store.add_uplinks([(s.device_id, p, up.radio) for s, p, up, _ in batch])
+            ids = self.store.add_uplinks([(s.device_id, p, up.radio) for s, p, up, _ in batch],
+                                         audits)
         except Exception as e:  # the disk failed: nothing is acknowledged
             logger.error("committing %d uplinks failed: %s", len(batch), e)
             self.drops["store_failed"] += len(batch)
-            done.set_result(None)
             return
         self.counters["uplinks"] += len(batch)
-        self.uplink_event.set()
-        attributes: dict[str, dict] = {}
+        if batch:
+            self.uplink_event.set()
         for uplink_id, (session, payload, up, replies) in zip(ids, batch, strict=True):
-            if session.device_id not in attributes:
-                device = self.store.device(session.device_id)
-                attributes[session.device_id] = device.attributes if device else {}
-            message = Message(uplink_id, session.device_id, attributes[session.device_id],
+            message = Message(uplink_id, session.device_id, session.attributes,
                               payload, up.radio, up.received_at)
             for queue in self._subscribers:
                 try:
@@ -309,7 +323,6 @@ class Gateway:
             for f in replies:  # acknowledgements only after the commit
                 asyncio.ensure_future(session.transport.send(f, session.address,
                                                               session.last_uplink))
-        done.set_result(None)
 
     @property
     def store_has_queued(self) -> bool:

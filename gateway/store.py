@@ -248,11 +248,15 @@ class Store:
                               (device_id, payload, json.dumps(radio), time.time()))
         return cur.lastrowid
 
-    def add_uplinks(self, rows: list[tuple[str, bytes, dict[str, Any]]]) -> list[int]:
-        """Commit many uplinks in one transaction (one fsync); returns their ids."""
+    def add_uplinks(self, rows: list[tuple[str, bytes, dict[str, Any]]],
+                    audits: list[tuple[str, str | None, dict[str, Any]]] = ()) -> list[int]:
+        """Commit many uplinks (and audit entries) in one transaction (one fsync);
+        returns the uplinks' ids."""
         now = time.time()
         ids = []
         with self.transaction():
+            for event, device_id, detail in audits:
+                self.audit(event, device_id, **detail)
             for device_id, payload, radio in rows:
                 cur = self.db.execute("INSERT INTO uplinks (device_id, payload, radio,"
                                       " received_at) VALUES (?, ?, ?, ?)",

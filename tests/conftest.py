@@ -6,3 +6,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "lib"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))  # sim/
+
+import logging  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _no_unhandled_asyncio_errors(caplog):
+    """An exception escaping a callback or task is logged by asyncio, not raised: fail
+    the test that caused it."""
+    caplog.set_level(logging.ERROR, logger="asyncio")
+    yield
+    errors = [r.getMessage() for r in caplog.get_records("call")
+              if r.name == "asyncio" and r.levelno >= logging.ERROR]
+    assert not errors, errors

@@ -10,9 +10,13 @@ Every transport implements `FrameTransport`: it delivers each received frame wit
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -57,35 +61,115 @@ class FrameTransport(Protocol):
     async def stop(self) -> None: ...
 
 
-class DatagramTransportBase(asyncio.DatagramProtocol):
-    """What the UDP-based transports share: the socket, the handler, one task per
-    received frame (awaited on stop, so nothing accepted is cut off), drop counters."""
+RCVBUF = 8 << 20
+BATCH = 256  # datagrams read per readiness event
+
+
+class _Socket:
+    """The socket's send side, as subclasses use it: sendto() that never blocks (a full
+    send buffer drops the datagram, as UDP may; counted by the owner)."""
+
+    def __init__(self, sock: socket.socket, on_drop: Callable[[str], None]):
+        self._sock, self._on_drop = sock, on_drop
+
+    def sendto(self, data: bytes, addr) -> None:
+        try:
+            self._sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            self._on_drop("send_buffer_full")
+        except OSError:
+            self._on_drop("send_error")
+
+
+class DatagramTransportBase:
+    """What the UDP-based transports share: the socket, drop counters, and batching.
+
+    Each readiness event drains up to BATCH datagrams from the socket (asyncio's own
+    datagram transport reads one per event loop turn), and one task hands the whole
+    batch to the gateway in arrival order, so uplinks of a burst share one SQLite
+    commit.  Subclasses implement datagram_received() and call _deliver().  Batch tasks
+    are awaited on stop, so nothing accepted is cut off."""
 
     def __init__(self, host: str, port: int):
         self.host, self.port = host, port
         self.drops: dict[str, int] = {}
-        self._transport: asyncio.DatagramTransport | None = None
+        self._sock: socket.socket | None = None
+        self._transport: _Socket | None = None
         self._handler: FrameHandler | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._pending: list[Uplink] = []
 
     def _drop(self, reason: str) -> None:
         self.drops[reason] = self.drops.get(reason, 0) + 1
 
     async def start(self, handler: FrameHandler) -> None:
         self._handler = handler
-        loop = asyncio.get_running_loop()
-        self._transport, _ = await loop.create_datagram_endpoint(
-            lambda: self, local_addr=(self.host, self.port))
-        self.port = self._transport.get_extra_info("sockname")[1]
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            self.host, self.port, type=socket.SOCK_DGRAM)
+        family, _, _, _, address = infos[0]
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self._grow_receive_buffer(sock)
+        self._sock = sock
+        self._transport = _Socket(sock, self._drop)
+        self.port = sock.getsockname()[1]
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._readable)
+
+    def _grow_receive_buffer(self, sock) -> None:
+        """A burst from a fleet must wait in the kernel, not be dropped there: ask for
+        RCVBUF bytes (SO_RCVBUFFORCE needs CAP_NET_ADMIN; otherwise the kernel caps the
+        request at net.core.rmem_max)."""
+        for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+            if option is None:
+                continue
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, option, RCVBUF)
+                return
+            except OSError:
+                continue
+
+    def _readable(self) -> None:
+        for _ in range(BATCH):
+            try:
+                data, addr = self._sock.recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:  # e.g. ICMP port unreachable reported on the socket
+                self._drop("socket_error")
+                continue
+            self.datagram_received(data, addr)
+        if self._pending:
+            batch, self._pending = self._pending, []
+            task = asyncio.ensure_future(self._handle(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        raise NotImplementedError
 
     def _deliver(self, up: Uplink) -> None:
-        task = asyncio.ensure_future(self._handler(up))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._pending.append(up)
+
+    async def _handle(self, batch: list[Uplink]) -> None:
+        for up in batch:
+            try:
+                await self._handler(up)
+            except Exception:  # one bad frame must never stop the others
+                logger.exception("%s: handling a frame failed", self.name)
+                self._drop("handler_error")
 
     async def stop(self) -> None:
+        if self._sock is not None:
+            asyncio.get_running_loop().remove_reader(self._sock.fileno())
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._transport is not None:
-            self._transport.close()
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
             self._transport = None

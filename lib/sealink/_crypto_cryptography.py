@@ -7,8 +7,18 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 
+def private_key(secret):
+    return X25519PrivateKey.from_private_bytes(bytes(secret))
+
+
+def _private(secret):
+    if isinstance(secret, X25519PrivateKey):
+        return secret
+    return X25519PrivateKey.from_private_bytes(bytes(secret))
+
+
 def x25519(secret, public):
-    private = X25519PrivateKey.from_private_bytes(bytes(secret))
+    private = _private(secret)
     try:
         return private.exchange(X25519PublicKey.from_public_bytes(bytes(public)))
     except ValueError:
@@ -17,7 +27,7 @@ def x25519(secret, public):
 
 
 def x25519_base(secret):
-    return X25519PrivateKey.from_private_bytes(bytes(secret)).public_key().public_bytes_raw()
+    return _private(secret).public_key().public_bytes_raw()
 
 
 def aead_encrypt(key, nonce, plaintext, aad):

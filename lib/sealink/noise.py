@@ -182,10 +182,16 @@ class HandshakeState:
         pre_initiator, pre_responder, self._messages = pattern
         self.pattern = parts[1]
         self.initiator = bool(initiator)
-        self.s = None if s is None else bytearray(s)
-        self.s_pub = None if s is None else crypto.x25519_base(s)
-        self.e = None if e is None else bytearray(e)
-        self.e_pub = None if e is None else crypto.x25519_base(e)
+        # Keys are held as crypto.PrivateKey.  A PrivateKey passed in for s stays the
+        # caller's (a gateway's static key serves every handshake); copies made here
+        # are wiped when the handshake ends.
+        self._own_s = not isinstance(s, crypto.PrivateKey)
+        if s is not None and self._own_s:
+            s = crypto.PrivateKey(s)
+        self.s = s
+        self.s_pub = None if s is None else s.public
+        self.e = None if e is None else crypto.PrivateKey(e)
+        self.e_pub = None if e is None else self.e.public
         self.rs = None if rs is None else bytes(rs)
         self.re = None if re is None else bytes(re)
         self._index = 0
@@ -240,9 +246,9 @@ class HandshakeState:
         if self._index == len(self._messages):
             self._result = self.symmetric.split()
             if self.e is not None:
-                crypto.wipe(self.e)
-            if self.s is not None:
-                crypto.wipe(self.s)
+                self.e.wipe()
+            if self.s is not None and self._own_s:
+                self.s.wipe()
 
     def _dh_token(self, token):
         # es / se: the first letter is the initiator's key, the second the responder's.
@@ -267,8 +273,8 @@ class HandshakeState:
             for token in tokens:
                 if token == "e":
                     if self.e is None:
-                        self.e = bytearray(crypto.random_bytes(DHLEN))
-                        self.e_pub = crypto.x25519_base(self.e)
+                        self.e = crypto.PrivateKey(crypto.random_bytes(DHLEN))
+                        self.e_pub = self.e.public
                     out += self.e_pub
                     self.symmetric.mix_hash(self.e_pub)
                 elif token == "s":
