@@ -8,14 +8,17 @@ For each fleet size N, in one run:
      are sent, at most WINDOW unanswered at once; rate = handshakes the gateway
      completed / time until the last answer.
   3. Messages: the devices finish their handshakes (untimed) and M transport frames are
-     encrypted beforehand; then all are sent, WINDOW outstanding; rate = uplinks the
-     gateway accepted (decrypted, replay-checked, committed to SQLite) / time, read from
-     its Prometheus counters.
+     encrypted beforehand; then all are sent, paced by every PROBE-th one being a
+     reliable uplink whose ack follows its commit; rate = uplinks the gateway accepted
+     (decrypted, replay-checked, committed to SQLite, handed to subscribers) / time,
+     read from its Prometheus counters.  With a broker attached (--mqtt-sizes), also
+     the rate at which the broker acknowledged them (QoS 1).
   4. Memory: the gateway's RSS growth per established, idle session.
 
 The load generator runs on the same 2-core machine, in this process: its own cost is
 kept out of the timed phases by preparing every frame beforehand.
-Usage: .venv/bin/python bench/gateway_scale.py [--sizes 100,1000,10000] [--json FILE]
+Usage: .venv/bin/python bench/gateway_scale.py [--sizes 100,1000,10000] [--mqtt-sizes 1000]
+       [--json FILE]
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import argparse
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import sqlite3
@@ -65,13 +69,33 @@ def metric(port: int, name: str) -> float:
     return 0.0
 
 
-def start_gateway(workdir: Path) -> tuple[subprocess.Popen, int, int]:
+def start_mosquitto(workdir: Path) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+                    "max_inflight_messages 0\nmax_queued_messages 0\n")
+    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, port
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("mosquitto did not start")
+
+
+def start_gateway(workdir: Path, mqtt_port: int | None) -> tuple[subprocess.Popen, int, int]:
     metrics_port = free_port()
     cfg = workdir / "gateway.toml"
     cfg.write_text('[gateway]\ndatabase = "state.db"\nlog_level = "WARNING"\n'
                    '[[transport]]\nurl = "udp://127.0.0.1:0?mtu=222"\n'
                    f'[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n'
-                   "[limits]\nhandshakes_per_source = 1000000\nhandshake_window_s = 1\n")
+                   "[limits]\nhandshakes_per_source = 1000000\nhandshake_window_s = 1\n"
+                   + (f'[mqtt]\nurl = "mqtt://127.0.0.1:{mqtt_port}"\n' if mqtt_port else ""))
     command = [SEALINK, "gateway", "--config", str(cfg)]
     if os.environ.get("BENCH_PROFILE"):  # cProfile output for the gateway process
         command = [sys.executable, "-m", "cProfile", "-o", os.environ["BENCH_PROFILE"],
@@ -145,13 +169,14 @@ def pump(sock: socket.socket, frames: list[bytes], addr, on_reply=None,
     return last_reply - start
 
 
-def run_size(n: int, messages: int) -> dict:
+def run_size(n: int, messages: int, mqtt: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         gw_key = load_or_create_static_key(workdir / "gateway.key")
         gw_pub = crypto.x25519_base(gw_key)
         devices = enroll_bulk(workdir, n)
-        proc, port, metrics_port = start_gateway(workdir)
+        broker, mqtt_port = start_mosquitto(workdir) if mqtt else (None, None)
+        proc, port, metrics_port = start_gateway(workdir, mqtt_port)
         addr = ("127.0.0.1", port)
         try:
             rss_before = psutil.Process(proc.pid).memory_info().rss
@@ -185,9 +210,19 @@ def run_size(n: int, messages: int) -> dict:
                 else:
                     frames += ready[i % len(ready)].send(text, 0)
             before = metric(metrics_port, 'sealink_messages_total{direction="up"}')
+            start = time.perf_counter()
             msg_time = pump(sock, frames, addr, window=4, probe_every=PROBE)
             time.sleep(0.5)
             accepted = metric(metrics_port, 'sealink_messages_total{direction="up"}')
+            published_per_s = None
+            if mqtt:  # until the broker has acknowledged every accepted uplink
+                name = 'sealink_messages_total{direction="up_published"}'
+                deadline = time.monotonic() + 120
+                done = metric(metrics_port, name)
+                while done < accepted and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                    done = metric(metrics_port, name)
+                published_per_s = (done - before) / (time.perf_counter() - start)
             if os.environ.get("BENCH_DEBUG"):
                 text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read()
                 print([ln for ln in text.decode().splitlines() if "drops" in ln
@@ -199,10 +234,13 @@ def run_size(n: int, messages: int) -> dict:
                 "messages_sent": len(frames),
                 "messages_accepted": int(accepted - before),
                 "messages_per_s": (accepted - before) / msg_time,
+                "published_per_s": published_per_s,
                 "rss_per_session_bytes": (rss_sessions - rss_before) / max(1, len(ready)),
                 "rss_mib": psutil.Process(proc.pid).memory_info().rss / 2**20,
             }
         finally:
+            if broker is not None:
+                broker.terminate()
             proc.terminate()
             try:
                 proc.wait(30)
@@ -219,17 +257,23 @@ def main() -> int:
     parser.add_argument("--sizes", default="100,1000,10000")
     parser.add_argument("--messages", type=int, default=20000)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--mqtt-sizes", default="1000",
+                        help="sizes run again with a mosquitto broker ('' for none)")
     args = parser.parse_args()
-    rows = [run_size(int(n), args.messages) for n in args.sizes.split(",")]
+    rows = [run_size(int(n), args.messages, False) for n in args.sizes.split(",")]
+    rows += [run_size(int(n), args.messages, True) for n in args.mqtt_sizes.split(",") if n]
     table = Table(title="Gateway over udp:// on loopback (one process, 2-core machine)")
-    for col in ("devices", "handshakes done", "handshakes/s", "messages accepted",
-                "messages/s", "bytes/idle session", "gateway RSS"):
+    for col in ("devices", "MQTT", "handshakes done", "handshakes/s", "messages accepted",
+                "messages/s", "published to MQTT/s", "bytes/idle session", "gateway RSS"):
         table.add_column(col, justify="right")
     for r in rows:
-        table.add_row(f"{r['devices']:,}", f"{r['handshakes_completed']:,}",
+        table.add_row(f"{r['devices']:,}", "-" if r["published_per_s"] is None else "yes",
+                      f"{r['handshakes_completed']:,}",
                       f"{r['handshakes_per_s']:,.0f}",
                       f"{r['messages_accepted']:,}/{r['messages_sent']:,}",
-                      f"{r['messages_per_s']:,.0f}", f"{r['rss_per_session_bytes']:,.0f}",
+                      f"{r['messages_per_s']:,.0f}",
+                      "-" if r["published_per_s"] is None else f"{r['published_per_s']:,.0f}",
+                      f"{r['rss_per_session_bytes']:,.0f}",
                       f"{r['rss_mib']:,.0f} MiB")
     Console(width=140).print(table)
     if args.json:

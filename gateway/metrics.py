@@ -25,6 +25,7 @@ class GatewayCollector:
         messages = CounterMetricFamily("sealink_messages", "Messages by direction",
                                        labels=["direction"])
         messages.add_metric(["up"], gw.counters["uplinks"])
+        messages.add_metric(["up_published"], gw.counters["published"])
         messages.add_metric(["down_acked"], gw.counters["downlinks_acked"])
         messages.add_metric(["down_failed"], gw.counters["downlinks_failed"])
         yield messages

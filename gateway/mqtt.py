@@ -10,12 +10,16 @@ import base64
 import binascii
 import json
 import logging
+import socket
 
 import aiomqtt
 
 from sealink_gateway.service import Gateway
 
 logger = logging.getLogger(__name__)
+
+
+BATCH = 1000  # uplinks in flight to the broker at once
 
 
 def envelope(uplink: dict, attributes: dict) -> bytes:
@@ -51,8 +55,12 @@ class MqttBridge:
     async def _run(self) -> None:
         while True:
             try:
-                async with aiomqtt.Client(self.host, self.port,
-                                          identifier="sealink-gateway") as client:
+                async with aiomqtt.Client(
+                        self.host, self.port, identifier="sealink-gateway",
+                        max_inflight_messages=BATCH,
+                        socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)) as client:
+                    # A full batch in flight is the plan, not a concern to log.
+                    client.pending_calls_threshold = BATCH + 1
                     await client.subscribe(f"{self.prefix}/+/down", qos=1)
                     self.connected.set()
                     logger.info("mqtt: connected to %s:%d", self.host, self.port)
@@ -66,17 +74,26 @@ class MqttBridge:
         store = self.gateway.store
         attributes: dict[str, dict] = {}
         while True:
-            for uplink in store.uplinks(unpublished=True, limit=500):
+            batch = store.uplinks(unpublished=True, limit=BATCH)
+            if not batch:
+                await self.gateway.uplink_event.wait()
+                self.gateway.uplink_event.clear()
+                continue
+            publishes = []
+            for uplink in batch:
                 device_id = uplink["device_id"]
                 if device_id not in attributes:
                     device = store.device(device_id)
                     attributes[device_id] = device.attributes if device else {}
-                await client.publish(f"{self.prefix}/{device_id}/up",
-                                     envelope(uplink, attributes[device_id]), qos=1)
-                store.mark_published(uplink["id"])
-                self.published += 1
-            await self.gateway.uplink_event.wait()
-            self.gateway.uplink_event.clear()
+                publishes.append(client.publish(f"{self.prefix}/{device_id}/up",
+                                                envelope(uplink, attributes[device_id]), qos=1))
+            # In flight together; marked published (one commit) once the broker has
+            # acknowledged every one of them.  A failure leaves them all unpublished:
+            # published again after the reconnect (at least once, as QoS 1 promises).
+            await asyncio.gather(*publishes)
+            store.mark_published_many([u["id"] for u in batch])
+            self.published += len(batch)
+            self.gateway.counters["published"] += len(batch)
 
     async def _downlinks(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:

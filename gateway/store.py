@@ -281,7 +281,12 @@ class Store:
                 for r in self.db.execute(sql, args)]
 
     def mark_published(self, uplink_id: int) -> None:
-        self.db.execute("UPDATE uplinks SET published = 1 WHERE id = ?", (uplink_id,))
+        self.mark_published_many([uplink_id])
+
+    def mark_published_many(self, uplink_ids: list[int]) -> None:
+        with self.transaction():
+            self.db.executemany("UPDATE uplinks SET published = 1 WHERE id = ?",
+                                [(i,) for i in uplink_ids])
 
     def queue_downlink(self, device_id: str, payload: bytes) -> int:
         now = time.time()
