@@ -24,7 +24,7 @@ from sealink.reliable import DeliveryError
 from sealink.session import CONTROL_CREDENTIAL, Channel
 from sealink_gateway.authority import Authority
 from sealink_gateway.store import LAST_SID, Store, TokenRefused
-from sealink_gateway.transport import Address, FrameTransport, Uplink
+from sealink_gateway.transport import Address, FrameTransport, TransportError, Uplink
 
 logger = logging.getLogger(__name__)
 
@@ -184,6 +184,10 @@ class Gateway:
         if kind != wire.KIND_FRAGMENT or payloads or replies:
             session.address = up.source  # authenticated traffic: the device's address now
             session.last_uplink = up
+        elif up.source == session.address and session.channel.drops == drops_before:
+            # A fragment taken in from the same place: the latest uplink, whose receive
+            # window an answer (e.g. to the message it completes) must use.
+            session.last_uplink = up
         if payloads:
             if not await self._accept(session, sid, payloads, up, replies):
                 return
@@ -193,6 +197,11 @@ class Gateway:
             if not await self._authorize(session, sid):
                 return
         self._collect_acks(session)
+        windowed = getattr(session.transport, "needs_window", False)
+        if session.inflight and windowed and (payloads or replies or kind == wire.KIND_CONTROL):
+            # The device just transmitted: its receive window is open for what it has
+            # not acknowledged yet.
+            await self._send(session, session.channel.resend_unacknowledged(self._now_ms()))
         if self.store_has_queued:
             await self._flush_downlinks()
 
@@ -321,8 +330,8 @@ class Gateway:
                 except asyncio.QueueFull:
                     self._drop("subscriber_full")
             for f in replies:  # acknowledgements only after the commit
-                asyncio.ensure_future(session.transport.send(f, session.address,
-                                                              session.last_uplink))
+                asyncio.ensure_future(self._send_frame(session.transport, f, session.address,
+                                                       session.last_uplink))
 
     @property
     def store_has_queued(self) -> bool:
@@ -338,13 +347,22 @@ class Gateway:
                 return t
         raise LookupError(address.transport)
 
+    async def _send_frame(self, transport: FrameTransport, frame: bytes, to: Address,
+                          uplink: Uplink | None) -> None:
+        """Send one frame; a medium that cannot take it now (no receive window, a frame
+        over its payload limit) is counted, and retransmission takes over."""
+        try:
+            await transport.send(frame, to, uplink)
+        except TransportError as e:
+            self._drop(f"send_{e.reason}", str(e))
+
     async def _send(self, session: _Session, frames: list[bytes]) -> None:
         for f in frames:
-            await session.transport.send(f, session.address, session.last_uplink)
+            await self._send_frame(session.transport, f, session.address, session.last_uplink)
 
     async def _reject(self, up: Uplink, sid: int, reason: int) -> None:
         frame = wire.header(wire.KIND_REJECT, reason, sid)
-        await self._transport(up.source).send(frame, up.source, up)
+        await self._send_frame(self._transport(up.source), frame, up.source, up)
 
     async def _close(self, sid: int, reason: int) -> None:
         session = self.sessions.pop(sid, None)

@@ -91,10 +91,12 @@ class Radio:
     position: tuple[float, float]
     params: Params = field(default_factory=Params)
     on_receive: Callable[[bytes, float, float, bool, Params], None] | None = None
-    any_sf: bool = False  # a concentrator demodulates every SF at once
+    any_sf: bool = False  # a concentrator demodulates every SF at once...
+    channels: tuple[int, ...] = ()  # ...on each of these frequencies (empty: its own)
     listening: bool = True
     # What the model measured for this radio (modeled seconds).
     frames_sent: int = 0
+    bytes_sent: int = 0
     airtime_s: float = 0.0
     duty_wait_s: float = 0.0
     band_free_at: dict[str, float] = field(default_factory=dict)
@@ -167,26 +169,30 @@ class LoRaAir:
             return wait
         return 0.0
 
-    async def transmit(self, radio: Radio, frame: bytes, params: Params | None = None) -> float:
+    async def transmit(self, radio: Radio, frame: bytes, params: Params | None = None,
+                       at: float | None = None) -> float:
         """Put one frame on the air (after the duty-cycle wait); returns when it has been
-        sent.  Receivers get it at its end, unless lost.  Returns the time on air."""
+        sent.  Receivers get it at its end, unless lost.  Returns the time on air.
+        `at`: the modeled start a transmitter scheduled by its own timer (a
+        concentrator's tmst), kept exact however late the event loop wakes."""
         params = params or radio.params
         if not 0 < len(frame) <= max_payload(params.sf):
             raise ValueError(f"{len(frame)} bytes over the SF{params.sf} limit")
         await self.wait_duty_cycle(radio, params)
         toa = params.time_on_air_s(len(frame))
-        start = self.clock.now()
+        start = self.clock.now() if at is None else at
         band = sub_band(params.freq)
         duty = 0.1 if band == "g3" else DUTY_CYCLE
         radio.band_free_at[band] = start + toa / duty
         radio.frames_sent += 1
+        radio.bytes_sent += len(frame)
         radio.airtime_s += toa
         radio.airtime_log.append((start, toa))
         radio._tx_until = start + toa
         entry = _OnAir(radio, params, start, start + toa)
         self._on_air.append(entry)
         self.frames += 1
-        await self.clock.sleep(toa)
+        await self.clock.sleep(start + toa - self.clock.now())
         self._deliver(entry, frame)
         return toa
 
@@ -204,7 +210,8 @@ class LoRaAir:
         for rx in self.radios:
             if rx is entry.sender or rx.on_receive is None or not rx.listening:
                 continue
-            if rx.params.freq != p.freq or rx.params.bw != p.bw:
+            if rx.params.bw != p.bw or (p.freq not in rx.channels if rx.channels
+                                        else rx.params.freq != p.freq):
                 continue
             if not rx.any_sf and rx.params.sf != p.sf:
                 continue

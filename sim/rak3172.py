@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import collections
 import random
 
 from sealink.lora import max_payload
@@ -41,6 +42,7 @@ class Rak3172Model:
         self.silent = False
         self.rng = random.Random(seed)
         self._sending = False
+        self.history: collections.deque = collections.deque(maxlen=64)  # (command, status)
         self._task: asyncio.Task | None = None
         self._tx_tasks: set[asyncio.Task] = set()
         self.stats = {"commands": 0, "errors": 0, "crc_dropped": 0, "heard": 0, "sent": 0,
@@ -78,6 +80,7 @@ class Rak3172Model:
                 continue
             self.stats["commands"] += 1
             reply = self._command(line)
+            self.history.append((line[:40], reply[-1] if reply else None))
             if reply is not None:
                 if reply[-1] != "OK":
                     self.stats["errors"] += 1

@@ -50,6 +50,9 @@ class TransportError(Exception):
 class FrameTransport(Protocol):
     name: str
     max_frame: int  # largest frame the link carries
+    # True when a device can be reached only in the receive window after its own
+    # transmission (LoRaWAN class A): unacknowledged downlinks then ride on each uplink.
+    needs_window: bool
 
     async def start(self, handler: FrameHandler) -> None: ...
 
@@ -89,6 +92,8 @@ class DatagramTransportBase:
     batch to the gateway in arrival order, so uplinks of a burst share one SQLite
     commit.  Subclasses implement datagram_received() and call _deliver().  Batch tasks
     are awaited on stop, so nothing accepted is cut off."""
+
+    needs_window = False
 
     def __init__(self, host: str, port: int):
         self.host, self.port = host, port

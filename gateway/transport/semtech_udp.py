@@ -11,9 +11,11 @@ protocol (version 2), as any off-the-shelf LoRa gateway does.
 Uplinks with a good CRC become frames with their radio metadata.  A downlink is
 scheduled into the device's class A first receive window (RX1): the uplink's
 concentrator timestamp plus rx1_delay, same frequency and data rate, inverted
-polarity; a frame over the data rate's EU868 payload limit is refused.  When one
-uplink is answered with several frames (a fragmented handshake message), they follow
-each other, each after the previous one's time on air plus a guard interval.
+polarity; a frame over the data rate's EU868 payload limit is refused.  A concentrator
+has one transmitter: when a downlink through it is still scheduled, the next one
+follows it (time on air plus a guard interval) instead of colliding; so do the frames
+of a fragmented answer.  A later start suits devices whose radio keeps listening (the
+RAK3172 in continuous P2P receive); a strict class A device would miss it.
 """
 
 from __future__ import annotations
@@ -129,6 +131,7 @@ def build_txpk(frame: bytes, uplink_radio: dict, rx1_delay_s: float, power: int,
 
 class SemtechUdpTransport(DatagramTransportBase):
     name = "semtech-udp"
+    needs_window = True  # class A: a device hears us only right after it transmitted
     max_frame = 51  # the smallest EU868 limit (SF10-SF12); send() checks per data rate
 
     def __init__(self, host: str, port: int, rx1_delay_s: float = 1.0, power: int = 14):
@@ -137,7 +140,8 @@ class SemtechUdpTransport(DatagramTransportBase):
         self.power = power
         self.tx_errors: dict[str, int] = {}
         self.pull_addr: dict[str, tuple] = {}  # gateway EUI -> where its PULL_DATA came from
-        self._schedule: dict[tuple[str, int], int] = {}  # (EUI, uplink tmst) -> next offset
+        self._busy_until: dict[str, int] = {}  # EUI -> tmst when its last downlink ends
+        self._latest_tmst: dict[str, int] = {}  # EUI -> tmst of the latest uplink heard
 
     def datagram_received(self, data: bytes, addr) -> None:
         try:
@@ -167,6 +171,7 @@ class SemtechUdpTransport(DatagramTransportBase):
                 self._drop(e.reason)
                 continue
             radio["gateway"] = d.eui
+            self._latest_tmst[d.eui] = radio["tmst"]
             self._deliver(Uplink(frame=frame, source=Address(self.name, d.eui),
                                  received_at=time.time(), radio=radio))
 
@@ -176,13 +181,25 @@ class SemtechUdpTransport(DatagramTransportBase):
         addr = self.pull_addr.get(to.key)
         if addr is None:
             raise TransportError("no_pull", f"gateway {to.key} has sent no PULL_DATA")
-        slot = (to.key, uplink.radio["tmst"])
-        offset = self._schedule.get(slot, 0)
+        # The concentrator has one transmitter: a frame goes in its RX1 window, or,
+        # when an earlier downlink through the same concentrator still occupies it,
+        # right after that one (consecutive frames of one answer follow each other).
+        rx1_us = int(self.rx1_delay_s * 1_000_000)
+        window = (uplink.radio["tmst"] + rx1_us) & 0xFFFFFFFF
+        latest = self._latest_tmst.get(to.key)
+        if latest is not None:
+            age = (latest - uplink.radio["tmst"]) & 0xFFFFFFFF
+            if rx1_us < age < 0x80000000:
+                # The concentrator has heard later frames than this one: its window
+                # has passed.  (A retransmission waits for the device's next uplink.)
+                raise TransportError("window_passed", f"{age} us after the uplink")
+        busy = self._busy_until.get(to.key)
+        offset = 0
+        if busy is not None and 0 < (busy - window) & 0xFFFFFFFF < 0x80000000:
+            offset = (busy - window) & 0xFFFFFFFF
         txpk = build_txpk(frame, uplink.radio, self.rx1_delay_s, self.power, offset)
-        self._schedule[slot] = offset + GUARD_US + time_on_air_us(
-            len(frame), datr_sf(uplink.radio["datr"]))
-        if len(self._schedule) > 4096:
-            self._schedule.clear()
+        self._busy_until[to.key] = (txpk["tmst"] + GUARD_US + time_on_air_us(
+            len(frame), datr_sf(uplink.radio["datr"]))) & 0xFFFFFFFF
         payload = json.dumps({"txpk": txpk}).encode()
         self._transport.sendto(bytes((VERSION,)) + os.urandom(2) + bytes((PULL_RESP,))
                                + payload, addr)

@@ -30,6 +30,7 @@ MODULES = {"rak3172": Rak3172}
 
 class SerialAtTransport:
     name = "serial-at"
+    needs_window = False  # P2P modules listen continuously
 
     def __init__(self, device: str, module: str = "rak3172", baudrate: int = 115200,
                  freq: int = 868_100_000, sf: int = 7, bw: int = 125, power: int = 14):

@@ -221,7 +221,7 @@ class Device:
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), min(left, 200) / 1000)
-            except TimeoutError:
+            except asyncio.TimeoutError:
                 pass
         return True
 
@@ -305,6 +305,12 @@ class Device:
         self._seq += 1
         self._outbox.append([self._seq, payload])
         await self._flush()
+
+    async def ping(self):
+        """Send an empty authenticated frame: on LoRa (class A) the gateway can answer
+        only right after the device transmits, so a device waiting for commands pings."""
+        if self.connected:
+            await self._tx(self.channel.poll_frame(now_ms()))
 
     @property
     def pending(self):

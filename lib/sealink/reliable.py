@@ -54,6 +54,16 @@ class ReliableSender:
                 done += 1
         return done
 
+    def pending(self, now_ms):
+        """Every body not yet acknowledged, to send again now (the medium has a receive
+        window open: the peer just transmitted).  Not counted as a retry: a window-less
+        medium must not exhaust the retries of a message it could not carry."""
+        out = []
+        for entry in self._pending.values():
+            entry[1] = now_ms
+            out.append(entry[0])
+        return out
+
     def poll(self, now_ms):
         """Bodies to retransmit now (exponential backoff, capped at 8x)."""
         out = []

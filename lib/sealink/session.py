@@ -24,6 +24,7 @@ from sealink.noise import CipherState, HandshakeState, protocol_name
 from sealink.replay import ReplayError, ReplayWindow
 
 CONTROL_CREDENTIAL = b"\x02"  # control message: the authority's credential follows
+CONTROL_POLL = b"\x03"  # control message: nothing; opens a receive window (LoRa class A)
 REKEY_SHIFT = 10
 MAX_COUNTER = 1 << 24
 PROLOGUE = b"sealink/1"
@@ -243,6 +244,21 @@ class Channel:
         """Reliable payloads given up on after all retries (the application decides)."""
         return self._reliable_out.failed
 
+    def resend_unacknowledged(self, now_ms):
+        """Frames for every reliable message not yet acknowledged: for a medium that can
+        reach the peer only right after it transmitted (LoRa class A)."""
+        if self.state != "established":
+            return []
+        frames = []
+        for body in self._reliable_out.pending(now_ms):
+            frames += self.send(body, now_ms, wire.KIND_RELIABLE)
+        return frames
+
+    def poll_frame(self, now_ms):
+        """An authenticated frame that carries nothing: it gives the peer a receive
+        window to answer in."""
+        return self.send(CONTROL_POLL, now_ms, wire.KIND_CONTROL)
+
     @property
     def last_reliable_id(self):
         """The message id send_reliable() gave its payload."""
@@ -293,6 +309,8 @@ class Channel:
             control = self._read_data(kind, bits, body)
             if control[:1] == CONTROL_CREDENTIAL:
                 self.credential = control[1:]
+            elif control[:1] == CONTROL_POLL:
+                pass
             else:
                 self._reliable_out.acknowledge(control)
             return [], []

@@ -34,7 +34,7 @@ MAX_LINE = 600  # "+EVT:RXP2P:-120:-20:" + 2 x 255 hex digits, with room
 class ModemError(SealinkError):
     # The module answered a command with an error status, or did not answer.
     def __init__(self, command, status):
-        SealinkError.__init__(self, "%s: %s" % (command, status))
+        super().__init__("%s: %s" % (command, status))
         self.command = command
         self.status = status
 
@@ -51,7 +51,8 @@ class Rak3172:
         self.retries = retries
         # A module may hold a frame for its duty-cycle budget: allow 100x time on air.
         self.tx_timeout_ms = tx_timeout_ms
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # one command at a time
+        self._send_lock = asyncio.Lock()
         self._status = None
         self._values = []
         self._reply = asyncio.Event()
@@ -136,7 +137,7 @@ class Rak3172:
             self._writer.write(command.encode() + b"\r\n")
             await self._writer.drain()
             await asyncio.wait_for(self._reply.wait(), timeout_ms / 1000)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             self.stats["timeouts"] += 1
             return None
         finally:
@@ -183,14 +184,15 @@ class Rak3172:
             raise ModemError("AT+PSEND", "frame of %d bytes (limit %d at SF%d)"
                              % (len(frame), self.mtu, self.sf))
         toa = self.time_on_air_us(len(frame))
-        self._txdone.clear()
-        await self.command("AT+PSEND=" + binascii.hexlify(frame).decode().upper())
-        timeout_ms = self.tx_timeout_ms or (toa * 101 // 1000 + 2000)
-        try:
-            await asyncio.wait_for(self._txdone.wait(), timeout_ms / 1000)
-        except TimeoutError:
-            self.stats["timeouts"] += 1
-            raise ModemError("AT+PSEND", "no TXP2P DONE") from None
+        async with self._send_lock:  # one frame on the air at a time
+            self._txdone.clear()
+            await self.command("AT+PSEND=" + binascii.hexlify(frame).decode().upper())
+            timeout_ms = self.tx_timeout_ms or (toa * 101 // 1000 + 2000)
+            try:
+                await asyncio.wait_for(self._txdone.wait(), timeout_ms / 1000)
+            except asyncio.TimeoutError:
+                self.stats["timeouts"] += 1
+                raise ModemError("AT+PSEND", "no TXP2P DONE") from None
         self.stats["tx"] += 1
         self.airtime_us += toa
 

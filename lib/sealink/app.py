@@ -1,0 +1,75 @@
+# The reference telemetry application, frozen into the firmware: a sensor node with a
+# RAK3172 LoRa module on its UART.  It enrolls (or reconnects), reports how its
+# handshake went, sends telemetry, waits for a command from the gateway, acknowledges
+# it, and waits until every uplink is acknowledged.
+#
+#     import sealink.app
+#     sealink.app.run(token=b"...", sf=7, board="QEMU_MPS2_AN385")
+#
+# The UART is the console's (sys.stdin / sys.stdout): nothing else may write to it,
+# so this program prints nothing.  Its result is what the gateway receives.
+
+import asyncio
+import sys
+
+from sealink.device import Device, DeviceError, Keystore, now_ms
+from sealink.drivers.rak3172 import ModemError, Rak3172
+
+
+async def _connect(device, attempts, backoff_ms):
+    for i in range(attempts):
+        try:
+            await device.connect(60000)
+            return True
+        except DeviceError:
+            if device.revoked:
+                return False
+            await asyncio.sleep((backoff_ms << min(i, 4)) / 1000)
+    return False
+
+
+async def main(reader, writer, token=b"", sf=7, freq=868100000, board="", messages=3,
+               interval_ms=1000, keystore=None, command_timeout_ms=120000, retry_ms=3000,
+               poll_ms=10000):
+    radio = Rak3172(reader, writer, freq=freq, sf=sf, timeout_ms=2000, retries=5)
+    for _ in range(10):
+        try:
+            await radio.start()
+            break
+        except ModemError:
+            await asyncio.sleep(1)
+    else:
+        return "modem"
+    device = Device(radio, Keystore(keystore), {"token": token, "retry_ms": retry_ms,
+                                                "max_retries": 8})
+    if not await _connect(device, 8, retry_ms):
+        return "handshake"
+    await device.send(b"hello board=%s hs_ms=%d frames=%d" % (
+        board.encode(), device.stats["handshake_ms"], device.stats["frames_out"]))
+    for i in range(messages):
+        await asyncio.sleep(interval_ms / 1000)
+        await device.send(b"t=%d.%d ms=%d" % (20 + i, i * 3 % 10, now_ms() & 0xFFFFFF))
+    # Wait for a command, pinging now and then: the gateway answers in the receive
+    # window that follows a transmission.
+    commands = device.commands()
+    command = None
+    waited = 0
+    while command is None and waited < command_timeout_ms:
+        try:
+            command = await asyncio.wait_for(commands.__anext__(), poll_ms / 1000)
+        except asyncio.TimeoutError:
+            waited += poll_ms
+            await device.ping()
+    if command is None:
+        return "no command"
+    await device.send(b"done " + command)
+    ok = await device.flush(120000)
+    device.close()
+    radio.close()
+    return "ok" if ok else "unacknowledged"
+
+
+def run(**kw):
+    reader = asyncio.StreamReader(sys.stdin.buffer)
+    writer = asyncio.StreamWriter(sys.stdout.buffer, {})
+    return asyncio.run(main(reader, writer, **kw))

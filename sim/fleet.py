@@ -1,0 +1,453 @@
+"""The fleet launcher: a gateway, the modeled LoRa air with a concentrator speaking
+Semtech UDP to it, and N devices booting the real firmware (QEMU Cortex-M3, QEMU RV32,
+unix port), each with a modeled RAK3172 module on its UART.
+
+    .venv/bin/python -m sim.fleet sim/scenarios/demo.toml [--out build/demo]
+
+A scenario (TOML) says how many devices of each board, their spreading factor and
+distance, the air's loss and corruption, and the time compression.  Every device is
+enrolled with its own one-time token, handshakes, sends telemetry, receives a command
+and acknowledges it.  The run ends with a summary table, `summary.json`, a PNG plot of
+airtime per device over (modeled) time and a pcap of the air.  Exit status 1 when any
+device did not finish.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import sys
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from sealink import crypto
+from sealink.lora import max_payload
+from sealink_gateway.authority import Authority
+from sealink_gateway.service import Gateway, HandshakeLimiter
+from sealink_gateway.store import Store
+from sealink_gateway.transport.semtech_udp import SemtechUdpTransport
+from sim.concentrator import EU868_CHANNELS, Concentrator
+from sim.lora import Clock, LoRaAir, Params, Radio
+from sim.rak3172 import Rak3172Model
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "build"
+BOARDS = {
+    "UNIX": "unix",
+    "QEMU_MPS2_AN385": ["qemu-system-arm", "-machine", "mps2-an385"],
+    "QEMU_VIRT_RV32": ["qemu-system-riscv32", "-machine", "virt", "-bios", "none"],
+}
+COMMAND = b"led=on"
+
+
+class ScenarioError(ValueError):
+    pass
+
+
+@dataclass
+class DeviceSpec:
+    name: str
+    board: str
+    sf: int
+    distance: float
+    angle: float
+    radio: str = "lora"
+    freq: int = 868_100_000
+
+
+@dataclass
+class Scenario:
+    name: str
+    time_scale: float
+    loss: float
+    corrupt: float
+    seed: int
+    messages: int
+    interval_s: float
+    timeout_s: float
+    rx1_delay_s: float
+    stagger_s: float
+    devices: list[DeviceSpec]
+    garbage_uart: list[str] = field(default_factory=list)  # device names
+    modem_error_rate: dict[str, float] = field(default_factory=dict)
+
+
+def load_scenario(path: Path) -> Scenario:
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ScenarioError(f"{path}: {e}") from None
+    s = data.get("scenario", {})
+    devices: list[DeviceSpec] = []
+    groups = data.get("group", [])
+    if not groups:
+        raise ScenarioError(f"{path}: no [[group]] of devices")
+    for g in groups:
+        board = g.get("board")
+        if board not in BOARDS:
+            raise ScenarioError(f"{path}: board {board!r} is not one of {sorted(BOARDS)}")
+        sfs = g.get("sf", 7)
+        sfs = sfs if isinstance(sfs, list) else [sfs]
+        for sf in sfs:
+            max_payload(sf)  # 7..12
+        for i in range(int(g.get("count", 1))):
+            n = len(devices)
+            name = f"{g.get('prefix', board.lower().replace('qemu_', ''))}-{i + 1}"
+            devices.append(DeviceSpec(name, board, sfs[i % len(sfs)],
+                                      float(g.get("distance", 500)),
+                                      2 * math.pi * n / 16, g.get("radio", "lora"),
+                                      EU868_CHANNELS[n % len(EU868_CHANNELS)]))
+    names = {d.name for d in devices}
+    faults = data.get("faults", {})
+    for name in faults.get("uart_garbage", []) + list(faults.get("modem_error_rate", {})):
+        if name not in names:
+            raise ScenarioError(f"{path}: fault for unknown device {name!r}")
+    return Scenario(
+        name=s.get("name", path.stem), time_scale=float(s.get("time_scale", 1.0)),
+        loss=float(s.get("loss", 0.0)), corrupt=float(s.get("corrupt", 0.0)),
+        seed=int(s.get("seed", 1)), messages=int(s.get("messages", 3)),
+        interval_s=float(s.get("interval_s", 1.0)), timeout_s=float(s.get("timeout_s", 300)),
+        rx1_delay_s=float(s.get("rx1_delay_s", 1.0)),
+        stagger_s=float(s.get("stagger_s", 0.0)), devices=devices,
+        garbage_uart=list(faults.get("uart_garbage", [])),
+        modem_error_rate={k: float(v) for k, v in faults.get("modem_error_rate", {}).items()})
+
+
+@dataclass
+class DeviceRun:
+    spec: DeviceSpec
+    radio: Radio
+    token: str
+    process: asyncio.subprocess.Process | None = None
+    module: Rak3172Model | None = None
+    device_id: str | None = None
+    state: str = "booting"
+    handshake_ms: int | None = None
+    handshake_frames: int | None = None
+    handshake_airtime_s: float | None = None
+    uplinks: int = 0
+    sent: int = 0
+    command_acked: bool = False
+    result: str | None = None
+    booted_at: float = 0.0
+    finished_at: float | None = None
+    stderr: bytes = b""
+
+
+def _app_call(run: DeviceRun, scenario: Scenario, keystore: str | None) -> str:
+    args = (f"token={run.token.encode()!r}, sf={run.spec.sf}, freq={run.spec.freq}, "
+            f"board={run.spec.board!r}, "
+            f"messages={scenario.messages}, interval_ms={int(scenario.interval_s * 1000)}")
+    if keystore:
+        args += f", keystore={keystore!r}"
+    return f"import sealink.app\nsealink.app.run({args})\n"
+
+
+async def _start_unix(run: DeviceRun, scenario: Scenario, out: Path) -> None:
+    exe = BUILD / "UNIX" / "micropython"
+    if not exe.exists():
+        raise FileNotFoundError(f"{exe} is missing: run `make firmware`")
+    keystore = str(out / "keys" / f"{run.spec.name}.json")
+    run.process = await asyncio.create_subprocess_exec(
+        str(exe), "-c", _app_call(run, scenario, keystore), stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+
+
+async def _read_until(stream: asyncio.StreamReader, marker: bytes, timeout: float) -> bytes:
+    return await asyncio.wait_for(stream.readuntil(marker), timeout)
+
+
+async def _start_qemu(run: DeviceRun, scenario: Scenario) -> None:
+    elf = BUILD / run.spec.board / "firmware.elf"
+    if not elf.exists():
+        raise FileNotFoundError(f"{elf} is missing: run `make firmware`")
+    cmd = BOARDS[run.spec.board] + ["-display", "none", "-monitor", "none", "-semihosting",
+                                    "-serial", "stdio", "-kernel", str(elf)]
+    run.process = p = await asyncio.create_subprocess_exec(
+        *cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    # The console is the UART: boot to the REPL, enter raw REPL, start the application;
+    # from "OK" on, the UART carries AT commands to the module.
+    await _read_until(p.stdout, b">>> ", 30)
+    p.stdin.write(b"\r\x03\x03\x01")
+    await _read_until(p.stdout, b"raw REPL; CTRL-B to exit\r\n>", 10)
+    p.stdin.write(_app_call(run, scenario, None).encode() + b"\x04")
+    await _read_until(p.stdout, b"OK", 10)
+
+
+class Fleet:
+    def __init__(self, scenario: Scenario, out: Path, console: Console | None = None):
+        self.scenario = scenario
+        self.out = out
+        self.console = console or Console()
+        self.runs: list[DeviceRun] = []
+        self.started = 0.0
+        self.clock = Clock(scenario.time_scale)
+        self.air = LoRaAir(self.clock, loss=scenario.loss, corrupt=scenario.corrupt,
+                           seed=scenario.seed, pcap=out / "air.pcap")
+
+    # --- the run ---------------------------------------------------------------------------
+
+    async def run(self) -> dict:
+        out = self.out
+        (out / "keys").mkdir(parents=True, exist_ok=True)
+        for stale in ("gateway.db", "gateway.db-wal", "gateway.db-shm", "authority.pem"):
+            (out / stale).unlink(missing_ok=True)
+        for stale in (out / "keys").glob("*.json"):
+            stale.unlink()
+        self.store = Store(out / "gateway.db")
+        transport = SemtechUdpTransport("127.0.0.1", 0, rx1_delay_s=self.scenario.rx1_delay_s)
+        self.gateway = Gateway(self.store, crypto.random_bytes(32),
+                               Authority.load_or_create(out / "authority.pem"), [transport],
+                               HandshakeLimiter(rate=100, per_s=10.0), retry_ms=4000)
+        await self.gateway.start()
+        self.concentrator = Concentrator(self.air, self.air.attach(
+            Radio("concentrator", (0.0, 0.0), Params(sf=7))), ("127.0.0.1", transport.port))
+        await self.concentrator.start()
+        self.started = time.monotonic()
+        self.clock.now()  # modeled time starts now
+        watcher = asyncio.ensure_future(self._watch_uplinks())
+        try:
+            await asyncio.gather(*(self._launch(spec, i * self.scenario.stagger_s)
+                                   for i, spec in enumerate(self.scenario.devices)))
+            with Live(self._progress(), console=self.console, refresh_per_second=4,
+                      transient=False) as live:
+                deadline = time.monotonic() + self.scenario.timeout_s
+                while time.monotonic() < deadline:
+                    live.update(self._progress())
+                    if all(r.result is not None for r in self.runs):
+                        break
+                    await asyncio.sleep(0.25)
+                for r in self.runs:
+                    if r.result is None:
+                        r.result = "timeout"
+                live.update(self._progress())
+            summary = self._summary()
+        finally:
+            watcher.cancel()
+            await self._shutdown()
+        summary["wall_s"] = round(time.monotonic() - self.started, 2)
+        return summary
+
+    async def _launch(self, spec: DeviceSpec, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)  # devices power up one after another
+        token, _ = self.store.create_token({"name": spec.name, "board": spec.board,
+                                            "sf": str(spec.sf)}, 3600)
+        pos = (spec.distance * math.cos(spec.angle), spec.distance * math.sin(spec.angle))
+        radio = self.air.attach(Radio(spec.name, pos, Params(freq=spec.freq, sf=spec.sf)))
+        run = DeviceRun(spec, radio, token)
+        self.runs.append(run)
+        try:
+            if spec.board == "UNIX":
+                await _start_unix(run, self.scenario, self.out)
+            else:
+                await _start_qemu(run, self.scenario)
+        except (TimeoutError, OSError, asyncio.IncompleteReadError) as e:
+            run.result = f"boot failed: {e.__class__.__name__}"
+            run.state = "failed"
+            return
+        run.booted_at = time.monotonic()
+        run.state = "handshaking"
+        p = run.process
+        run.module = Rak3172Model(self.air, radio, p.stdout, p.stdin,
+                                  error_rate=self.scenario.modem_error_rate.get(spec.name, 0.0),
+                                  seed=self.scenario.seed + len(self.runs))
+        run.module.start()
+        if spec.name in self.scenario.garbage_uart:
+            # Line noise towards the device: its driver counts and ignores it.
+            run.module.garbage(b"\x00\xffnoise\r\n+EVT:RXP2P:-1:2:ZZ\r\nAT_MAYBE\r\n")
+        asyncio.ensure_future(self._wait_exit(run))
+
+    async def _wait_exit(self, run: DeviceRun) -> None:
+        run.stderr = await run.process.stderr.read()
+        await run.process.wait()
+        if run.result is None:
+            run.result = "ok" if run.command_acked else f"exited {run.process.returncode}"
+            run.state = "done" if run.command_acked else "failed"
+        run.finished_at = run.finished_at or time.monotonic()
+        if run.process.returncode:
+            self.console.print(f"[red]{run.spec.name}[/red]: "
+                               + run.stderr.decode(errors="replace")[-800:])
+
+    async def _watch_uplinks(self) -> None:
+        by_name = {r.spec.name: r for r in self.runs}
+        async for message in self.gateway.uplinks():
+            run = by_name.get(message.attributes.get("name")) or next(
+                (r for r in self.runs if r.spec.name == message.attributes.get("name")), None)
+            if run is None:
+                by_name = {r.spec.name: r for r in self.runs}
+                continue
+            run.device_id = message.device_id
+            run.uplinks += 1
+            text = message.payload.decode(errors="replace")
+            if text.startswith("hello "):
+                fields = dict(kv.split("=", 1) for kv in text.split()[1:] if "=" in kv)
+                run.handshake_ms = int(fields.get("hs_ms", 0))
+                run.handshake_frames = int(fields.get("frames", 0))
+                run.handshake_airtime_s = run.radio.airtime_s  # all of it so far
+                run.state = "telemetry"
+            if text.startswith("t=") and run.uplinks == 1 + self.scenario.messages:
+                await self.gateway.send(message.device_id, COMMAND)
+                run.state = "commanded"
+            if text == "done " + COMMAND.decode():
+                # The device received the command and acknowledged it: its run is
+                # complete (a QEMU board then idles in its REPL; a unix process exits).
+                run.command_acked = True
+                run.state = "acknowledged"
+                run.result = run.result or "ok"
+                run.finished_at = time.monotonic()
+
+    async def _shutdown(self) -> None:
+        for r in self.runs:
+            if r.process is not None and r.process.returncode is None:
+                # Give a finishing device a moment, then stop it.
+                try:
+                    await asyncio.wait_for(r.process.wait(), 5)
+                except TimeoutError:
+                    r.process.kill()
+                    await r.process.wait()
+            if r.module is not None:
+                r.module.stop()
+        self.concentrator.stop()
+        await self.gateway.stop()
+        self.store.close()
+        self.air.close()
+
+    # --- reporting -------------------------------------------------------------------------
+
+    def _progress(self) -> Table:
+        wall = time.monotonic() - self.started if self.started else 0.0
+        table = Table(title=f"Sealink fleet '{self.scenario.name}': wall {wall:5.1f} s, "
+                            f"modeled {self.clock.now() if self.started else 0:7.1f} s "
+                            f"(x{self.scenario.time_scale:g})")
+        for col in ("device", "board", "SF", "state", "frames", "airtime s", "uplinks"):
+            table.add_column(col, justify="left" if col in ("device", "board", "state")
+                             else "right")
+        for r in self.runs:
+            table.add_row(r.spec.name, r.spec.board, str(r.spec.sf), r.result or r.state,
+                          str(r.radio.frames_sent), f"{r.radio.airtime_s:.2f}", str(r.uplinks))
+        return table
+
+    def _summary(self) -> dict:
+        wall = time.monotonic() - self.started
+        modeled = self.clock.now()
+        devices = []
+        for r in self.runs:
+            sent = 2 + self.scenario.messages  # hello, telemetry, done
+            delivered = 0
+            if r.device_id:
+                delivered = len(self.store.uplinks(r.device_id, limit=1000))
+            devices.append({
+                "name": r.spec.name, "board": r.spec.board, "radio": r.spec.radio,
+                "sf": r.spec.sf, "distance_m": r.spec.distance, "result": r.result,
+                "handshake_ms": r.handshake_ms, "handshake_frames": r.handshake_frames,
+                "handshake_airtime_s": r.handshake_airtime_s,
+                "frames_sent": r.radio.frames_sent, "bytes_sent": r.radio.bytes_sent,
+                "airtime_s": round(r.radio.airtime_s, 4),
+                "duty_cycle_wait_s": round(r.radio.duty_wait_s, 2),
+                "duty_cycle_used_of_hourly_budget": round(r.radio.airtime_s / 36.0, 4),
+                "messages_sent": sent if r.command_acked else r.uplinks,
+                "messages_delivered": delivered,
+                "messages_lost": max(0, (sent if r.command_acked else r.uplinks) - delivered),
+                "command_acknowledged": r.command_acked,
+                "lost_frames": dict(r.radio.lost),
+                "modem": dict(r.module.stats) if r.module else {},
+                "modem_last_commands": list(r.module.history)[-12:] if r.module else [],
+                "stderr": r.stderr.decode(errors="replace")[-600:],
+                "airtime_log": [(round(a, 3), round(b, 4)) for a, b in r.radio.airtime_log],
+            })
+        c = self.concentrator.radio
+        return {
+            "scenario": self.scenario.name, "time_scale": self.scenario.time_scale,
+            "wall_s": round(wall, 2), "modeled_s": round(modeled, 2),
+            "ok": all(d["result"] == "ok" for d in devices), "devices": devices,
+            "gateway": {"drops": dict(self.gateway.drops),
+                        "transport_drops": dict(self.gateway.transports[0].drops),
+                        "counters": dict(self.gateway.counters)},
+            "concentrator": {"tx_errors": dict(self.concentrator.tx_errors),
+                             "tx_kinds": dict(self.concentrator.tx_kinds),
+                             "frames_sent": c.frames_sent, "airtime_s": round(c.airtime_s, 3),
+                             "duty_cycle_used_of_hourly_budget": round(c.airtime_s / 36.0, 4),
+                             **self.concentrator.stats},
+            "air": {"frames": self.air.frames, "lost": dict(self.air.lost)},
+        }
+
+
+def summary_table(summary: dict) -> Table:
+    t = Table(title=f"Summary: wall {summary['wall_s']:.1f} s, modeled "
+                    f"{summary['modeled_s']:.1f} s (x{summary['time_scale']:g})")
+    for col in ("device", "board", "radio", "SF", "handshake", "hs frames", "bytes",
+                "airtime s", "duty wait s", "sent", "delivered", "lost", "result"):
+        t.add_column(col, justify="left" if col in ("device", "board", "radio", "result")
+                     else "right")
+    for d in summary["devices"]:
+        t.add_row(d["name"], d["board"], d["radio"], str(d["sf"]),
+                  "-" if d["handshake_ms"] is None else f"{d['handshake_ms']} ms",
+                  str(d["handshake_frames"] or "-"), str(d["bytes_sent"]),
+                  f"{d['airtime_s']:.2f}", f"{d['duty_cycle_wait_s']:.1f}",
+                  str(d["messages_sent"]), str(d["messages_delivered"]),
+                  str(d["messages_lost"]), d["result"])
+    return t
+
+
+def plot_airtime(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for d in summary["devices"]:
+        xs, ys, total = [0.0], [0.0], 0.0
+        for start, toa in d["airtime_log"]:
+            xs += [start, start + toa]
+            ys += [total, total + toa]
+            total += toa
+        ax.plot(xs, ys, label=f"{d['name']} (SF{d['sf']})")
+    ax.set_xlabel("modeled time (s)")
+    ax.set_ylabel("cumulative airtime (s)")
+    ax.set_title(f"Airtime per device: {summary['scenario']}")
+    ax.legend(fontsize="small", ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run an emulated Sealink fleet.")
+    parser.add_argument("scenario", type=Path)
+    parser.add_argument("--out", type=Path, default=BUILD / "demo")
+    args = parser.parse_args(argv)
+    console = Console()
+    try:
+        scenario = load_scenario(args.scenario)
+    except ScenarioError as e:
+        console.print(f"[red]{e}[/red]")
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    summary = asyncio.run(Fleet(scenario, args.out, console).run())
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    plot_airtime(summary, args.out / "airtime.png")
+    console.print(summary_table(summary))
+    console.print(f"wrote {args.out / 'summary.json'}, {args.out / 'airtime.png'}, "
+                  f"{args.out / 'air.pcap'}")
+    if not summary["ok"]:
+        console.print("[red]some devices did not finish[/red]")
+        for d in summary["devices"]:
+            if d["result"] != "ok":
+                console.print(f"  {d['name']}: {d['result']}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
