@@ -235,6 +235,7 @@ class Fleet:
             watcher.cancel()
             await self._shutdown()
         summary["wall_s"] = round(time.monotonic() - self.started, 2)
+        summary["air"]["pcap_frames"] = self.air.pcap_frames
         return summary
 
     async def _launch(self, spec: DeviceSpec, delay_s: float) -> None:
@@ -273,7 +274,7 @@ class Fleet:
             run.result = "ok" if run.command_acked else f"exited {run.process.returncode}"
             run.state = "done" if run.command_acked else "failed"
         run.finished_at = run.finished_at or time.monotonic()
-        if run.process.returncode:
+        if run.result != "ok" and run.stderr:
             self.console.print(f"[red]{run.spec.name}[/red]: "
                                + run.stderr.decode(errors="replace")[-800:])
 
@@ -292,7 +293,9 @@ class Fleet:
                 fields = dict(kv.split("=", 1) for kv in text.split()[1:] if "=" in kv)
                 run.handshake_ms = int(fields.get("hs_ms", 0))
                 run.handshake_frames = int(fields.get("frames", 0))
-                run.handshake_airtime_s = run.radio.airtime_s  # all of it so far
+                # The device's handshake frames are its first ones on the air.
+                run.handshake_airtime_s = round(sum(
+                    toa for _, toa in run.radio.airtime_log[:run.handshake_frames]), 4)
                 run.state = "telemetry"
             if text.startswith("t=") and run.uplinks == 1 + self.scenario.messages:
                 await self.gateway.send(message.device_id, COMMAND)
@@ -384,14 +387,16 @@ class Fleet:
 def summary_table(summary: dict) -> Table:
     t = Table(title=f"Summary: wall {summary['wall_s']:.1f} s, modeled "
                     f"{summary['modeled_s']:.1f} s (x{summary['time_scale']:g})")
-    for col in ("device", "board", "radio", "SF", "handshake", "hs frames", "bytes",
-                "airtime s", "duty wait s", "sent", "delivered", "lost", "result"):
+    for col in ("device", "board", "radio", "SF", "handshake", "hs frames", "hs airtime s",
+                "bytes", "airtime s", "duty wait s", "sent", "delivered", "lost", "result"):
         t.add_column(col, justify="left" if col in ("device", "board", "radio", "result")
                      else "right")
     for d in summary["devices"]:
         t.add_row(d["name"], d["board"], d["radio"], str(d["sf"]),
                   "-" if d["handshake_ms"] is None else f"{d['handshake_ms']} ms",
-                  str(d["handshake_frames"] or "-"), str(d["bytes_sent"]),
+                  str(d["handshake_frames"] or "-"),
+                  "-" if d["handshake_airtime_s"] is None else f"{d['handshake_airtime_s']:.3f}",
+                  str(d["bytes_sent"]),
                   f"{d['airtime_s']:.2f}", f"{d['duty_cycle_wait_s']:.1f}",
                   str(d["messages_sent"]), str(d["messages_delivered"]),
                   str(d["messages_lost"]), d["result"])
@@ -427,7 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("scenario", type=Path)
     parser.add_argument("--out", type=Path, default=BUILD / "demo")
     args = parser.parse_args(argv)
-    console = Console()
+    # A log or CI has no terminal width: lay the tables out for a wide page.
+    console = Console() if sys.stdout.isatty() else Console(width=150)
     try:
         scenario = load_scenario(args.scenario)
     except ScenarioError as e:

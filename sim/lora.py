@@ -128,6 +128,7 @@ class LoRaAir:
         self._pcap_file = None
         self._pcap = None
         self.epoch = time.time()  # pcap timestamps: wall time at start + modeled time
+        self.pcap_frames = 0
         if pcap is not None:
             Path(pcap).parent.mkdir(parents=True, exist_ok=True)
             self._pcap_file = open(pcap, "wb")  # noqa: SIM115 (closed by close())
@@ -259,3 +260,4 @@ class LoRaAir:
                              level(rssi), level(rssi), max(-128, min(127, int(snr * 4))),
                              SYNC_WORD_PRIVATE)
         self._pcap.writepkt(header + frame, ts=self.epoch + entry.end)
+        self.pcap_frames += 1

@@ -1,0 +1,131 @@
+"""The modeled LoRa air against hand-computed values: time on air (Semtech formula),
+the EU868 duty cycle, sensitivity, collisions with capture, corruption and the pcap."""
+
+import asyncio
+
+import dpkt
+import pytest
+
+from sealink.lora import EU868_MAX_PAYLOAD, time_on_air_us
+from sim.lora import Clock, LoRaAir, Params, Radio, sub_band
+
+# Hand-computed, BW 125 kHz, CR 4/5, 8-symbol preamble, explicit header, CRC on:
+#   T_sym = 2^SF / 125 kHz;  DE = 1 when T_sym >= 16 ms (SF11, SF12)
+#   n_payload = 8 + ceil((8 PL - 4 SF + 28 + 16) / (4 (SF - 2 DE))) * 5
+#   ToA = (8 + 4.25 + n_payload) T_sym
+#  SF7,  20 B: T_sym 1.024 ms;  ceil(176/28) = 7  -> 43 sym -> 55.25 x 1.024  =   56.576 ms
+#  SF7, 222 B: ceil(1792/28) = 64 -> 328 sym -> 340.25 x 1.024               =  348.416 ms
+#  SF9, 115 B: T_sym 4.096 ms;  ceil(928/36) = 26 -> 138 -> 150.25 x 4.096  =  615.424 ms
+#  SF12, 51 B: T_sym 32.768 ms; DE 1; ceil(404/40) = 11 -> 63 -> 75.25 x 32.768 = 2465.792 ms
+#  SF12, 23 B (a LoRaWAN join request): ceil(180/40) = 5 -> 33 -> 45.25 x 32.768 = 1482.752 ms
+HAND = [(7, 20, 56576), (7, 222, 348416), (9, 115, 615424), (12, 51, 2465792),
+        (12, 23, 1482752)]
+
+
+@pytest.mark.parametrize("sf,length,us", HAND)
+def test_time_on_air_matches_hand_computation(sf, length, us):
+    assert time_on_air_us(length, sf) == us
+    assert Params(sf=sf).time_on_air_s(length) == pytest.approx(us / 1e6)
+
+
+def test_payload_limits_and_sub_bands():
+    assert EU868_MAX_PAYLOAD == {12: 51, 11: 51, 10: 51, 9: 115, 8: 222, 7: 222}
+    assert [sub_band(f) for f in (868_100_000, 868_500_000, 868_800_000, 869_525_000)] == [
+        "g1", "g1", "g2", "g3"]
+
+    async def over_limit():
+        air = LoRaAir(Clock(1000))
+        with pytest.raises(ValueError, match="SF12 limit"):
+            await air.transmit(air.attach(Radio("a", (0, 0), Params(sf=12))), bytes(52))
+
+    asyncio.run(over_limit())
+
+
+def _run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+def test_duty_cycle_holds_the_next_frame_in_modeled_time():
+    async def scenario():
+        clock = Clock(1000.0)  # 1000 modeled seconds per wall second
+        air = LoRaAir(clock)
+        tx = air.attach(Radio("tx", (0, 0), Params(sf=12)))
+        got = []
+        air.attach(Radio("rx", (100, 0), Params(sf=12),
+                         on_receive=lambda f, *a: got.append((clock.now(), f))))
+        await air.transmit(tx, b"a" * 51)
+        await air.transmit(tx, b"b" * 51)
+        (t1, _), (t2, _) = got
+        toa = 2.465792
+        assert t2 - t1 == pytest.approx(99 * toa + toa, rel=0.01)
+        assert tx.duty_wait_s == pytest.approx(99 * toa, rel=0.01)
+        assert tx.airtime_s == pytest.approx(2 * toa) and tx.frames_sent == 2
+
+    _run(scenario())
+
+
+def test_sensitivity_depends_on_spreading_factor():
+    async def scenario():
+        air = LoRaAir(Clock(1000))
+        heard = {7: [], 12: []}
+        for sf in (7, 12):
+            air.attach(Radio(f"rx{sf}", (10000, 0), Params(sf=sf),
+                             on_receive=lambda f, r, s, ok, p: heard[p.sf].append(s)))
+        far7 = air.attach(Radio("a", (0, 0), Params(sf=7)))
+        far12 = air.attach(Radio("b", (0, 1), Params(sf=12)))
+        await asyncio.gather(air.transmit(far7, b"x" * 10), air.transmit(far12, b"y" * 10))
+        # 10 km, exponent 2.7, 40 dB at 1 m: 14 dBm - 148 dB = -134 dBm; the noise floor
+        # at 125 kHz (NF 6 dB) is -117 dBm, so SNR -17 dB: under SF7's -7.5 dB floor,
+        # over SF12's -20 dB.
+        assert heard[7] == [] and len(heard[12]) == 1
+        assert air.lost == {"sensitivity": 1}
+
+    _run(scenario())
+
+
+def test_collisions_and_the_capture_effect():
+    async def scenario():
+        air = LoRaAir(Clock(1000))
+        got = []
+        air.attach(Radio("gw", (0, 0), Params(sf=7),
+                         on_receive=lambda f, *a: got.append(f)))
+        near = air.attach(Radio("near", (100, 0), Params(sf=7)))
+        far = air.attach(Radio("far", (3000, 0), Params(sf=7)))
+        twin = air.attach(Radio("twin", (0, 100), Params(sf=7)))
+        # Near and far overlap: the near one is > 6 dB stronger and is captured.
+        await asyncio.gather(air.transmit(near, b"near"), air.transmit(far, b"far!"))
+        assert got == [b"near"] and air.lost == {"collision": 1}
+        await asyncio.sleep(0.01)
+        # Equal strength: both are lost.
+        got.clear()
+        await asyncio.gather(air.transmit(near, b"n2"), air.transmit(twin, b"t2"))
+        assert got == [] and air.lost == {"collision": 3}
+        # Another spreading factor does not collide.
+        other = air.attach(Radio("sf9", (0, 100), Params(sf=9)))
+        got.clear()
+        air.attach(Radio("gw9", (0, 0), Params(sf=9), on_receive=lambda f, *a: got.append(f)))
+        await asyncio.gather(air.transmit(near, b"n3"), air.transmit(other, b"o3"))
+        assert sorted(got) == [b"n3", b"o3"]
+
+    _run(scenario())
+
+
+def test_corruption_reaches_the_receiver_flagged_and_every_frame_is_in_the_pcap(tmp_path):
+    async def scenario():
+        air = LoRaAir(Clock(1000), corrupt=1.0, seed=3, pcap=tmp_path / "air.pcap")
+        got = []
+        air.attach(Radio("rx", (100, 0), on_receive=lambda f, r, s, ok, p: got.append((f, ok))))
+        tx = air.attach(Radio("tx", (0, 0)))
+        await air.transmit(tx, b"hello")
+        air.close()
+        ((frame, ok),) = got
+        assert not ok and frame != b"hello" and len(frame) == 5
+        assert sum(bin(a ^ b).count("1") for a, b in zip(frame, b"hello", strict=True)) == 1
+
+    _run(scenario())
+    with open(tmp_path / "air.pcap", "rb") as f:
+        reader = dpkt.pcap.Reader(f)
+        assert reader.datalink() == 270
+        ((_, buf),) = list(reader)
+    assert buf[:4] == b"\x00\x00\x00\x0f" and buf[4:8] == (868_100_000).to_bytes(4, "big")
+    assert buf[8:10] == b"\x01\x07" and buf[14] == 0x12 and len(buf) == 15 + 5
