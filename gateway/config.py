@@ -12,6 +12,8 @@
     url = "semtech-udp://0.0.0.0:1680?rx1_delay=1"   # LoRa packet forwarders
     [[transport]]                    # a LoRa module on a UART, AT commands, P2P mode
     url = "serial-at:///dev/ttyUSB0?module=rak3172&sf=7&freq=868100000&baud=115200"
+    [[transport]]                    # BLE central: bumble on an HCI transport, or bleak
+    url = "ble://bumble?hci=usb:0&peers=F5:F4:F3:F2:F1:F0"
 
     [mqtt]                           # optional: uplinks and downlinks over MQTT
     url = "mqtt://127.0.0.1:1883"
@@ -34,7 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-TRANSPORT_SCHEMES = {"udp", "semtech-udp", "serial-at"}
+TRANSPORT_SCHEMES = {"udp", "semtech-udp", "serial-at", "ble"}
+BLE_BACKENDS = {"bumble", "bleak"}
 SERIAL_MODULES = {"rak3172"}
 
 
@@ -83,6 +86,8 @@ def parse_transport(url: str) -> TransportConfig:
     options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     if parts.scheme == "serial-at":
         return _serial_at(url, parts.netloc + parts.path, options)
+    if parts.scheme == "ble":
+        return _ble(url, parts.netloc, options)
     host, port = _host_port(parts.netloc, f"transport {url!r}")
     if "rx1_delay" in options:
         try:
@@ -109,6 +114,24 @@ def _serial_at(url: str, device: str, options: dict[str, str]) -> TransportConfi
         if key in options and (not options[key].isdigit() or not lo <= int(options[key]) <= hi):
             raise ConfigError(f"transport {url!r}: {key} must be an integer {lo}..{hi}")
     return TransportConfig(url, "serial-at", device, 0, options)
+
+
+def _ble(url: str, backend: str, options: dict[str, str]) -> TransportConfig:
+    if backend not in BLE_BACKENDS:
+        raise ConfigError(f"transport {url!r}: BLE back end {backend!r} is not one of "
+                          f"{', '.join(sorted(BLE_BACKENDS))} (ble://bumble?hci=usb:0 or "
+                          "ble://bleak)")
+    if backend == "bumble" and not options.get("hci"):
+        raise ConfigError(f"transport {url!r}: bumble needs hci=<transport> (e.g. usb:0)")
+    peers = [p for p in options.get("peers", "").split(",") if p]
+    if not peers:
+        raise ConfigError(f"transport {url!r}: peers=<address>,... names the devices")
+    for p in peers:
+        parts = p.split(":")
+        if len(parts) != 6 or not all(len(x) == 2 and all(c in "0123456789abcdefABCDEF"
+                                                          for c in x) for x in parts):
+            raise ConfigError(f"transport {url!r}: {p!r} is not a BLE address")
+    return TransportConfig(url, "ble", backend, 0, options)
 
 
 def load(path: str | Path) -> Config:

@@ -62,6 +62,12 @@ def build(cfg: Config) -> Gateway:
     for t in cfg.transports:
         if t.scheme == "udp":
             transports.append(UdpTransport(t.host, t.port, int(t.options.get("mtu", 222))))
+        elif t.scheme == "ble":
+            from sealink_gateway.transport.ble import BleakCentral, BleTransport, BumbleCentral
+
+            backend = (BumbleCentral(hci=t.options["hci"]) if t.host == "bumble"
+                       else BleakCentral(t.options.get("adapter")))
+            transports.append(BleTransport(backend, t.options["peers"].split(",")))
         elif t.scheme == "serial-at":
             o = t.options
             transports.append(SerialAtTransport(

@@ -229,7 +229,10 @@ class Gateway:
             key = device.static_key
             lookup = lambda _sid: key  # noqa: E731
         transport = self._transport(up.source)
-        channel = Channel(False, self._static, sid=sid, mtu=transport.max_frame,
+        # A link with its own negotiated frame size (BLE ATT MTU) says so.
+        per_link = getattr(transport, "max_frame_for", None)
+        mtu = per_link(up.source) if per_link else transport.max_frame
+        channel = Channel(False, self._static, sid=sid, mtu=mtu,
                           peer_lookup=lookup, retry_ms=self.retry_ms,
                           reliable_retries=self.reliable_retries)
         session = _Session(channel, transport, up.source, now)
