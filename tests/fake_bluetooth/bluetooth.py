@@ -21,7 +21,7 @@ class UUID:
         return isinstance(other, UUID) and other._s == self._s
 
     def __repr__(self):
-        return "UUID('%s')" % self._s
+        return "UUID('" + self._s + "')"
 
 
 class BLE:
