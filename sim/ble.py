@@ -121,9 +121,10 @@ class SealinkPeripheral:
 class BlePeripheralRadio:
     """The device-driver interface over the modeled peripheral (for Device)."""
 
-    def __init__(self, peripheral: SealinkPeripheral, mtu: int | None = None):
+    def __init__(self, peripheral: SealinkPeripheral, mtu: int | None = None, counters=None):
         self.peripheral = peripheral
         self._mtu = mtu
+        self.counters = counters  # a sim.lora.Radio whose frame counters to keep
 
     @property
     def mtu(self) -> int:
@@ -134,6 +135,9 @@ class BlePeripheralRadio:
 
     async def send(self, frame: bytes) -> None:
         await self.peripheral.send(frame)
+        if self.counters is not None:
+            self.counters.frames_sent += 1
+            self.counters.bytes_sent += len(frame)
 
     async def recv(self):
         return (await self.peripheral.recv(), 0, 0)

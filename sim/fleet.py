@@ -41,6 +41,7 @@ from sim.rak3172 import Rak3172Model
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build"
 BOARDS = {
+    "CPYTHON": "cpython",  # the device stack (lib/sealink) on CPython: BLE devices
     "UNIX": "unix",
     "QEMU_MPS2_AN385": ["qemu-system-arm", "-machine", "mps2-an385"],
     "QEMU_VIRT_RV32": ["qemu-system-riscv32", "-machine", "virt", "-bios", "none"],
@@ -78,6 +79,8 @@ class Scenario:
     devices: list[DeviceSpec]
     garbage_uart: list[str] = field(default_factory=list)  # device names
     modem_error_rate: dict[str, float] = field(default_factory=dict)
+    ble_drop: list[str] = field(default_factory=list)  # BLE devices whose link drops once
+    ble_interval_ms: float = 30.0
 
 
 def load_scenario(path: Path) -> Scenario:
@@ -94,6 +97,12 @@ def load_scenario(path: Path) -> Scenario:
         board = g.get("board")
         if board not in BOARDS:
             raise ScenarioError(f"{path}: board {board!r} is not one of {sorted(BOARDS)}")
+        radio = g.get("radio", "lora")
+        if radio not in ("lora", "ble"):
+            raise ScenarioError(f"{path}: radio {radio!r} is not lora or ble")
+        if (radio == "ble") != (board == "CPYTHON"):
+            raise ScenarioError(f"{path}: BLE devices run the stack on CPython (board "
+                                "CPYTHON; no BLE host stack builds for the firmware here)")
         sfs = g.get("sf", 7)
         sfs = sfs if isinstance(sfs, list) else [sfs]
         for sf in sfs:
@@ -107,7 +116,8 @@ def load_scenario(path: Path) -> Scenario:
                                       EU868_CHANNELS[n % len(EU868_CHANNELS)]))
     names = {d.name for d in devices}
     faults = data.get("faults", {})
-    for name in faults.get("uart_garbage", []) + list(faults.get("modem_error_rate", {})):
+    for name in (faults.get("uart_garbage", []) + list(faults.get("modem_error_rate", {}))
+                 + faults.get("ble_drop", [])):
         if name not in names:
             raise ScenarioError(f"{path}: fault for unknown device {name!r}")
     return Scenario(
@@ -118,6 +128,8 @@ def load_scenario(path: Path) -> Scenario:
         rx1_delay_s=float(s.get("rx1_delay_s", 1.0)),
         stagger_s=float(s.get("stagger_s", 0.0)), devices=devices,
         garbage_uart=list(faults.get("uart_garbage", [])),
+        ble_drop=list(faults.get("ble_drop", [])),
+        ble_interval_ms=float(s.get("ble_interval_ms", 30.0)),
         modem_error_rate={k: float(v) for k, v in faults.get("modem_error_rate", {}).items()})
 
 
@@ -140,6 +152,9 @@ class DeviceRun:
     booted_at: float = 0.0
     finished_at: float | None = None
     stderr: bytes = b""
+    task: asyncio.Task | None = None
+    peripheral: object = None
+    ble_drops: int = 0
 
 
 def _app_call(run: DeviceRun, scenario: Scenario, keystore: str | None) -> str:
@@ -205,8 +220,25 @@ class Fleet:
             stale.unlink()
         self.store = Store(out / "gateway.db")
         transport = SemtechUdpTransport("127.0.0.1", 0, rx1_delay_s=self.scenario.rx1_delay_s)
+        transports = [transport]
+        ble_specs = [d for d in self.scenario.devices if d.radio == "ble"]
+        if ble_specs:
+            from bumble.link import LocalLink
+
+            from sealink_gateway.transport.ble import BleTransport, BumbleCentral
+            from sim.ble import virtual_device
+
+            # The gateway's BLE central on a bumble virtual controller; each BLE
+            # device gets its own controller on the same virtual link.
+            self.ble_link = LocalLink()
+            self.ble_addresses = {d.name: f"F5:F4:F3:F2:F1:{i:02X}"
+                                  for i, d in enumerate(ble_specs)}
+            self.ble = BleTransport(BumbleCentral(virtual_device(
+                self.ble_link, "gateway", "F0:F1:F2:F3:F4:F5")),
+                list(self.ble_addresses.values()), reconnect_s=0.5)
+            transports.append(self.ble)
         self.gateway = Gateway(self.store, crypto.random_bytes(32),
-                               Authority.load_or_create(out / "authority.pem"), [transport],
+                               Authority.load_or_create(out / "authority.pem"), transports,
                                HandshakeLimiter(rate=100, per_s=10.0), retry_ms=4000)
         await self.gateway.start()
         self.concentrator = Concentrator(self.air, self.air.attach(
@@ -246,6 +278,10 @@ class Fleet:
         radio = self.air.attach(Radio(spec.name, pos, Params(freq=spec.freq, sf=spec.sf)))
         run = DeviceRun(spec, radio, token)
         self.runs.append(run)
+        if spec.radio == "ble":
+            self.air.radios.remove(radio)  # not on the LoRa air: its frames are counted
+            run.task = asyncio.ensure_future(self._run_ble(run))
+            return
         try:
             if spec.board == "UNIX":
                 await _start_unix(run, self.scenario, self.out)
@@ -266,6 +302,40 @@ class Fleet:
             # Line noise towards the device: its driver counts and ignores it.
             run.module.garbage(b"\x00\xffnoise\r\n+EVT:RXP2P:-1:2:ZZ\r\nAT_MAYBE\r\n")
         asyncio.ensure_future(self._wait_exit(run))
+
+    async def _run_ble(self, run: DeviceRun) -> None:
+        from sealink import app
+        from sealink.device import Device, Keystore
+        from sim.ble import BlePeripheralRadio, SealinkPeripheral, virtual_device
+
+        peripheral = SealinkPeripheral(virtual_device(
+            self.ble_link, run.spec.name, self.ble_addresses[run.spec.name]),
+            interval_ms=self.scenario.ble_interval_ms)
+        run.peripheral = peripheral
+        await peripheral.start()
+        while peripheral.mtu <= 23:  # the central connects and negotiates the MTU
+            await asyncio.sleep(0.05)
+        run.booted_at = time.monotonic()
+        run.state = "handshaking"
+        device = Device(BlePeripheralRadio(peripheral, counters=run.radio), Keystore(),
+                        {"token": run.token.encode(), "retry_ms": 1000, "max_retries": 8})
+        if run.spec.name in self.scenario.ble_drop:
+            asyncio.ensure_future(self._drop_ble_once(run, device))
+        result = await app.session(device, run.spec.board, self.scenario.messages,
+                                   int(self.scenario.interval_s * 1000), 60000, 1000, 2000)
+        if run.result is None:
+            run.result = result
+            run.state = "done" if result == "ok" else "failed"
+        run.finished_at = run.finished_at or time.monotonic()
+
+    async def _drop_ble_once(self, run: DeviceRun, device) -> None:
+        """The BLE link is lost once, after the handshake: the central reconnects and
+        the session carries on."""
+        while not device.connected:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        await run.peripheral.drop_connection()
+        run.ble_drops += 1
 
     async def _wait_exit(self, run: DeviceRun) -> None:
         run.stderr = await run.process.stderr.read()
@@ -310,6 +380,8 @@ class Fleet:
 
     async def _shutdown(self) -> None:
         for r in self.runs:
+            if r.task is not None and not r.task.done():
+                r.task.cancel()
             if r.process is not None and r.process.returncode is None:
                 # Give a finishing device a moment, then stop it.
                 try:
@@ -335,7 +407,9 @@ class Fleet:
             table.add_column(col, justify="left" if col in ("device", "board", "state")
                              else "right")
         for r in self.runs:
-            table.add_row(r.spec.name, r.spec.board, str(r.spec.sf), r.result or r.state,
+            table.add_row(r.spec.name, r.spec.board,
+                          str(r.spec.sf) if r.spec.radio == "lora" else "BLE",
+                          r.result or r.state,
                           str(r.radio.frames_sent), f"{r.radio.airtime_s:.2f}", str(r.uplinks))
         return table
 
@@ -362,6 +436,8 @@ class Fleet:
                 "messages_lost": max(0, (sent if r.command_acked else r.uplinks) - delivered),
                 "command_acknowledged": r.command_acked,
                 "lost_frames": dict(r.radio.lost),
+                "ble": ({"mtu": r.peripheral.mtu, "link_drops": r.ble_drops,
+                         **r.peripheral.stats} if r.peripheral is not None else None),
                 "modem": dict(r.module.stats) if r.module else {},
                 "modem_last_commands": list(r.module.history)[-12:] if r.module else [],
                 "stderr": r.stderr.decode(errors="replace")[-600:],
@@ -373,7 +449,8 @@ class Fleet:
             "wall_s": round(wall, 2), "modeled_s": round(modeled, 2),
             "ok": all(d["result"] == "ok" for d in devices), "devices": devices,
             "gateway": {"drops": dict(self.gateway.drops),
-                        "transport_drops": dict(self.gateway.transports[0].drops),
+                        "transport_drops": {t.name: dict(t.drops)
+                                            for t in self.gateway.transports},
                         "counters": dict(self.gateway.counters)},
             "concentrator": {"tx_errors": dict(self.concentrator.tx_errors),
                              "tx_kinds": dict(self.concentrator.tx_kinds),
@@ -392,7 +469,8 @@ def summary_table(summary: dict) -> Table:
         t.add_column(col, justify="left" if col in ("device", "board", "radio", "result")
                      else "right")
     for d in summary["devices"]:
-        t.add_row(d["name"], d["board"], d["radio"], str(d["sf"]),
+        t.add_row(d["name"], d["board"], d["radio"], str(d["sf"]) if d["radio"] == "lora"
+                  else "-",
                   "-" if d["handshake_ms"] is None else f"{d['handshake_ms']} ms",
                   str(d["handshake_frames"] or "-"),
                   "-" if d["handshake_airtime_s"] is None else f"{d['handshake_airtime_s']:.3f}",

@@ -1,8 +1,10 @@
 """The shortened demo: `python -m sim.fleet sim/scenarios/quick.toml` boots one
 Cortex-M3 and one RV32 board under QEMU and two unix-port devices, each with its modeled
 RAK3172, around an in-process gateway reached through the modeled concentrator over
-Semtech UDP.  One device gets line noise on its UART and another a module that fails
-sends; every device must still enroll, send, take its command and acknowledge it."""
+Semtech UDP, plus one device over the modeled BLE link (bumble virtual controllers).
+One device gets line noise on its UART, another a module that fails sends, and the BLE
+link drops once; every device must still enroll, send, take its command and
+acknowledge it."""
 
 import json
 import struct
@@ -30,17 +32,18 @@ def test_every_device_finishes(demo):
     r, out, summary = demo
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "Summary" in r.stdout and "unix-2" in r.stdout
-    assert summary["ok"] and len(summary["devices"]) == 4
+    assert summary["ok"] and len(summary["devices"]) == 5
     assert {d["board"] for d in summary["devices"]} == {"QEMU_MPS2_AN385", "QEMU_VIRT_RV32",
-                                                        "UNIX"}
+                                                        "UNIX", "CPYTHON"}
     for d in summary["devices"]:
         assert d["result"] == "ok" and d["command_acknowledged"], d
         # hello + 2 telemetry + the command's acknowledgement, all committed by the gateway
         assert d["messages_sent"] == d["messages_delivered"] == 4, d
-        assert d["handshake_ms"] > 0 and d["handshake_frames"] >= 2
-        assert 0 < d["handshake_airtime_s"] < d["airtime_s"]
-        assert d["frames_sent"] == len(d["airtime_log"]) and d["bytes_sent"] > 0
-    assert summary["gateway"]["counters"]["enrolled"] == 4
+        assert d["handshake_ms"] > 0 and d["handshake_frames"] >= 2 and d["bytes_sent"] > 0
+        if d["radio"] == "lora":
+            assert 0 < d["handshake_airtime_s"] < d["airtime_s"]
+            assert d["frames_sent"] == len(d["airtime_log"])
+    assert summary["gateway"]["counters"]["enrolled"] == 5
 
 
 def test_faults_were_injected_and_survived(demo):
@@ -49,11 +52,16 @@ def test_faults_were_injected_and_survived(demo):
     # The module that fails sends answered AT_ERROR, and the device still finished.
     assert devices["unix-2"]["modem"]["errors"] > 0
     assert devices["unix-2"]["result"] == "ok"
+    # The BLE link was lost once, counted by the gateway, and re-established.
+    assert devices["ble-1"]["ble"]["link_drops"] == 1 and devices["ble-1"]["ble"]["mtu"] == 247
+    assert summary["gateway"]["transport_drops"]["ble"] == {"disconnected": 1}
 
 
 def test_duty_cycle_is_kept_and_reported(demo):
     _, _, summary = demo
     for d in summary["devices"]:
+        if d["radio"] != "lora":
+            continue
         log = d["airtime_log"]
         # After a frame of T seconds the sub-band is off for 99 T (modeled time).
         for (start, toa), (next_start, _) in zip(log, log[1:], strict=False):

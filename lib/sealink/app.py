@@ -42,6 +42,16 @@ async def main(reader, writer, token=b"", sf=7, freq=868100000, board="", messag
         return "modem"
     device = Device(radio, Keystore(keystore), {"token": token, "retry_ms": retry_ms,
                                                 "max_retries": 8})
+    result = await session(device, board, messages, interval_ms, command_timeout_ms,
+                           retry_ms, poll_ms)
+    radio.close()
+    return result
+
+
+async def session(device, board="", messages=3, interval_ms=1000, command_timeout_ms=120000,
+                  retry_ms=3000, poll_ms=10000):
+    """The application proper, on any radio: connect, report, send telemetry, take a
+    command, acknowledge it, and wait until every uplink is acknowledged."""
     if not await _connect(device, 8, retry_ms):
         return "handshake"
     await device.send(b"hello board=%s hs_ms=%d frames=%d" % (
@@ -65,7 +75,6 @@ async def main(reader, writer, token=b"", sf=7, freq=868100000, board="", messag
     await device.send(b"done " + command)
     ok = await device.flush(120000)
     device.close()
-    radio.close()
     return "ok" if ok else "unacknowledged"
 
 
