@@ -418,10 +418,14 @@ class Gateway:
                     self._needs_poll.discard(sid)
                     self._drop("handshake_timeout")
                     continue
-                try:
-                    await self._send(session, session.channel.poll(self._now_ms()))
-                except SealinkError as e:
-                    self._drop("poll_failed", str(e))
+                windowed = getattr(session.transport, "needs_window", False)
+                if not (windowed and session.authorized):
+                    # (Through a class A medium an established session's downlinks go
+                    # out on the device's next frame, not on a timer: see _on_uplink.)
+                    try:
+                        await self._send(session, session.channel.poll(self._now_ms()))
+                    except SealinkError as e:
+                        self._drop("poll_failed", str(e))
                 reliable = session.channel._reliable_out
                 reliable.failed.clear()  # the store keeps the payloads
                 while reliable.failed_ids:

@@ -146,6 +146,7 @@ class DeviceRun:
     handshake_frames: int | None = None
     handshake_airtime_s: float | None = None
     uplinks: int = 0
+    telemetry: int = 0
     sent: int = 0
     command_acked: bool = False
     result: str | None = None
@@ -367,9 +368,11 @@ class Fleet:
                 run.handshake_airtime_s = round(sum(
                     toa for _, toa in run.radio.airtime_log[:run.handshake_frames]), 4)
                 run.state = "telemetry"
-            if text.startswith("t=") and run.uplinks == 1 + self.scenario.messages:
-                await self.gateway.send(message.device_id, COMMAND)
-                run.state = "commanded"
+            if text.startswith("t="):
+                run.telemetry += 1
+                if run.telemetry == self.scenario.messages:  # (uplinks may be reordered)
+                    await self.gateway.send(message.device_id, COMMAND)
+                    run.state = "commanded"
             if text == "done " + COMMAND.decode():
                 # The device received the command and acknowledged it: its run is
                 # complete (a QEMU board then idles in its REPL; a unix process exits).
@@ -391,8 +394,15 @@ class Fleet:
                     await r.process.wait()
             if r.module is not None:
                 r.module.stop()
+        for r in self.runs:
+            if r.peripheral is not None:
+                try:  # quiet the BLE controllers before the loop ends
+                    await r.peripheral.device.stop_advertising()
+                except Exception:  # noqa: BLE001 (not advertising)
+                    pass
         self.concentrator.stop()
         await self.gateway.stop()
+        await asyncio.sleep(0.3)  # let bumble's pending HCI commands complete
         self.store.close()
         self.air.close()
 

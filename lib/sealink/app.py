@@ -30,7 +30,7 @@ async def _connect(device, attempts, backoff_ms):
 
 async def main(reader, writer, token=b"", sf=7, freq=868100000, board="", messages=3,
                interval_ms=1000, keystore=None, command_timeout_ms=120000, retry_ms=3000,
-               poll_ms=10000):
+               poll_ms=5000):
     radio = Rak3172(reader, writer, freq=freq, sf=sf, timeout_ms=2000, retries=5)
     for _ in range(10):
         try:
@@ -49,7 +49,7 @@ async def main(reader, writer, token=b"", sf=7, freq=868100000, board="", messag
 
 
 async def session(device, board="", messages=3, interval_ms=1000, command_timeout_ms=120000,
-                  retry_ms=3000, poll_ms=10000):
+                  retry_ms=3000, poll_ms=5000):
     """The application proper, on any radio: connect, report, send telemetry, take a
     command, acknowledge it, and wait until every uplink is acknowledged."""
     if not await _connect(device, 8, retry_ms):

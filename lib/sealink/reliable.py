@@ -55,12 +55,21 @@ class ReliableSender:
         return done
 
     def pending(self, now_ms):
-        """Every body not yet acknowledged, to send again now (the medium has a receive
-        window open: the peer just transmitted).  Not counted as a retry: a window-less
-        medium must not exhaust the retries of a message it could not carry."""
+        """Every body not yet acknowledged, to send again now: for a medium that reaches
+        the peer only in the receive window after the peer transmitted (the caller then
+        sends on each of the peer's frames instead of on a timer).  Each counts as a
+        try; after max_retries the message is given up on, as with poll()."""
         out = []
-        for entry in self._pending.values():
+        for msg_id in list(self._pending):
+            entry = self._pending[msg_id]
+            if entry[2] >= self.max_retries:
+                del self._pending[msg_id]
+                self.failed.append(entry[0][1:])
+                self.failed_ids.append(msg_id)
+                continue
             entry[1] = now_ms
+            entry[2] += 1
+            self.retransmissions += 1
             out.append(entry[0])
         return out
 
