@@ -499,6 +499,8 @@ def plot_airtime(summary: dict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(9, 4.5))
     for d in summary["devices"]:
+        if d["radio"] != "lora":
+            continue  # BLE has no duty-cycled airtime to plot
         xs, ys, total = [0.0], [0.0], 0.0
         for start, toa in d["airtime_log"]:
             xs += [start, start + toa]
@@ -521,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=BUILD / "demo")
     args = parser.parse_args(argv)
     # A log or CI has no terminal width: lay the tables out for a wide page.
-    console = Console() if sys.stdout.isatty() else Console(width=150)
+    console = Console() if sys.stdout.isatty() else Console(width=170)
     try:
         scenario = load_scenario(args.scenario)
     except ScenarioError as e:
@@ -531,6 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = asyncio.run(Fleet(scenario, args.out, console).run())
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     plot_airtime(summary, args.out / "airtime.png")
+    console.print()
     console.print(summary_table(summary))
     console.print(f"wrote {args.out / 'summary.json'}, {args.out / 'airtime.png'}, "
                   f"{args.out / 'air.pcap'}")
