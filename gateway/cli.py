@@ -111,11 +111,17 @@ def device_show(ctx: click.Context, device_id: str, as_json: bool) -> None:
     d = _store(ctx).device(device_id)
     if d is None:
         raise click.ClickException(f"no device {device_id}")
+    sessions = _store(ctx).sessions(device_id)
     if as_json:
-        click.echo(json.dumps(d.as_json()))
+        click.echo(json.dumps(d.as_json() | {"sessions": sessions}))
         return
     for key, value in d.as_json().items():
         click.echo(f"{key:<12} {value}")
+    for x in sessions:
+        closed = (f"closed {_when(x['closed_at'])} ({x['close_reason']})" if x["closed_at"]
+                  else "open")
+        click.echo(f"session      sid {x['sid']} {x['pattern']} over {x['transport']}, "
+                   f"from {_when(x['established_at'])}, {closed}")
 
 
 @device.command("revoke")

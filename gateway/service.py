@@ -96,7 +96,7 @@ class Gateway:
         # Group commit: uplinks accepted in one turn of the event loop share a
         # transaction; their acknowledgements go out only after it commits.
         self._batch: list[tuple[_Session, bytes, Uplink, list[bytes]]] = []
-        self._audits: list[tuple[str, str | None, dict]] = []
+        self._audits: list = []  # deferred writes (callables) for the next group commit
         self._commit_scheduled = False
         self._status: dict[str, tuple[float, str]] = {}  # device id -> (read at, status)
         self._queued_hint = True  # downlinks may be queued (cleared when none are)
@@ -269,6 +269,9 @@ class Gateway:
         session.attributes = device.attributes
         # Routine: written with the next group commit rather than an fsync of its own.
         self._defer_audit("session.established", device.id, sid=sid, pattern=channel.pattern)
+        transport_name = session.transport.name
+        self._defer(lambda: self.store.session_opened(device.id, sid, channel.pattern,
+                                                      transport_name))
         # One session per device: an older one under another id is closed.
         old_sid = self._by_device.get(device.id)
         if old_sid is not None and old_sid != sid:
@@ -299,9 +302,13 @@ class Gateway:
         self._schedule_commit()
         return True
 
-    def _defer_audit(self, event: str, device_id: str | None, **detail) -> None:
-        self._audits.append((event, device_id, detail))
+    def _defer(self, action) -> None:
+        """A routine write, committed with the next group commit (no fsync of its own)."""
+        self._audits.append(action)
         self._schedule_commit()
+
+    def _defer_audit(self, event: str, device_id: str | None, **detail) -> None:
+        self._defer(lambda: self.store.audit(event, device_id, **detail))
 
     def _schedule_commit(self) -> None:
         """Group commit: everything accepted before the event loop's next turn (a whole
@@ -372,8 +379,13 @@ class Gateway:
         if session is not None:
             if session.device_id and self._by_device.get(session.device_id) == sid:
                 del self._by_device[session.device_id]
-            await session.transport.send(wire.header(wire.KIND_REJECT, reason, sid),
-                                         session.address, session.last_uplink)
+            if session.authorized:
+                why = {wire.REJECT_REVOKED: "revoked"}.get(reason, f"reject {reason}")
+                device_id = session.device_id
+                self._defer(lambda: self.store.session_closed(device_id, why))
+            await self._send_frame(session.transport, wire.header(wire.KIND_REJECT, reason,
+                                                                  sid),
+                                   session.address, session.last_uplink)
 
     def _collect_acks(self, session: _Session) -> None:
         acked = session.channel._reliable_out.acked

@@ -64,6 +64,20 @@ MIGRATIONS = [
         detail TEXT NOT NULL
     );
     """,
+    # 2: sessions, as operators see them (never their keys: those live only in memory).
+    """
+    CREATE TABLE sessions (
+        id INTEGER PRIMARY KEY,
+        device_id TEXT NOT NULL REFERENCES devices(id),
+        sid INTEGER NOT NULL,
+        pattern TEXT NOT NULL,
+        transport TEXT NOT NULL,
+        established_at REAL NOT NULL,
+        closed_at REAL,
+        close_reason TEXT
+    );
+    CREATE INDEX sessions_device ON sessions(device_id, id);
+    """,
 ]
 
 FIRST_SID, LAST_SID = 1, 0x7FFF  # enrolled devices; 0x8000.. are first-contact ids
@@ -248,15 +262,36 @@ class Store:
                               (device_id, payload, json.dumps(radio), time.time()))
         return cur.lastrowid
 
+    # --- sessions ---------------------------------------------------------------------
+
+    def session_opened(self, device_id: str, sid: int, pattern: str, transport: str) -> None:
+        """Record a new session; the device's earlier open one (if any) is superseded."""
+        now = time.time()
+        self.db.execute("UPDATE sessions SET closed_at = ?, close_reason = 'superseded'"
+                        " WHERE device_id = ? AND closed_at IS NULL", (now, device_id))
+        self.db.execute("INSERT INTO sessions (device_id, sid, pattern, transport,"
+                        " established_at) VALUES (?, ?, ?, ?, ?)",
+                        (device_id, sid, pattern, transport, now))
+
+    def session_closed(self, device_id: str, reason: str) -> None:
+        self.db.execute("UPDATE sessions SET closed_at = ?, close_reason = ?"
+                        " WHERE device_id = ? AND closed_at IS NULL",
+                        (time.time(), reason, device_id))
+
+    def sessions(self, device_id: str, limit: int = 10) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT * FROM sessions WHERE device_id = ?"
+                               " ORDER BY id DESC LIMIT ?", (device_id, limit))
+        return [dict(r) for r in rows]
+
     def add_uplinks(self, rows: list[tuple[str, bytes, dict[str, Any]]],
-                    audits: list[tuple[str, str | None, dict[str, Any]]] = ()) -> list[int]:
-        """Commit many uplinks (and audit entries) in one transaction (one fsync);
-        returns the uplinks' ids."""
+                    actions: list = ()) -> list[int]:
+        """Commit many uplinks, and other writes (callables: audit entries, session
+        records), in one transaction (one fsync); returns the uplinks' ids."""
         now = time.time()
         ids = []
         with self.transaction():
-            for event, device_id, detail in audits:
-                self.audit(event, device_id, **detail)
+            for action in actions:
+                action()
             for device_id, payload, radio in rows:
                 cur = self.db.execute("INSERT INTO uplinks (device_id, payload, radio,"
                                       " received_at) VALUES (?, ?, ?, ?)",

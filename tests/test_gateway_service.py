@@ -151,6 +151,13 @@ def test_enrollment_uplinks_downlinks_reconnect_revoke(env):
         assert dev2.rejects == [wire.REJECT_REVOKED]
         assert gw.store.uplinks(device.id)[-1]["payload"] == b"after reconnect"
         assert gw.drops["revoked"] == 1
+        # The store keeps the sessions as an operator sees them (no keys): the XX one
+        # superseded by the KK reconnect, which the revocation closed.
+        await asyncio.sleep(0.05)
+        kk, xx = gw.store.sessions(device.id)
+        assert (xx["pattern"], xx["close_reason"], xx["transport"]) == ("XX", "superseded",
+                                                                         "udp")
+        assert (kk["pattern"], kk["sid"], kk["close_reason"]) == ("KK", cred["sid"], "revoked")
         dev2.close()
         await gw.stop()
 
