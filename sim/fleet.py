@@ -535,6 +535,11 @@ def main(argv: list[str] | None = None) -> int:
     plot_airtime(summary, args.out / "airtime.png")
     console.print()
     console.print(summary_table(summary))
+    c = summary["concentrator"]
+    console.print(f"concentrator: {c['frames_sent']} downlink frames, {c['airtime_s']:.1f} s "
+                  f"on air = {100 * c['duty_cycle_used_of_hourly_budget']:.0f} % of a 1 % "
+                  "hourly budget (scheduled downlinks go out in their windows: accounted, "
+                  "not held)")
     console.print(f"wrote {args.out / 'summary.json'}, {args.out / 'airtime.png'}, "
                   f"{args.out / 'air.pcap'}")
     if not summary["ok"]:
