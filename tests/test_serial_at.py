@@ -137,6 +137,15 @@ def test_driver_reports_module_errors_and_silence():
         with pytest.raises(ModemError) as e:
             await radio.command("AT+P2P=1:2:3")
         assert e.value.status == "AT_PARAM_ERROR"
+        # Garbage from the device's side of the UART: the module answers it as the
+        # real one does, and the next command works.
+        before, noise = model.stats["errors"], radio.stats["garbage"]
+        a[1].write(b"\x00\xff\xfegarbage\r\n+++\r\n")
+        await asyncio.sleep(0.05)
+        assert model.stats["errors"] == before + 2
+        assert await radio.command("AT+NWM=?") == ["AT+NWM=0"]
+        # (The restart banner after AT+NWM=0 was counted too, 4 lines.)
+        assert noise == 4 and radio.stats["garbage"] == noise + 2  # two unasked replies
         model.silent = True
         with pytest.raises(ModemError) as e:
             await radio.command("AT")
