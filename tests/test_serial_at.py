@@ -139,6 +139,7 @@ def test_driver_reports_module_errors_and_silence():
         assert e.value.status == "AT_PARAM_ERROR"
         # Garbage from the device's side of the UART: the module answers it as the
         # real one does, and the next command works.
+        await asyncio.sleep(0.2)  # the restart banner after AT+NWM=0 has come and gone
         before, noise = model.stats["errors"], radio.stats["garbage"]
         a[1].write(b"\x00\xff\xfegarbage\r\n+++\r\n")
         await asyncio.sleep(0.05)
