@@ -65,6 +65,11 @@ class PrivateKey:
         self._obj = None
 
 
+def keeps_key_objects():
+    """True when the backend builds key objects worth keeping (see PrivateKey)."""
+    return getattr(_impl, "private_key", None) is not None
+
+
 def x25519(secret, public):
     if isinstance(secret, PrivateKey):
         secret = secret._for_backend()

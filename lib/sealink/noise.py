@@ -39,6 +39,26 @@ def _nonce(n):
     return b"\x00\x00\x00\x00" + n.to_bytes(8, "little")
 
 
+def _own_key(secret):
+    # Our copy of a private key: a crypto.PrivateKey where the backend keeps key objects
+    # (CPython: each DH would otherwise re-derive the key), a bare bytearray on a device,
+    # whose heap is small.
+    if crypto.keeps_key_objects():
+        return crypto.PrivateKey(secret)
+    return bytearray(secret)
+
+
+def _public(key):
+    return key.public if isinstance(key, crypto.PrivateKey) else crypto.x25519_base(key)
+
+
+def _wipe_key(key):
+    if isinstance(key, crypto.PrivateKey):
+        key.wipe()
+    else:
+        crypto.wipe(key)
+
+
 def _dh(private, public):
     try:
         return crypto.x25519(private, public)
@@ -182,16 +202,15 @@ class HandshakeState:
         pre_initiator, pre_responder, self._messages = pattern
         self.pattern = parts[1]
         self.initiator = bool(initiator)
-        # Keys are held as crypto.PrivateKey.  A PrivateKey passed in for s stays the
-        # caller's (a gateway's static key serves every handshake); copies made here
-        # are wiped when the handshake ends.
+        # A crypto.PrivateKey passed in for s stays the caller's (a gateway's static key
+        # serves every handshake); copies made here are wiped when the handshake ends.
         self._own_s = not isinstance(s, crypto.PrivateKey)
         if s is not None and self._own_s:
-            s = crypto.PrivateKey(s)
+            s = _own_key(s)
         self.s = s
-        self.s_pub = None if s is None else s.public
-        self.e = None if e is None else crypto.PrivateKey(e)
-        self.e_pub = None if e is None else self.e.public
+        self.s_pub = None if s is None else _public(s)
+        self.e = None if e is None else _own_key(e)
+        self.e_pub = None if e is None else _public(self.e)
         self.rs = None if rs is None else bytes(rs)
         self.re = None if re is None else bytes(re)
         self._index = 0
@@ -246,9 +265,9 @@ class HandshakeState:
         if self._index == len(self._messages):
             self._result = self.symmetric.split()
             if self.e is not None:
-                self.e.wipe()
+                _wipe_key(self.e)
             if self.s is not None and self._own_s:
-                self.s.wipe()
+                _wipe_key(self.s)
 
     def _dh_token(self, token):
         # es / se: the first letter is the initiator's key, the second the responder's.
@@ -273,8 +292,8 @@ class HandshakeState:
             for token in tokens:
                 if token == "e":
                     if self.e is None:
-                        self.e = crypto.PrivateKey(crypto.random_bytes(DHLEN))
-                        self.e_pub = self.e.public
+                        self.e = _own_key(crypto.random_bytes(DHLEN))
+                        self.e_pub = _public(self.e)
                     out += self.e_pub
                     self.symmetric.mix_hash(self.e_pub)
                 elif token == "s":

@@ -72,6 +72,10 @@ class Channel:
     """One end of a channel.  Feed it frames with receive(), send with send(), and call
     poll() now and then for retransmissions.  Times are milliseconds from any clock."""
 
+    # The reason code of a REJECT frame heard (initiator).  A class default: each
+    # instance attribute costs heap on a device (the instance's dict grows in steps).
+    reject_reason = None
+
     def __init__(self, initiator, s, rs=None, sid=0, mtu=51, peer_lookup=None,
                  rekey_after_ms=3600000, max_age_ms=86400000, retry_ms=2000, max_retries=5,
                  window=64, reliable_retries=6, handshake_payload=b""):
@@ -91,7 +95,6 @@ class Channel:
         self.handshake_payload = handshake_payload
         self.peer_payload = b""
         self.credential = None  # the gateway authority's credential, once received
-        self.reject_reason = None  # the reason code of a REJECT frame heard
         self.state = "idle"
         self.pattern = None
         self.handshake_hash = None
