@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 
 from sealink import wire
 from sealink.errors import SealinkError
+from sealink.keys import PrivateKey
 from sealink.reliable import DeliveryError
-from sealink.session import CONTROL_CREDENTIAL, Channel
+from sealink.session import CONTROL_CREDENTIAL, Channel, resend_unacknowledged
 from sealink_gateway.authority import Authority
 from sealink_gateway.store import LAST_SID, Store, TokenRefused
 from sealink_gateway.transport import Address, FrameTransport, TransportError, Uplink
@@ -100,10 +101,9 @@ class Gateway:
         self._commit_scheduled = False
         self._status: dict[str, tuple[float, str]] = {}  # device id -> (read at, status)
         self._queued_hint = True  # downlinks may be queued (cleared when none are)
-        from sealink import crypto
 
         # Loaded once: every handshake uses it twice or more (es, ss / se).
-        self._static = crypto.PrivateKey(static_key)
+        self._static = PrivateKey(static_key)
         self.public_key = self._static.public
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -201,7 +201,7 @@ class Gateway:
         if session.inflight and windowed and (payloads or replies or kind == wire.KIND_CONTROL):
             # The device just transmitted: its receive window is open for what it has
             # not acknowledged yet.
-            await self._send(session, session.channel.resend_unacknowledged(self._now_ms()))
+            await self._send(session, resend_unacknowledged(session.channel, self._now_ms()))
         if self.store_has_queued:
             await self._flush_downlinks()
 

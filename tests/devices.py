@@ -39,7 +39,7 @@ class DeviceError(Exception):
 # Read lines from stdin, each a base64-encoded block of Python, run each, and finish
 # every reply with a sentinel line so the host knows where the output ends.
 _UNIX_RUNNER = r"""
-import sys, binascii
+import sys, binascii, gc
 def _run():
     g = {"__name__": "__device__"}
     while True:
@@ -47,6 +47,8 @@ def _run():
         if not line:
             break
         code = binascii.a2b_base64(line.strip()).decode()
+        line = None
+        gc.collect()  # the runner's own garbage must not fragment a small heap
         try:
             exec(code, g)
             sys.stdout.write("\x04OK\n")

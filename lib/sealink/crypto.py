@@ -2,8 +2,8 @@
 #
 #   x25519(secret, public) -> 32 bytes         (RFC 7748; LowOrderPointError on all-zero)
 #   x25519_base(secret) -> 32 bytes            (public key of a secret)
-#   PrivateKey(secret)                         (a key kept for many DHs: x25519() takes
-#                                               it for `secret`; .public; .wipe())
+#   sealink.keys.PrivateKey(secret)            (CPython: a key kept for many DHs; x25519()
+#                                               takes it for `secret`; .public; .wipe())
 #   aead_encrypt(key, nonce, plaintext, aad=b"") -> ciphertext || tag
 #   aead_decrypt(key, nonce, ciphertext, aad=b"") -> plaintext  (AuthenticationError)
 #                                              (ChaCha20-Poly1305, RFC 8439, 96-bit nonce)
@@ -41,38 +41,15 @@ def _check(value, name, size=None):
         raise CryptoError("%s must be %d bytes, got %d" % (name, size, len(value)))
 
 
-class PrivateKey:
-    # An X25519 private key used for many DHs (a gateway's static key, a handshake's
-    # ephemeral key): its public key is derived once, and backends that keep their own
-    # key object (cryptography: OpenSSL's, which derives the public key on every load)
-    # build it once.  wipe() zeroes our copy and drops the backend's object (OpenSSL
-    # clears its copy when freed).
-    def __init__(self, secret):
-        _check(secret, "secret", KEY_SIZE)
-        self._secret = bytearray(secret)
-        self._impl = _impl
-        make = getattr(_impl, "private_key", None)
-        self._obj = make(self._secret) if make is not None else None
-        self.public = _impl.x25519_base(self._obj if self._obj is not None else self._secret)
-
-    def _for_backend(self):
-        if self._obj is not None and self._impl is _impl:
-            return self._obj
-        return self._secret
-
-    def wipe(self):
-        wipe(self._secret)
-        self._obj = None
-
-
 def keeps_key_objects():
-    """True when the backend builds key objects worth keeping (see PrivateKey)."""
+    """True when the backend builds key objects worth keeping (sealink.keys)."""
     return getattr(_impl, "private_key", None) is not None
 
 
 def x25519(secret, public):
-    if isinstance(secret, PrivateKey):
-        secret = secret._for_backend()
+    held = getattr(secret, "_for_backend", None)  # a sealink.keys.PrivateKey
+    if held is not None:
+        secret = held()
     else:
         _check(secret, "secret", KEY_SIZE)
     _check(public, "public", KEY_SIZE)

@@ -18,7 +18,7 @@ import time
 
 from sealink import crypto, fragment
 from sealink.errors import SealinkError
-from sealink.session import Channel
+from sealink.session import Channel, delivery_report, last_reliable_id, poll_frame
 
 try:
     _ticks = time.ticks_ms  # MicroPython
@@ -192,7 +192,7 @@ class Device:
         ch = self.channel
         if ch is None or ch.state != "established":
             return
-        acked, failed = ch.delivery_report()
+        acked, failed = delivery_report(ch)
         for i in acked:
             seq = self._in_flight.pop(i, None)
             if seq is not None:
@@ -286,7 +286,7 @@ class Device:
             if len(self._in_flight) >= 4:  # leave room in the peer's duplicate memory
                 return
             frames = ch.send_reliable(p, now_ms())
-            self._in_flight[ch.last_reliable_id] = seq
+            self._in_flight[last_reliable_id(ch)] = seq
             self.stats["sent"] += 1
             await self._tx(frames)
 
@@ -310,7 +310,7 @@ class Device:
         """Send an empty authenticated frame: on LoRa (class A) the gateway can answer
         only right after the device transmits, so a device waiting for commands pings."""
         if self.connected:
-            await self._tx(self.channel.poll_frame(now_ms()))
+            await self._tx(poll_frame(self.channel, now_ms()))
 
     @property
     def pending(self):

@@ -40,20 +40,26 @@ def _nonce(n):
 
 
 def _own_key(secret):
-    # Our copy of a private key: a crypto.PrivateKey where the backend keeps key objects
-    # (CPython: each DH would otherwise re-derive the key), a bare bytearray on a device,
-    # whose heap is small.
+    # Our copy of a private key: a sealink.keys.PrivateKey where the backend keeps key
+    # objects (CPython: each DH would otherwise re-derive the key), a bare bytearray on a
+    # device, whose heap is small.
     if crypto.keeps_key_objects():
-        return crypto.PrivateKey(secret)
+        from sealink.keys import PrivateKey
+
+        return PrivateKey(secret)
     return bytearray(secret)
 
 
 def _public(key):
-    return key.public if isinstance(key, crypto.PrivateKey) else crypto.x25519_base(key)
+    return key.public if _is_held(key) else crypto.x25519_base(key)
+
+
+def _is_held(key):
+    return getattr(key, "_for_backend", None) is not None
 
 
 def _wipe_key(key):
-    if isinstance(key, crypto.PrivateKey):
+    if _is_held(key):
         key.wipe()
     else:
         crypto.wipe(key)
@@ -202,9 +208,9 @@ class HandshakeState:
         pre_initiator, pre_responder, self._messages = pattern
         self.pattern = parts[1]
         self.initiator = bool(initiator)
-        # A crypto.PrivateKey passed in for s stays the caller's (a gateway's static key
-        # serves every handshake); copies made here are wiped when the handshake ends.
-        self._own_s = not isinstance(s, crypto.PrivateKey)
+        # A sealink.keys.PrivateKey passed in for s stays the caller's (a gateway's
+        # static key serves every handshake); copies made here are wiped at the end.
+        self._own_s = not _is_held(s)
         if s is not None and self._own_s:
             s = _own_key(s)
         self.s = s

@@ -247,33 +247,6 @@ class Channel:
         """Reliable payloads given up on after all retries (the application decides)."""
         return self._reliable_out.failed
 
-    def resend_unacknowledged(self, now_ms):
-        """Frames for every reliable message not yet acknowledged: for a medium that can
-        reach the peer only right after it transmitted (LoRa class A)."""
-        if self.state != "established":
-            return []
-        frames = []
-        for body in self._reliable_out.pending(now_ms):
-            frames += self.send(body, now_ms, wire.KIND_RELIABLE)
-        return frames
-
-    def poll_frame(self, now_ms):
-        """An authenticated frame that carries nothing: it gives the peer a receive
-        window to answer in."""
-        return self.send(CONTROL_POLL, now_ms, wire.KIND_CONTROL)
-
-    @property
-    def last_reliable_id(self):
-        """The message id send_reliable() gave its payload."""
-        return self._reliable_out.last_id
-
-    def delivery_report(self):
-        """(ids acknowledged, ids given up on) since the last call."""
-        out = self._reliable_out
-        acked, failed = out.acked, out.failed_ids
-        out.acked, out.failed_ids, out.failed = [], [], []
-        return acked, failed
-
     def _read_data(self, kind, bits, body):
         if self.state != "established":
             raise SessionError("data before the session is established")
@@ -358,3 +331,37 @@ class Channel:
         self._hs_sent_ms = now_ms
         self.frames_out += len(self._hs_last)
         return list(self._hs_last)
+
+
+# Helpers for devices and class A gateways, kept out of the Channel class: each entry in
+# a class's dict costs heap on a device (the dict grows in steps).
+
+
+def resend_unacknowledged(ch, now_ms):
+    """Frames for every reliable message `ch` has not had acknowledged: for a medium that
+    reaches the peer only right after it transmitted (LoRa class A)."""
+    if ch.state != "established":
+        return []
+    frames = []
+    for body in ch._reliable_out.pending(now_ms):
+        frames += ch.send(body, now_ms, wire.KIND_RELIABLE)
+    return frames
+
+
+def poll_frame(ch, now_ms):
+    """An authenticated frame that carries nothing: it gives the peer a receive window
+    to answer in."""
+    return ch.send(CONTROL_POLL, now_ms, wire.KIND_CONTROL)
+
+
+def last_reliable_id(ch):
+    """The message id send_reliable() gave its last payload."""
+    return ch._reliable_out.last_id
+
+
+def delivery_report(ch):
+    """(ids acknowledged, ids given up on) since the last call."""
+    out = ch._reliable_out
+    acked, failed = out.acked, out.failed_ids
+    out.acked, out.failed_ids, out.failed = [], [], []
+    return acked, failed
