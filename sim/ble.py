@@ -3,9 +3,14 @@ the gateway's central (another virtual controller on the same `LocalLink`).
 
 The peripheral runs the device side of the GATT service of `sealink_gateway.transport.
 ble`: frames the central writes to RX come out of `recv()`, frames given to `send()`
-are notified on TX.  The model adds what a radio link has: the negotiated ATT MTU
-(frames over MTU - 3 are refused), a connection interval (each frame waits for the next
-connection event) and loss of the connection (`drop_connection()`).
+are notified on TX.  The model adds what a radio link has: an advertising interval
+(the central finds the device, and finds it again after a lost link, by its
+advertisements), the negotiated ATT MTU (frames over MTU - 3 are refused; `max_mtu`
+models a device stack that takes less than the central asks for), a connection interval
+(each frame waits for the next connection event) and loss of the connection
+(`drop_connection()`).  A frame is notified only once the central has subscribed to
+TX: a send before that waits for the subscription (up to `subscribe_timeout_s`), and is
+then refused, never lost silently.
 
 `BlePeripheralRadio` gives it the device-driver interface (`mtu`, `start`, `send`,
 `recv`), so `sealink.device.Device` runs over it unchanged.
@@ -28,9 +33,12 @@ from sealink.drivers.rak3172 import ModemError
 from sealink_gateway.transport.ble import ATT_HEADER, RX_UUID, SERVICE_UUID, TX_UUID
 
 
-def virtual_device(link: LocalLink, name: str, address: str) -> Device:
-    """A bumble Device on its own virtual controller attached to `link`."""
+def virtual_device(link: LocalLink, name: str, address: str,
+                   adv_interval_ms: int = 100) -> Device:
+    """A bumble Device on its own virtual controller attached to `link` (the virtual
+    controller advertises every `adv_interval_ms`; its own default is 2 s)."""
     controller = Controller(name, link=link, public_address=address)
+    controller.advertising_interval = adv_interval_ms
     device = Device(address=Address(address), host=Host(controller,
                                                          AsyncPipeSink(controller)))
     device.name = name
@@ -38,9 +46,13 @@ def virtual_device(link: LocalLink, name: str, address: str) -> Device:
 
 
 class SealinkPeripheral:
-    def __init__(self, device: Device, interval_ms: float = 30.0, queue: int = 16):
+    def __init__(self, device: Device, interval_ms: float = 30.0, queue: int = 16,
+                 max_mtu: int | None = None, subscribe_timeout_s: float = 2.0):
         self.device = device
         self.interval_ms = interval_ms
+        self.subscribe_timeout_s = subscribe_timeout_s
+        if max_mtu is not None:
+            device.gatt_server.max_mtu = max_mtu
         self.connection = None
         self.mtu = 23
         self._inbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=queue)
@@ -54,7 +66,8 @@ class SealinkPeripheral:
                                  CharacteristicValue(write=self._written))
         device.add_service(Service(SERVICE_UUID, [self.rx, self.tx]))
         device.on("connection", self._connected)
-        self.connected = asyncio.Event()
+        self.tx.on("subscription", self._subscription)
+        self.connected = asyncio.Event()  # a central is connected and subscribed to TX
 
     async def start(self) -> None:
         await self.device.power_on()
@@ -72,7 +85,13 @@ class SealinkPeripheral:
         self.mtu = connection.att_mtu
         connection.on("connection_att_mtu_update", self._mtu_changed)
         connection.on("disconnection", self._disconnected)
-        self.connected.set()
+
+    def _subscription(self, connection, notify: bool, _indicate: bool) -> None:
+        if connection is self.connection:
+            if notify:
+                self.connected.set()
+            else:
+                self.connected.clear()
 
     def _mtu_changed(self) -> None:
         if self.connection is not None:
@@ -96,15 +115,25 @@ class SealinkPeripheral:
         return self.mtu - ATT_HEADER
 
     async def send(self, frame: bytes) -> None:
-        if self.connection is None:
+        if self.connection is not None and not self.connected.is_set():
+            try:  # connected, the central not subscribed yet
+                await asyncio.wait_for(self.connected.wait(), self.subscribe_timeout_s)
+            except TimeoutError:
+                pass
+        if self.connection is None or not self.connected.is_set():
             self.stats["refused"] += 1
-            raise ModemError("notify", "not connected")
+            raise ModemError("notify", "not connected" if self.connection is None
+                             else "central not subscribed to TX")
         if len(frame) > self.max_frame:
             self.stats["refused"] += 1
             raise ModemError("notify", f"frame of {len(frame)} bytes over the link's "
                              f"{self.max_frame} (ATT MTU {self.mtu})")
+        connection = self.connection
         await asyncio.sleep(self.interval_ms / 1000)  # the next connection event
-        await self.device.notify_subscriber(self.connection, self.tx, frame)
+        if connection is not self.connection:
+            self.stats["refused"] += 1
+            raise ModemError("notify", "link lost")
+        await self.device.notify_subscriber(connection, self.tx, frame)
         self.stats["notified"] += 1
 
     async def recv(self) -> bytes:
