@@ -22,14 +22,22 @@ from sealink import wire
 from sealink.errors import SealinkError
 from sealink.keys import PrivateKey
 from sealink.reliable import DeliveryError
-from sealink.session import CONTROL_CREDENTIAL, Channel, resend_unacknowledged
+from sealink.session import (
+    CONTROL_CREDENTIAL,
+    Channel,
+    answer_repeats_with,
+    resend_unacknowledged,
+)
 from sealink_gateway.authority import Authority
 from sealink_gateway.store import LAST_SID, Store, TokenRefused
 from sealink_gateway.transport import Address, FrameTransport, TransportError, Uplink
 
 logger = logging.getLogger(__name__)
 
-PENDING_TIMEOUT_S = 60.0
+# A half-open handshake is dropped after this long without a frame from its device.
+# EU868's 1 % duty cycle spaces an SF12 device's frames by 100x their time on air (up
+# to 247 s for 51 bytes), so a first contact in several fragments needs minutes.
+PENDING_TIMEOUT_S = 300.0
 STATUS_CACHE_S = 1.0  # a revocation (by another process) takes effect within this
 
 
@@ -51,6 +59,7 @@ class _Session:
     transport: FrameTransport
     address: Address
     created: float
+    last_heard: float = 0.0  # when its device last sent a frame (loop clock)
     device_id: str | None = None
     authorized: bool = False
     attributes: dict[str, str] = field(default_factory=dict)
@@ -78,8 +87,11 @@ class HandshakeLimiter:
 class Gateway:
     def __init__(self, store: Store, static_key: bytes, authority: Authority,
                  transports: list[FrameTransport], limiter: HandshakeLimiter | None = None,
-                 retry_ms: int = 2000, reliable_retries: int = 6):
+                 retry_ms: int = 2000, reliable_retries: int = 6, poll_s: float = 0.05,
+                 pending_timeout_s: float = PENDING_TIMEOUT_S):
         self.store = store
+        self.poll_s = poll_s  # retransmission and downlink-queue poll period
+        self.pending_timeout_s = pending_timeout_s
         self.static_key = static_key
         self.authority = authority
         self.transports = transports
@@ -88,7 +100,9 @@ class Gateway:
         self.reliable_retries = reliable_retries
         self.sessions: dict[int, _Session] = {}
         self._by_device: dict[str, int] = {}  # device id -> sid of its authorized session
-        self._needs_poll: set[int] = set()  # sids with a handshake or downlinks in flight
+        # sids with a handshake or downlinks in flight, polled in the order they came
+        # (a dict: the order does not depend on the sid values)
+        self._needs_poll: dict[int, None] = {}
         self.counters: collections.Counter[str] = collections.Counter()
         self.drops: collections.Counter[str] = collections.Counter()
         self._subscribers: list[asyncio.Queue[Message]] = []
@@ -128,8 +142,16 @@ class Gateway:
         logger.info("gateway stopped")
 
     @staticmethod
-    def _now_ms() -> int:
-        return int(time.monotonic() * 1000)
+    def _clock() -> float:
+        """Seconds on the event loop's clock: monotonic time, or the simulation's
+        discrete-event time when the gateway runs in one (sim/vtime.py).  Every timer
+        and timeout of the gateway reads this clock; wall time (time.time()) is used
+        only for records (audit, uplink and credential timestamps)."""
+        return asyncio.get_running_loop().time()
+
+    @classmethod
+    def _now_ms(cls) -> int:
+        return int(cls._clock() * 1000)
 
     def _drop(self, reason: str, detail: str = "") -> None:
         self.drops[reason] += 1
@@ -166,7 +188,7 @@ class Gateway:
         except wire.FrameError as e:
             self._drop("malformed_frame", str(e))
             return
-        now = time.time()
+        now = self._clock()
         session = self.sessions.get(sid)
         if session is None:
             session = await self._new_session(kind, bits, sid, up, now)
@@ -174,12 +196,16 @@ class Gateway:
                 return
         drops_before = dict(session.channel.drops)
         payloads, replies = session.channel.receive(up.frame, self._now_ms())
+        dropped = False
         for reason, n in session.channel.drops.items():
             if n > drops_before.get(reason, 0):
                 self._drop(reason, f"session {sid}")
+                dropped = True
+        if not dropped:
+            session.last_heard = now  # a frame its channel took: the handshake goes on
         if session.channel.state in ("failed", "idle") and not session.authorized:
             del self.sessions[sid]
-            self._needs_poll.discard(sid)
+            self._needs_poll.pop(sid, None)
             return
         if kind != wire.KIND_FRAGMENT or payloads or replies:
             session.address = up.source  # authenticated traffic: the device's address now
@@ -237,7 +263,7 @@ class Gateway:
                           reliable_retries=self.reliable_retries)
         session = _Session(channel, transport, up.source, now)
         self.sessions[sid] = session
-        self._needs_poll.add(sid)
+        self._needs_poll[sid] = None
         self.counters["handshakes_started"] += 1
         return session
 
@@ -255,8 +281,12 @@ class Gateway:
                 return False
             credential = self.authority.issue(device.sid, int(time.time()), static,
                                               self.public_key, device.attributes)
-            await self._send(session, channel.send(CONTROL_CREDENTIAL + credential,
-                                                   self._now_ms(), wire.KIND_CONTROL))
+            frames = channel.send(CONTROL_CREDENTIAL + credential, self._now_ms(),
+                                  wire.KIND_CONTROL)
+            # Should the credential be lost, the device repeats XX message 3: it gets the
+            # same frames again (the channel answers the repeat with them).
+            answer_repeats_with(channel, frames)
+            await self._send(session, frames)
             self.counters["enrolled"] += 1
         elif device.status != "active":
             self._drop("revoked")
@@ -280,7 +310,7 @@ class Gateway:
         return True
 
     def _device_status(self, device_id: str) -> str:
-        now = time.monotonic()
+        now = self._clock()
         cached = self._status.get(device_id)
         if cached is None or now - cached[0] > STATUS_CACHE_S:
             device = self.store.device(device_id)
@@ -412,28 +442,32 @@ class Gateway:
                 self._drop("downlink_failed", str(e))
                 continue
             session.inflight[session.channel._reliable_out.last_id] = downlink["id"]
-            self._needs_poll.add(self._by_device[downlink["device_id"]])
+            self._needs_poll[self._by_device[downlink["device_id"]]] = None
             self.store.set_downlink_state(downlink["id"], "sent")
             await self._send(session, frames)
 
     async def _poll_loop(self) -> None:
         while True:
-            await asyncio.sleep(0.05)
-            now = time.time()
+            await asyncio.sleep(self.poll_s)
+            now = self._clock()
             for sid in list(self._needs_poll):
                 session = self.sessions.get(sid)
                 if session is None:
-                    self._needs_poll.discard(sid)
+                    self._needs_poll.pop(sid, None)
                     continue
-                if not session.authorized and now - session.created > PENDING_TIMEOUT_S:
+                idle = now - max(session.created, session.last_heard)
+                if not session.authorized and idle > self.pending_timeout_s:
                     del self.sessions[sid]
-                    self._needs_poll.discard(sid)
+                    self._needs_poll.pop(sid, None)
                     self._drop("handshake_timeout")
                     continue
                 windowed = getattr(session.transport, "needs_window", False)
-                if not (windowed and session.authorized):
-                    # (Through a class A medium an established session's downlinks go
-                    # out on the device's next frame, not on a timer: see _on_uplink.)
+                if not windowed:
+                    # Through a class A medium nothing goes out on a timer: the device
+                    # hears us only right after it transmitted.  A lost handshake answer
+                    # is sent again when the device repeats its message (the channel
+                    # answers a repeated handshake message with its last answer), and an
+                    # established session's downlinks ride on its next frame (_on_uplink).
                     try:
                         await self._send(session, session.channel.poll(self._now_ms()))
                     except SealinkError as e:
@@ -448,5 +482,5 @@ class Gateway:
                                          downlink_id=downlink_id)
                         self.counters["downlinks_failed"] += 1
                 if session.authorized and reliable.in_flight == 0:
-                    self._needs_poll.discard(sid)
+                    self._needs_poll.pop(sid, None)
             await self._flush_downlinks()

@@ -32,26 +32,32 @@ EU868_CHANNELS = (868_100_000, 868_300_000, 868_500_000)  # the three default ch
 
 
 class Concentrator(asyncio.DatagramProtocol):
-    def __init__(self, air: LoRaAir, radio: Radio, gateway_addr: tuple[str, int],
-                 eui: bytes = bytes.fromhex("b827ebfffe5ea100"), keepalive_s: float = 5.0):
+    """`gateway_addr`: the gateway's UDP port on loopback; or, for a discrete-event run,
+    `endpoint`: an in-loop datagram path to it (sim.datagram.MemoryDatagramLink)."""
+
+    def __init__(self, air: LoRaAir, radio: Radio, gateway_addr: tuple[str, int] | None = None,
+                 eui: bytes = bytes.fromhex("b827ebfffe5ea100"), keepalive_s: float = 5.0,
+                 endpoint=None):
         self.air, self.radio = air, radio
         self.gateway_addr = gateway_addr
         self.eui = eui
         self.keepalive_s = keepalive_s
         radio.any_sf = True
         radio.channels = radio.channels or EU868_CHANNELS
+        radio.rx_iq_inverted = False  # it hears uplinks, not other gateways' downlinks
         radio.on_receive = self._heard
         self.stats = {"rxpk": 0, "txpk": 0, "tx_ack_errors": 0, "crc_bad": 0, "acks": 0}
-        self._transport: asyncio.DatagramTransport | None = None
+        self._transport = endpoint
         self._tasks: set[asyncio.Task] = set()
         self.tx_errors: dict[str, int] = {}
         self.tx_kinds: dict[str, int] = {}  # downlinks sent, by Sealink frame kind
         self._scheduled: list[tuple[float, float]] = []  # (start, end) of downlinks, modeled
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._transport, _ = await loop.create_datagram_endpoint(
-            lambda: self, local_addr=("127.0.0.1", 0))
+        if self._transport is None:
+            loop = asyncio.get_running_loop()
+            self._transport, _ = await loop.create_datagram_endpoint(
+                lambda: self, local_addr=("127.0.0.1", 0))
         self._spawn(self._keepalive())
 
     def stop(self) -> None:
@@ -84,7 +90,8 @@ class Concentrator(asyncio.DatagramProtocol):
         if not crc_ok:
             self.stats["crc_bad"] += 1
         self.stats["rxpk"] += 1
-        rxpk = {"tmst": self._tmst(self.air.clock.now()), "time": _iso(time.time()),
+        now = self.air.clock.now()
+        rxpk = {"tmst": self._tmst(now), "time": _iso(self.air.epoch + now),
                 "freq": p.freq / 1e6, "chan": 0, "rfch": 0, "stat": 1 if crc_ok else -1,
                 "modu": "LORA", "datr": f"SF{p.sf}BW{p.bw}", "codr": f"4/{p.cr + 4}",
                 "rssi": int(rssi), "lsnr": snr, "size": len(frame),
@@ -107,7 +114,8 @@ class Concentrator(asyncio.DatagramProtocol):
             frame = base64.b64decode(txpk["data"])
             sf = int(txpk["datr"][2:txpk["datr"].index("BW")])
             bw = int(txpk["datr"][txpk["datr"].index("BW") + 2:])
-            params = Params(int(round(txpk["freq"] * 1e6)), sf, bw, 1, 8, int(txpk["powe"]))
+            params = Params(int(round(txpk["freq"] * 1e6)), sf, bw, 1, 8, int(txpk["powe"]),
+                            bool(txpk.get("ipol", False)))
         except (ValueError, KeyError, TypeError):
             self._tx_ack(token, "TX_FREQ")
             return
@@ -152,7 +160,21 @@ class Concentrator(asyncio.DatagramProtocol):
 
     def duty_cycle_used(self, hours: float = 1.0) -> float:
         """Fraction of the sub-band budget used over the busiest `hours` window so far."""
-        return self.radio.airtime_s / (hours * 3600 * 0.01)
+        return busiest_window_s(self.radio.airtime_log, hours * 3600) / (hours * 3600 * 0.01)
+
+
+def busiest_window_s(airtime_log: list[tuple[float, float]], window_s: float) -> float:
+    """The most airtime in any `window_s` of modeled time (sliding, from each frame's
+    start), from a radio's (start, time on air) log."""
+    best, total, j = 0.0, 0.0, 0
+    log = sorted(airtime_log)
+    for start, toa in log:
+        total += toa
+        while log[j][0] <= start - window_s:
+            total -= log[j][1]
+            j += 1
+        best = max(best, total)
+    return best
 
 
 def _iso(t: float) -> str:

@@ -280,7 +280,7 @@ class Fleet:
         run = DeviceRun(spec, radio, token)
         self.runs.append(run)
         if spec.radio == "ble":
-            self.air.radios.remove(radio)  # not on the LoRa air: its frames are counted
+            self.air.detach(radio)  # not on the LoRa air: its frames are counted
             run.task = asyncio.ensure_future(self._run_ble(run))
             return
         try:

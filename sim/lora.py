@@ -2,9 +2,27 @@
 collisions with the capture effect, configurable loss and corruption, and a pcap of
 every frame (LoRaTap, link type 270) that Wireshark opens.
 
-Modeled time runs on `Clock`: `scale` modeled seconds pass per wall second, so an SF12
-duty-cycle wait of minutes can be compressed; every figure the model reports is in
-modeled time, and the duty-cycle rule is never skipped, only run faster.
+Time: every figure is read off `Clock`, which reads the running event loop's clock.
+In a discrete-event loop (`sim.vtime`, used by the model tests and the in-process
+cell) that clock advances only when every task waits, so results are exact and do not
+depend on the host.  With firmware processes in the loop (`sim.fleet`), the loop runs
+in wall time and `scale` modeled seconds pass per wall second: see docs/simulation.md.
+
+The reception and collision model follows LoRaSim (Bor et al., "Do LoRa Low-Power
+Wide-Area Networks Scale?", MSWiM 2016):
+- a frame is heard when its SNR at the receiver (log-distance path loss, thermal noise
+  floor of the bandwidth plus a 6 dB noise figure) is over the demodulation limit of
+  its spreading factor (SX126x datasheet values, SNR_FLOOR);
+- two frames interfere only on the same frequency, bandwidth and spreading factor
+  (different SFs are taken as orthogonal, as in LoRaSim);
+- of two overlapping frames, one that is `capture_db` (6 dB) stronger survives and the
+  weaker is lost; closer than that, both are lost (`capture_db=None`: any overlap loses
+  both, pure ALOHA);
+- with `critical_section`, an interferer that ends within the first n_preamble - 5
+  symbols of a frame does not hurt it (the receiver locks on the last 5 preamble
+  symbols).
+Where it differs from LoRaSim: the concentrator's 8 demodulation paths are not a
+limit, and frequencies are discrete channels (no partial overlap between channels).
 """
 
 from __future__ import annotations
@@ -45,7 +63,8 @@ def sub_band(freq_hz: int) -> str:
 
 
 class Clock:
-    """Modeled time: `scale` modeled seconds per wall second, from the first reading."""
+    """Modeled time: `scale` modeled seconds per second of the event loop's clock, from
+    the first reading (in a discrete-event loop, scale 1: the loop's time is modeled)."""
 
     def __init__(self, scale: float = 1.0):
         if scale <= 0:
@@ -75,6 +94,7 @@ class Params:
     cr: int = 1  # 1..4 for 4/5..4/8
     preamble: int = 8
     power: int = 14  # dBm
+    iq_inverted: bool = False  # downlinks are sent with inverted IQ (LoRaWAN convention)
 
     def channel(self) -> tuple[int, int, int]:
         return (self.freq, self.sf, self.bw)
@@ -83,7 +103,7 @@ class Params:
         return time_on_air_us(length, self.sf, self.bw * 1000, self.cr, self.preamble) / 1e6
 
 
-@dataclass
+@dataclass(eq=False)
 class Radio:
     """One transceiver on the air: a device's module or a concentrator."""
 
@@ -94,6 +114,10 @@ class Radio:
     any_sf: bool = False  # a concentrator demodulates every SF at once...
     channels: tuple[int, ...] = ()  # ...on each of these frequencies (empty: its own)
     listening: bool = True
+    # IQ polarity it receives: False (uplinks, as a concentrator), True (downlinks, as a
+    # class A device), None: either (the RAK3172 model, until its driver sets one).
+    rx_iq_inverted: bool | None = None
+    regulated: bool = True  # held to the duty cycle (False: theory checks only)
     # What the model measured for this radio (modeled seconds).
     frames_sent: int = 0
     bytes_sent: int = 0
@@ -103,6 +127,14 @@ class Radio:
     lost: dict[str, int] = field(default_factory=dict)
     airtime_log: list[tuple[float, float]] = field(default_factory=list)  # (start, toa)
     _tx_until: float = 0.0
+    _air: LoRaAir | None = None
+
+    def __setattr__(self, name, value):
+        object.__setattr__(self, name, value)
+        if name in ("params", "channels", "any_sf", "rx_iq_inverted"):
+            air = self.__dict__.get("_air")
+            if air is not None:
+                air._index = None  # who hears what has changed
 
 
 @dataclass
@@ -116,10 +148,18 @@ class _OnAir:
 class LoRaAir:
     def __init__(self, clock: Clock, loss: float = 0.0, corrupt: float = 0.0,
                  path_loss_exponent: float = 2.7, reference_loss_db: float = 40.0,
-                 seed: int | None = None, pcap: str | Path | None = None):
+                 seed: int | None = None, pcap: str | Path | None = None,
+                 reference_m: float = 1.0, capture_db: float | None = CAPTURE_DB,
+                 critical_section: bool = False):
         self.clock = clock
         self.loss, self.corrupt = loss, corrupt
-        self.exponent, self.ref_loss = path_loss_exponent, reference_loss_db
+        self.exponent, self.ref_loss, self.ref_m = (path_loss_exponent, reference_loss_db,
+                                                    reference_m)
+        self.capture_db = capture_db
+        self.critical_section = critical_section
+        self._index: dict | None = None  # (freq, sf, iq) -> radios that hear it
+        # on_outcome(sender, receiver, params, "ok" or why lost): every reception decided
+        self.on_outcome: Callable[[Radio, Radio, Params, str], None] | None = None
         self.rng = random.Random(seed)
         self.radios: list[Radio] = []
         self._on_air: list[_OnAir] = []
@@ -136,7 +176,27 @@ class LoRaAir:
 
     def attach(self, radio: Radio) -> Radio:
         self.radios.append(radio)
+        radio._air = self
+        self._index = None
         return radio
+
+    def detach(self, radio: Radio) -> None:
+        self.radios.remove(radio)
+        radio._air = None
+        self._index = None
+
+    def _listeners(self, p: Params) -> list[Radio]:
+        """The radios tuned to hear a frame sent with `p`, in attach order."""
+        if self._index is None:
+            index: dict = {}
+            for r in self.radios:
+                freqs = r.channels or (r.params.freq,)
+                sfs = range(7, 13) if r.any_sf else (r.params.sf,)
+                iqs = (False, True) if r.rx_iq_inverted is None else (r.rx_iq_inverted,)
+                for key in ((f, s, iq, r.params.bw) for f in freqs for s in sfs for iq in iqs):
+                    index.setdefault(key, []).append(r)
+            self._index = index
+        return self._index.get((p.freq, p.sf, p.iq_inverted, p.bw), [])
 
     def close(self) -> None:
         if self._pcap_file is not None:
@@ -145,17 +205,22 @@ class LoRaAir:
 
     # --- propagation ----------------------------------------------------------------------
 
+    def path_loss_db(self, d: float) -> float:
+        """Log-distance path loss: reference_loss_db at reference_m, then exponent."""
+        return self.ref_loss + 10 * self.exponent * math.log10(max(d, self.ref_m) / self.ref_m)
+
     def rssi(self, a: Radio, b: Radio, power: int) -> float:
-        d = max(1.0, math.dist(a.position, b.position))
-        return power - (self.ref_loss + 10 * self.exponent * math.log10(d))
+        return power - self.path_loss_db(math.dist(a.position, b.position))
 
     @staticmethod
     def noise_floor(bw_khz: int) -> float:
         return -174 + 10 * math.log10(bw_khz * 1000) + NOISE_FIGURE_DB
 
-    def _count(self, radio: Radio, reason: str) -> None:
+    def _count(self, radio: Radio, reason: str, entry: _OnAir | None = None) -> None:
         radio.lost[reason] = radio.lost.get(reason, 0) + 1
         self.lost[reason] = self.lost.get(reason, 0) + 1
+        if self.on_outcome is not None and entry is not None:
+            self.on_outcome(entry.sender, radio, entry.params, reason)
 
     # --- transmission ---------------------------------------------------------------------
 
@@ -163,6 +228,8 @@ class LoRaAir:
         """Hold until the sub-band's 1 % budget allows the next frame (after a frame of
         T seconds the band is off for 99 T); returns the modeled wait."""
         band = sub_band(params.freq)
+        if not radio.regulated:
+            return 0.0
         wait = radio.band_free_at.get(band, 0.0) - self.clock.now()
         if wait > 0:
             radio.duty_wait_s += wait
@@ -202,44 +269,47 @@ class LoRaAir:
         now = self.clock.now()
         # Forget transmissions that can no longer overlap anything on the air.
         self._on_air = [o for o in self._on_air if o.end > now - 60 or o is entry]
+        # Frames that overlap this one on its channel (the same for every receiver).
+        lock_s = (max(0, p.preamble - 5) * (2 ** p.sf) / (p.bw * 1000)
+                  if self.critical_section else 0.0)
+        rivals = [o for o in self._on_air if o is not entry
+                  and o.params.channel() == p.channel()
+                  and o.end > entry.start + lock_s and o.start < entry.end]
         corrupted = self.rng.random() < self.corrupt
         body = frame
         if corrupted:
             i = self.rng.randrange(len(frame))
             body = frame[:i] + bytes((frame[i] ^ (1 << self.rng.randrange(8)),)) + frame[i + 1:]
         self._write_pcap(entry, body)
-        for rx in self.radios:
+        for rx in self._listeners(p):
             if rx is entry.sender or rx.on_receive is None or not rx.listening:
                 continue
-            if rx.params.bw != p.bw or (p.freq not in rx.channels if rx.channels
-                                        else rx.params.freq != p.freq):
-                continue
-            if not rx.any_sf and rx.params.sf != p.sf:
-                continue
             if rx._tx_until > entry.start:  # half duplex: it was sending
-                self._count(rx, "half_duplex")
+                self._count(rx, "half_duplex", entry)
                 continue
             rssi = self.rssi(entry.sender, rx, p.power)
             snr = rssi - self.noise_floor(p.bw)
             if snr < SNR_FLOOR[p.sf]:
-                self._count(rx, "sensitivity")
+                self._count(rx, "sensitivity", entry)
                 continue
-            if any(self._collides(o, entry, rx, rssi) for o in self._on_air):
-                self._count(rx, "collision")
+            if any(self._collides(o, rx, rssi) for o in rivals):
+                self._count(rx, "collision", entry)
                 continue
             if self.rng.random() < self.loss:
-                self._count(rx, "loss")
+                self._count(rx, "loss", entry)
                 continue
+            if self.on_outcome is not None:
+                self.on_outcome(entry.sender, rx, p, "ok" if not corrupted else "corrupted")
             rx.on_receive(body, round(rssi, 1), round(snr, 1), not corrupted, p)
 
-    def _collides(self, other: _OnAir, this: _OnAir, rx: Radio, rssi: float) -> bool:
-        if other is this or other.sender is rx:
+    def _collides(self, other: _OnAir, rx: Radio, rssi: float) -> bool:
+        """Does `other` (on the same channel, overlapping) destroy a frame heard at
+        `rssi` by `rx`?"""
+        if other.sender is rx:
             return False
-        if other.params.channel() != this.params.channel():
-            return False  # different SFs are (nearly) orthogonal
-        if other.end <= this.start or other.start >= this.end:
-            return False
-        return rssi - self.rssi(other.sender, rx, other.params.power) < CAPTURE_DB
+        if self.capture_db is None:
+            return True
+        return rssi - self.rssi(other.sender, rx, other.params.power) < self.capture_db
 
     def _write_pcap(self, entry: _OnAir, frame: bytes) -> None:
         """Every frame on the air, once, with the signal at the nearest other radio."""

@@ -268,6 +268,8 @@ def test_reliable_delivery_exactly_once(seed, loss, dup):
 def test_reliable_gives_up_and_reports():
     dev, gw = _pair(51, retry_ms=100, reliable_retries=2)
     _handshake(dev, gw)
+    for f in gw.send(b"hello", 0):  # the gateway's first frame confirms the session
+        dev.receive(f, 0)
     dev.send_reliable(b"into the void", 0)  # never delivered: the link is down
     for t in range(0, 10000, 100):
         dev.poll(t)
@@ -308,3 +310,44 @@ def test_wire_parser_raises_only_frame_errors(frame):
     except wire.FrameError:
         return
     assert 0 <= sid < 65536 and 0 <= bits < 32 and body == frame[3:]
+
+
+def test_lost_final_handshake_message_is_repeated_until_the_responder_answers():
+    """XX message 3 completes the handshake at the initiator; when it is lost the
+    responder never answers.  The initiator repeats it (with backoff) until the first
+    authenticated frame from the responder arrives, and the responder answers a repeat
+    with what it sent first (the gateway's credential)."""
+    from sealink.session import answer_repeats_with, next_poll_ms
+
+    dev, gw = _pair(51, retry_ms=1000)
+    msg1 = dev.connect(0)
+    msg2 = [r for f in msg1 for r in gw.receive(f, 0)[1]]
+    msg3 = [r for f in msg2 for r in dev.receive(f, 0)[1]]
+    assert dev.state == "established" and gw.state == "handshaking"
+    # Message 3 is lost.  Nothing comes back; the device repeats it when due.
+    assert next_poll_ms(dev, 0) == 1000 and dev.poll(999) == []
+    repeat = dev.poll(1000)
+    assert repeat == msg3
+    for f in repeat:
+        assert gw.receive(f, 1000) == ([], [])
+    assert gw.state == "established"
+    first = gw.send(b"credential", 1000)
+    answer_repeats_with(gw, first)
+    # That answer is lost too: the next repeat of message 3 gets it again.
+    repeat = dev.poll(1000 + 2000)
+    assert repeat == msg3
+    again = [r for f in repeat for r in gw.receive(f, 3000)[1]]
+    assert again == first
+    payloads = [p for f in again for p in dev.receive(f, 3000)[0]]
+    assert payloads == [b"credential"] and not dev.unconfirmed
+    assert dev.poll(100000) == [] and next_poll_ms(dev, 100000) is None
+
+
+def test_unconfirmed_handshake_fails_after_its_retries():
+    dev, gw = _pair(51, retry_ms=100)
+    for f in dev.connect(0):
+        for r in gw.receive(f, 0)[1]:
+            dev.receive(r, 0)  # message 3 goes nowhere
+    for t in range(0, 100000, 100):
+        dev.poll(t)
+    assert dev.state == "failed"

@@ -1,5 +1,8 @@
 """The modeled LoRa air against hand-computed values: time on air (Semtech formula),
-the EU868 duty cycle, sensitivity, collisions with capture, corruption and the pcap."""
+the EU868 duty cycle, sensitivity, collisions with capture, corruption and the pcap.
+
+Every scenario runs in discrete-event time (sim.vtime): modeled instants are exact,
+whatever the host is doing, so the assertions are equalities."""
 
 import asyncio
 
@@ -7,6 +10,7 @@ import dpkt
 import pytest
 
 from sealink.lora import EU868_MAX_PAYLOAD, time_on_air_us
+from sim import vtime
 from sim.lora import Clock, LoRaAir, Params, Radio, sub_band
 
 # Hand-computed, BW 125 kHz, CR 4/5, 8-symbol preamble, explicit header, CRC on:
@@ -34,20 +38,20 @@ def test_payload_limits_and_sub_bands():
         "g1", "g1", "g2", "g3"]
 
     async def over_limit():
-        air = LoRaAir(Clock(1000))
+        air = LoRaAir(Clock())
         with pytest.raises(ValueError, match="SF12 limit"):
             await air.transmit(air.attach(Radio("a", (0, 0), Params(sf=12))), bytes(52))
 
-    asyncio.run(over_limit())
+    vtime.run(over_limit())
 
 
 def _run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 30))
+    return vtime.run(coro)
 
 
 def test_duty_cycle_holds_the_next_frame_in_modeled_time():
     async def scenario():
-        clock = Clock(1000.0)  # 1000 modeled seconds per wall second
+        clock = Clock()
         air = LoRaAir(clock)
         tx = air.attach(Radio("tx", (0, 0), Params(sf=12)))
         got = []
@@ -57,8 +61,10 @@ def test_duty_cycle_holds_the_next_frame_in_modeled_time():
         await air.transmit(tx, b"b" * 51)
         (t1, _), (t2, _) = got
         toa = 2.465792
-        assert t2 - t1 == pytest.approx(99 * toa + toa, rel=0.01)
-        assert tx.duty_wait_s == pytest.approx(99 * toa, rel=0.01)
+        # The first frame ends at toa; the band reopens 100 toa after it started.
+        assert t1 == pytest.approx(toa, abs=1e-6)
+        assert t2 - t1 == pytest.approx(100 * toa, abs=1e-6)
+        assert tx.duty_wait_s == pytest.approx(99 * toa, abs=1e-6)
         assert tx.airtime_s == pytest.approx(2 * toa) and tx.frames_sent == 2
 
     _run(scenario())
@@ -66,7 +72,7 @@ def test_duty_cycle_holds_the_next_frame_in_modeled_time():
 
 def test_sensitivity_depends_on_spreading_factor():
     async def scenario():
-        air = LoRaAir(Clock(1000))
+        air = LoRaAir(Clock())
         heard = {7: [], 12: []}
         for sf in (7, 12):
             air.attach(Radio(f"rx{sf}", (10000, 0), Params(sf=sf),
@@ -85,7 +91,7 @@ def test_sensitivity_depends_on_spreading_factor():
 
 def test_collisions_and_the_capture_effect():
     async def scenario():
-        air = LoRaAir(Clock(1000))
+        air = LoRaAir(Clock())
         got = []
         air.attach(Radio("gw", (0, 0), Params(sf=7),
                          on_receive=lambda f, *a: got.append(f)))
@@ -95,24 +101,26 @@ def test_collisions_and_the_capture_effect():
         # Near and far overlap: the near one is > 6 dB stronger and is captured.
         await asyncio.gather(air.transmit(near, b"near"), air.transmit(far, b"far!"))
         assert got == [b"near"] and air.lost == {"collision": 1}
-        await asyncio.sleep(0.01)
+        # (near and far are now held by the duty cycle: fresh radios from here on.)
         # Equal strength: both are lost.
         got.clear()
-        await asyncio.gather(air.transmit(near, b"n2"), air.transmit(twin, b"t2"))
+        west = air.attach(Radio("west", (0, -100), Params(sf=7)))
+        await asyncio.gather(air.transmit(west, b"w2"), air.transmit(twin, b"t2"))
         assert got == [] and air.lost == {"collision": 3}
         # Another spreading factor does not collide.
+        south = air.attach(Radio("south", (-100, 0), Params(sf=7)))
         other = air.attach(Radio("sf9", (0, 100), Params(sf=9)))
         got.clear()
         air.attach(Radio("gw9", (0, 0), Params(sf=9), on_receive=lambda f, *a: got.append(f)))
-        await asyncio.gather(air.transmit(near, b"n3"), air.transmit(other, b"o3"))
-        assert sorted(got) == [b"n3", b"o3"]
+        await asyncio.gather(air.transmit(south, b"s3"), air.transmit(other, b"o3"))
+        assert sorted(got) == [b"o3", b"s3"] and air.lost == {"collision": 3}
 
     _run(scenario())
 
 
 def test_corruption_reaches_the_receiver_flagged_and_every_frame_is_in_the_pcap(tmp_path):
     async def scenario():
-        air = LoRaAir(Clock(1000), corrupt=1.0, seed=3, pcap=tmp_path / "air.pcap")
+        air = LoRaAir(Clock(), corrupt=1.0, seed=3, pcap=tmp_path / "air.pcap")
         got = []
         air.attach(Radio("rx", (100, 0), on_receive=lambda f, r, s, ok, p: got.append((f, ok))))
         tx = air.attach(Radio("tx", (0, 0)))
@@ -129,3 +137,71 @@ def test_corruption_reaches_the_receiver_flagged_and_every_frame_is_in_the_pcap(
         ((_, buf),) = list(reader)
     assert buf[:4] == b"\x00\x00\x00\x0f" and buf[4:8] == (868_100_000).to_bytes(4, "big")
     assert buf[8:10] == b"\x01\x07" and buf[14] == 0x12 and len(buf) == 15 + 5
+
+
+def test_pure_aloha_without_capture_and_capture_with_it():
+    """capture_db=None: any overlap loses both frames, whatever their strengths."""
+    async def scenario(capture_db):
+        air = LoRaAir(Clock(), capture_db=capture_db)
+        got = []
+        air.attach(Radio("gw", (0, 0), Params(sf=7), on_receive=lambda f, *a: got.append(f)))
+        near = air.attach(Radio("near", (100, 0), Params(sf=7)))
+        far = air.attach(Radio("far", (3000, 0), Params(sf=7)))
+
+        async def late():
+            await asyncio.sleep(0.01)  # starts while "near" is still on the air
+            await air.transmit(far, b"far!")
+
+        await asyncio.gather(air.transmit(near, b"near"), late())
+        return got, dict(air.lost)
+
+    assert _run(scenario(None)) == ([], {"collision": 2})
+    assert _run(scenario(6.0)) == ([b"near"], {"collision": 1})
+
+
+def test_critical_section_spares_a_frame_whose_preamble_start_was_hit():
+    """LoRaSim's timing rule: an interferer that ends within the first n_preamble - 5
+    symbols of a frame does not destroy it; one that ends later does."""
+    sym = 2 ** 7 / 125_000  # SF7 symbol time
+    toa = Params(sf=7).time_on_air_s(10)
+
+    async def scenario(offset):
+        air = LoRaAir(Clock(), capture_db=None, critical_section=True)
+        got = []
+        air.attach(Radio("gw", (0, 0), Params(sf=7), on_receive=lambda f, *a: got.append(f)))
+        a = air.attach(Radio("a", (100, 0), Params(sf=7)))
+        b = air.attach(Radio("b", (0, 100), Params(sf=7)))
+
+        async def second():
+            await asyncio.sleep(offset)
+            await air.transmit(b, b"b" * 10)
+
+        await asyncio.gather(air.transmit(a, b"a" * 10), second())
+        return got
+
+    # b starts 1 symbol before a ends: a's first 3 preamble symbols are the only part of
+    # b that overlaps (a ends first) -> b survives; a, hit in its payload, is lost.
+    assert _run(scenario(toa - 1 * sym)) == [b"b" * 10]
+    # b starts 4 symbols before a ends: it overlaps b's critical section -> both lost.
+    assert _run(scenario(toa - 4 * sym)) == []
+
+
+def test_iq_polarity_separates_uplinks_from_downlinks():
+    async def scenario():
+        air = LoRaAir(Clock())
+        heard = {"gw": [], "dev": []}
+        gw = air.attach(Radio("gw", (0, 0), Params(sf=7), rx_iq_inverted=False,
+                              on_receive=lambda f, *a: heard["gw"].append(f)))
+        dev = air.attach(Radio("dev", (100, 0), Params(sf=7), rx_iq_inverted=True,
+                               on_receive=lambda f, *a: heard["dev"].append(f)))
+        other = air.attach(Radio("other", (0, 100), Params(sf=7)))
+        await air.transmit(other, b"up")  # normal IQ: the gateway hears it, not dev
+        await air.transmit(gw, b"down", Params(sf=7, iq_inverted=True))
+        # Retuned (a new SF): the index of who hears what follows.
+        dev.params = Params(sf=9)
+        await air.transmit(gw, b"sf9", Params(sf=9, iq_inverted=True))
+        await air.transmit(gw, b"sf7", Params(sf=7, iq_inverted=True))
+        del dev
+        return heard
+
+    assert _run(scenario()) == {"gw": [b"up"], "dev": [b"down", b"sf9"]}

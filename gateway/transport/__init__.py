@@ -103,11 +103,15 @@ class DatagramTransportBase:
         self._handler: FrameHandler | None = None
         self._tasks: set[asyncio.Task] = set()
         self._pending: list[Uplink] = []
+        self.endpoint: Any = None  # set: start() attaches to it instead of a socket
 
     def _drop(self, reason: str) -> None:
         self.drops[reason] = self.drops.get(reason, 0) + 1
 
     async def start(self, handler: FrameHandler) -> None:
+        if self.endpoint is not None:
+            await self.attach(handler, self.endpoint)
+            return
         self._handler = handler
         infos = await asyncio.get_running_loop().getaddrinfo(
             self.host, self.port, type=socket.SOCK_DGRAM)
@@ -139,6 +143,19 @@ class DatagramTransportBase:
             except OSError:
                 continue
 
+    async def attach(self, handler: FrameHandler, endpoint: Any) -> None:
+        """Start on an endpoint that is not a kernel socket: anything with
+        `sendto(data, addr)`, which hands this transport its datagrams with `feed()`.
+        The simulation's discrete-event runs use it (sim/datagram.py): a datagram in a
+        kernel buffer is invisible to a loop deciding that every party is waiting."""
+        self._handler = handler
+        self._transport = endpoint
+
+    def feed(self, data: bytes, addr) -> None:
+        """One datagram from an attached endpoint, handled as if read from the socket."""
+        self.datagram_received(data, addr)
+        self._dispatch()
+
     def _readable(self) -> None:
         for _ in range(BATCH):
             try:
@@ -149,6 +166,9 @@ class DatagramTransportBase:
                 self._drop("socket_error")
                 continue
             self.datagram_received(data, addr)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
         if self._pending:
             batch, self._pending = self._pending, []
             task = asyncio.ensure_future(self._handle(batch))
@@ -177,4 +197,4 @@ class DatagramTransportBase:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
-            self._transport = None
+        self._transport = None

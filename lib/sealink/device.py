@@ -18,7 +18,14 @@ import time
 
 from sealink import crypto, fragment
 from sealink.errors import SealinkError
-from sealink.session import Channel, delivery_report, last_reliable_id, poll_frame
+from sealink.session import (
+    Channel,
+    delivery_report,
+    last_reliable_id,
+    next_poll_ms,
+    poll_frame,
+    restamp,
+)
 
 try:
     _ticks = time.ticks_ms  # MicroPython
@@ -28,12 +35,16 @@ try:
 except AttributeError:
 
     def now_ms():
-        return int(time.monotonic() * 1000)
+        # CPython: the event loop's clock (monotonic time, or a simulation's virtual time).
+        try:
+            return int(asyncio.get_running_loop().time() * 1000)
+        except RuntimeError:
+            return int(time.monotonic() * 1000)
 
 
 REJECT_REVOKED = 3
 FIRST_CONTACT_SID = 0x8000  # first-contact session ids are 0x8000..0xFFFE
-POLL_MS = 50
+IDLE_POLL_MS = 30000  # the poll task's longest sleep when no timer is due
 
 
 class DeviceError(SealinkError):
@@ -109,6 +120,8 @@ class Device:
         self.retry_ms = cfg.get("retry_ms", 2000)
         self.max_retries = cfg.get("max_retries", 5)
         self.outbox_limit = cfg.get("outbox", 16)
+        # First contact picks a random session id; a simulation may fix it (seeded runs).
+        self.first_contact_sid = cfg.get("first_contact_sid")
         self.channel = None
         self._outbox = []  # [seq, payload] not yet acknowledged, oldest first
         self._seq = 0
@@ -118,6 +131,8 @@ class Device:
         self._commands = []
         self._command_event = asyncio.Event()
         self._changed = asyncio.Event()
+        self._wake = asyncio.Event()  # the poll task: something changed, look again
+        self._tx_busy = 0  # _tx calls with frames still waiting for the radio
         self._tasks = []
         self.stats = {"handshakes": 0, "handshake_ms": None, "sent": 0, "acked": 0,
                       "retried": 0, "outbox_dropped": 0, "commands": 0, "frames_in": 0,
@@ -126,14 +141,27 @@ class Device:
     # --- radio -------------------------------------------------------------------------
 
     async def _tx(self, frames):
-        for f in frames:
-            try:
-                await self.radio.send(f)
-                self.stats["frames_out"] += 1
-            except SealinkError:
-                # The modem refused or timed out: the frame is lost like any on the air;
-                # handshake and reliable retransmission recover.
-                self.stats["radio_errors"] += 1
+        if not frames:
+            return
+        made = now_ms()
+        self._tx_busy += 1
+        try:
+            for f in frames:
+                try:
+                    await self.radio.send(f)
+                    self.stats["frames_out"] += 1
+                except SealinkError:
+                    # The modem refused or timed out: the frame is lost like any on the
+                    # air; handshake and reliable retransmission recover.
+                    self.stats["radio_errors"] += 1
+        finally:
+            self._tx_busy -= 1
+        ch = self.channel
+        if ch is not None:
+            # A duty-cycle wait can hold frames for minutes (SF12): an answer can only
+            # come after they are sent, so their retransmission timers start now.
+            restamp(ch, made, now_ms())
+        self._wake.set()
 
     async def _rx_loop(self):
         while True:
@@ -150,15 +178,31 @@ class Device:
                 self.stats["commands"] += 1
                 self._command_event.set()
             self._collect()
-            self._changed.set()
+            self._kick()
             if replies:
                 await self._tx(replies)
 
+    def _kick(self):
+        self._changed.set()
+        self._wake.set()
+
     async def _poll_loop(self):
+        # Sleeps until the channel's next retransmission is due or something changes
+        # (a frame in, a message out, a new session): no periodic wake-ups while idle.
         while True:
-            await asyncio.sleep(POLL_MS / 1000)
             ch = self.channel
-            if ch is None:
+            # While frames wait for the radio, nothing is due: the peer cannot have
+            # answered what it has not received.  (_tx wakes us when they are out.)
+            due = None if ch is None or self._tx_busy else next_poll_ms(ch, now_ms())
+            if due is None or due > 0:
+                wait = IDLE_POLL_MS if due is None else min(due, IDLE_POLL_MS)
+                try:
+                    await asyncio.wait_for(self._wake.wait(), wait / 1000)
+                except asyncio.TimeoutError:
+                    pass
+                self._wake.clear()
+            ch = self.channel
+            if ch is None or self._tx_busy:
                 continue
             frames = ch.poll(now_ms())
             self._collect()
@@ -241,7 +285,9 @@ class Device:
         else:
             if not self.token:
                 raise DeviceError("not enrolled and no enrollment token")
-            sid = FIRST_CONTACT_SID + int.from_bytes(crypto.random_bytes(2), "big") % 0x7FFF
+            sid = self.first_contact_sid
+            if sid is None:
+                sid = FIRST_CONTACT_SID + int.from_bytes(crypto.random_bytes(2), "big") % 0x7FFF
             rs, token = None, self.token
         # Unacknowledged uplinks of an old session are sent again on the new one.
         self._in_flight = {}
@@ -250,6 +296,7 @@ class Device:
                      retry_ms=self.retry_ms, max_retries=self.max_retries)
         self.channel = ch
         await self._tx(ch.connect(started))
+        self._wake.set()
 
         def done():
             return (ch.state in ("failed", "rejected") or ch.reject_reason is not None
@@ -288,6 +335,7 @@ class Device:
             frames = ch.send_reliable(p, now_ms())
             self._in_flight[last_reliable_id(ch)] = seq
             self.stats["sent"] += 1
+            self._wake.set()
             await self._tx(frames)
 
     async def send(self, payload):

@@ -47,8 +47,13 @@ def parse(fragment):
     return msg_id, index, count, bytes(fragment[FRAGMENT_HEADER:])
 
 
+# A partial message is kept this long: under EU868's 1 % duty cycle an SF12 sender's
+# 51-byte fragments are 247 s apart, so a 4-fragment message takes 12 minutes.
+PARTIAL_TIMEOUT_MS = 900000
+
+
 class Reassembler:
-    def __init__(self, max_messages=2, max_message_size=4096, timeout_ms=60000):
+    def __init__(self, max_messages=2, max_message_size=4096, timeout_ms=PARTIAL_TIMEOUT_MS):
         self.max_messages = max_messages
         self.max_message_size = max_message_size
         self.timeout_ms = timeout_ms

@@ -75,6 +75,10 @@ class Channel:
     # The reason code of a REJECT frame heard (initiator).  A class default: each
     # instance attribute costs heap on a device (the instance's dict grows in steps).
     reject_reason = None
+    # Initiator whose own message completed the handshake (XX message 3): it repeats
+    # that message until the first authenticated frame from the responder shows it
+    # arrived.  (A class default, set on the instance only while it holds.)
+    unconfirmed = False
 
     def __init__(self, initiator, s, rs=None, sid=0, mtu=51, peer_lookup=None,
                  rekey_after_ms=3600000, max_age_ms=86400000, retry_ms=2000, max_retries=5,
@@ -155,6 +159,8 @@ class Channel:
         self._hs_tries = 0
         if self._hs.complete:
             self._establish(now_ms)
+            if self.initiator:
+                self.unconfirmed = True
         return frames
 
     def _read_handshake(self, bits, body, now_ms):
@@ -190,9 +196,11 @@ class Channel:
         if payload:
             self.peer_payload = payload
         if self._hs.complete:
-            # The message that completed the handshake asks for no answer: a duplicate
-            # of it is stale, not a reason to retransmit.
-            self._hs_last_in = None
+            # The message that completed the handshake asks for no answer of the channel;
+            # a repeat of it (our first frame to the peer was lost) is answered with
+            # whatever the application sent first (answer_repeats_with()).
+            self._hs_last_in = body
+            self._hs_last = []
             self._establish(now_ms)
             return []
         self._hs_last_in = body
@@ -256,6 +264,8 @@ class Channel:
         cipher = self._recv_keys.for_counter(n)
         plaintext = cipher.decrypt_with_nonce(n, head, body[1:])
         self._window.update(n)
+        if self.unconfirmed:
+            del self.unconfirmed  # back to the class default: the peer has our keys
         return plaintext
 
     # --- receiving -----------------------------------------------------------------------
@@ -311,13 +321,14 @@ class Channel:
     def poll(self, now_ms):
         """Frames to retransmit now: an unanswered handshake message, or reliable
         messages not yet acknowledged, with backoff."""
-        if self.state == "established":
+        if self.state == "established" and not self.unconfirmed:
             frames = []
             for body in self._reliable_out.poll(now_ms):
                 frames += self.send(body, now_ms, wire.KIND_RELIABLE)
             return frames
-        waiting = (self.state == "handshaking" and self._hs is not None
-                   and self._hs.is_my_turn() is False and self._hs_last is not None)
+        waiting = (self.state == "established" and self.unconfirmed) or (
+            self.state == "handshaking" and self._hs is not None
+            and self._hs.is_my_turn() is False and self._hs_last is not None)
         if not waiting:
             return []
         # Exponential backoff, capped at 8x: the receiver keeps the fragments of every
@@ -346,6 +357,42 @@ def resend_unacknowledged(ch, now_ms):
     for body in ch._reliable_out.pending(now_ms):
         frames += ch.send(body, now_ms, wire.KIND_RELIABLE)
     return frames
+
+
+def answer_repeats_with(ch, frames):
+    """Responder: the frames to send again when the initiator repeats the message that
+    completed the handshake (it has not heard from us yet), e.g. the credential."""
+    if ch._hs_last is not None and not ch._hs_last:
+        ch._hs_last = list(frames)
+
+
+def next_poll_ms(ch, now_ms):
+    """Milliseconds until ch.poll() has a retransmission to make (0: now), or None when
+    nothing is waiting for an answer: a device sleeps until then."""
+    if ch.state == "established" and not ch.unconfirmed:
+        out = ch._reliable_out
+        due = None
+        for entry in out._pending.values():
+            d = entry[1] + (out.retry_ms << min(entry[2], 3)) - now_ms
+            if due is None or d < due:
+                due = d
+    elif (ch.state == "established" and ch.unconfirmed) or (
+            ch.state == "handshaking" and ch._hs is not None
+            and ch._hs.is_my_turn() is False and ch._hs_last is not None):
+        due = ch._hs_sent_ms + (ch.retry_ms << min(ch._hs_tries, 3)) - now_ms
+    else:
+        return None
+    return None if due is None else (due if due > 0 else 0)
+
+
+def restamp(ch, since_ms, now_ms):
+    """Frames made at or after since_ms went on the air only now (a radio held them for
+    its duty cycle): their retransmission timers start from now_ms."""
+    if ch._hs_sent_ms >= since_ms:
+        ch._hs_sent_ms = now_ms
+    for entry in ch._reliable_out._pending.values():
+        if entry[1] >= since_ms:
+            entry[1] = now_ms
 
 
 def poll_frame(ch, now_ms):
