@@ -127,6 +127,8 @@ bench: firmware
 	$(VPY) bench/air_bytes.py --json $(BUILD_ROOT)/bench-air.json
 	$(VPY) bench/device_heap.py --json $(BUILD_ROOT)/bench-heap.json
 	$(VPY) bench/gateway_scale.py --json $(BUILD_ROOT)/bench-gateway.json
+	$(VPY) bench/aloha.py --out $(BUILD_ROOT)/bench
+	$(VPY) bench/cell_scale.py --out $(BUILD_ROOT)/bench
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -33,6 +33,7 @@ import platform
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -146,8 +147,10 @@ def versions() -> dict[str, str]:
 
 
 class Cell:
-    def __init__(self, spec: scenario.CellFile, out: Path, name: str):
+    def __init__(self, spec: scenario.CellFile, out: Path, name: str,
+                 progress: Callable[[float, dict], None] | None = None):
         self.spec, self.out, self.name = spec, out, name
+        self.progress = progress  # called each modeled 10 minutes: (seconds, totals)
         self.cell = spec.cell
         self.seed = spec.scenario.seed
         self.rng = random.Random(self.seed)
@@ -263,7 +266,14 @@ class Cell:
         self.clock.now()  # modeled time starts now
         tasks = [asyncio.ensure_future(self._run_device(d)) for d in self.devices]
         try:
-            await asyncio.sleep(self.cell.duration_s)
+            end = self.cell.duration_s
+            while self.clock.now() < end:
+                await asyncio.sleep(min(600.0, end - self.clock.now()))
+                if self.progress is not None:
+                    self.progress(self.clock.now(), {
+                        "enrolled": sum(d.enrolled_at is not None for d in self.devices),
+                        "stored": sum(len(d.stored) for d in self.devices),
+                        "uplinks": self.gateway.counters["uplinks"]})
         finally:
             for t in tasks:
                 t.cancel()
@@ -444,13 +454,14 @@ def gateway_line(summary: dict) -> str:
             f"forwarder refusals {g['tx_errors'] or 'none'}")
 
 
-def run_cell(path: Path, out: Path, seed: int | None = None) -> dict:
+def run_cell(path: Path, out: Path, seed: int | None = None,
+             progress: Callable[[float, dict], None] | None = None) -> dict:
     spec = scenario.load(path, scenario.CellFile)
     if seed is not None:
         spec.scenario.seed = seed
     out.mkdir(parents=True, exist_ok=True)
     name = spec.scenario.name or path.stem
-    return vtime.run(Cell(spec, out, name).run())
+    return vtime.run(Cell(spec, out, name, progress).run())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -464,10 +475,23 @@ def main(argv: list[str] | None = None) -> int:
     console = Console() if sys.stdout.isatty() else Console(width=170)
     out = args.out or ROOT / "build" / "cell" / args.scenario.stem
     try:
-        summary = run_cell(args.scenario, out, args.seed)
+        spec = scenario.load(args.scenario, scenario.CellFile)
     except scenario.ScenarioError as e:
         console.print(f"[red]{e}[/red]")
         return 2
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("modeled {task.completed:.0f} / {task.total:.0f} s"),
+                  BarColumn(), TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("cell", total=spec.cell.duration_s, status="")
+
+        def progress(now: float, totals: dict) -> None:
+            bar.update(task, completed=now, status=(
+                f"{totals['enrolled']} enrolled, {totals['uplinks']}/{totals['stored']} "
+                "messages committed"))
+
+        summary = run_cell(args.scenario, out, args.seed, progress)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     console.print(summary_table(summary))
     console.print(gateway_line(summary))

@@ -18,9 +18,9 @@ import argparse
 import asyncio
 import json
 import math
+import subprocess
 import sys
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,14 +29,15 @@ from rich.live import Live
 from rich.table import Table
 
 from sealink import crypto
-from sealink.lora import max_payload
 from sealink_gateway.authority import Authority
 from sealink_gateway.service import Gateway, HandshakeLimiter
 from sealink_gateway.store import Store
 from sealink_gateway.transport.semtech_udp import SemtechUdpTransport
+from sim import scenario
 from sim.concentrator import EU868_CHANNELS, Concentrator
 from sim.lora import Clock, LoRaAir, Params, Radio
 from sim.rak3172 import Rak3172Model
+from sim.scenario import ScenarioError
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build"
@@ -47,10 +48,6 @@ BOARDS = {
     "QEMU_VIRT_RV32": ["qemu-system-riscv32", "-machine", "virt", "-bios", "none"],
 }
 COMMAND = b"led=on"
-
-
-class ScenarioError(ValueError):
-    pass
 
 
 @dataclass
@@ -84,53 +81,55 @@ class Scenario:
 
 
 def load_scenario(path: Path) -> Scenario:
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise ScenarioError(f"{path}: {e}") from None
-    s = data.get("scenario", {})
+    """Parse and check a fleet scenario (sim/scenario.py); ScenarioError names the file,
+    the line and the key of anything wrong."""
+    spec = scenario.load(path, scenario.FleetFile)
     devices: list[DeviceSpec] = []
-    groups = data.get("group", [])
-    if not groups:
-        raise ScenarioError(f"{path}: no [[group]] of devices")
-    for g in groups:
-        board = g.get("board")
-        if board not in BOARDS:
-            raise ScenarioError(f"{path}: board {board!r} is not one of {sorted(BOARDS)}")
-        radio = g.get("radio", "lora")
-        if radio not in ("lora", "ble"):
-            raise ScenarioError(f"{path}: radio {radio!r} is not lora or ble")
-        if (radio == "ble") != (board == "CPYTHON"):
-            raise ScenarioError(f"{path}: BLE devices run the stack on CPython (board "
-                                "CPYTHON; no BLE host stack builds for the firmware here)")
-        sfs = g.get("sf", 7)
-        sfs = sfs if isinstance(sfs, list) else [sfs]
-        for sf in sfs:
-            max_payload(sf)  # 7..12
-        for i in range(int(g.get("count", 1))):
+    for g in spec.group:
+        sfs = g.sf if isinstance(g.sf, list) else [g.sf]
+        for i in range(g.count):
             n = len(devices)
-            name = f"{g.get('prefix', board.lower().replace('qemu_', ''))}-{i + 1}"
-            devices.append(DeviceSpec(name, board, sfs[i % len(sfs)],
-                                      float(g.get("distance", 500)),
-                                      2 * math.pi * n / 16, g.get("radio", "lora"),
+            name = f"{g.prefix or g.board.lower().replace('qemu_', '')}-{i + 1}"
+            devices.append(DeviceSpec(name, g.board, sfs[i % len(sfs)], g.distance,
+                                      2 * math.pi * n / 16, g.radio,
                                       EU868_CHANNELS[n % len(EU868_CHANNELS)]))
     names = {d.name for d in devices}
-    faults = data.get("faults", {})
-    for name in (faults.get("uart_garbage", []) + list(faults.get("modem_error_rate", {}))
-                 + faults.get("ble_drop", [])):
-        if name not in names:
-            raise ScenarioError(f"{path}: fault for unknown device {name!r}")
+    f = spec.faults
+    for key, listed in (("uart_garbage", f.uart_garbage),
+                        ("modem_error_rate", list(f.modem_error_rate)),
+                        ("ble_drop", f.ble_drop)):
+        for name in listed:
+            if name not in names:
+                line = scenario.line_of(path.read_text(), ("faults", key))
+                raise ScenarioError(f"{path}:{line}: faults.{key}: fault for unknown device "
+                                    f"{name!r}")
+    s = spec.scenario
     return Scenario(
-        name=s.get("name", path.stem), time_scale=float(s.get("time_scale", 1.0)),
-        loss=float(s.get("loss", 0.0)), corrupt=float(s.get("corrupt", 0.0)),
-        seed=int(s.get("seed", 1)), messages=int(s.get("messages", 3)),
-        interval_s=float(s.get("interval_s", 1.0)), timeout_s=float(s.get("timeout_s", 300)),
-        rx1_delay_s=float(s.get("rx1_delay_s", 1.0)),
-        stagger_s=float(s.get("stagger_s", 0.0)), devices=devices,
-        garbage_uart=list(faults.get("uart_garbage", [])),
-        ble_drop=list(faults.get("ble_drop", [])),
-        ble_interval_ms=float(s.get("ble_interval_ms", 30.0)),
-        modem_error_rate={k: float(v) for k, v in faults.get("modem_error_rate", {}).items()})
+        name=s.name or path.stem, time_scale=s.time_scale, loss=s.loss, corrupt=s.corrupt,
+        seed=s.seed, messages=s.messages, interval_s=s.interval_s, timeout_s=s.timeout_s,
+        rx1_delay_s=s.rx1_delay_s, stagger_s=s.stagger_s, devices=devices,
+        garbage_uart=list(f.uart_garbage), ble_drop=list(f.ble_drop),
+        ble_interval_ms=s.ble_interval_ms, modem_error_rate=dict(f.modem_error_rate))
+
+
+def firmware_versions(boards: set[str]) -> dict[str, str]:
+    """What ran: the package versions, and a digest of each firmware image used."""
+    import hashlib
+
+    from sim.cell import versions
+
+    out = versions()
+    try:
+        out["sealink_commit"] = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True,
+            text=True, timeout=10).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        out["sealink_commit"] = "unknown"
+    for board in sorted(boards - {"CPYTHON"}):
+        image = BUILD / board / ("micropython" if board == "UNIX" else "firmware.elf")
+        if image.exists():
+            out[f"firmware_{board}"] = hashlib.sha256(image.read_bytes()).hexdigest()[:16]
+    return out
 
 
 @dataclass
@@ -323,7 +322,7 @@ class Fleet:
         if run.spec.name in self.scenario.ble_drop:
             asyncio.ensure_future(self._drop_ble_once(run, device))
         result = await app.session(device, run.spec.board, self.scenario.messages,
-                                   int(self.scenario.interval_s * 1000), 60000, 1000, 2000)
+                                   int(self.scenario.interval_s * 1000), None, 1000, 2000)
         if run.result is None:
             run.result = result
             run.state = "done" if result == "ok" else "failed"
@@ -455,7 +454,9 @@ class Fleet:
             })
         c = self.concentrator.radio
         return {
-            "scenario": self.scenario.name, "time_scale": self.scenario.time_scale,
+            "scenario": self.scenario.name, "seed": self.scenario.seed,
+            "versions": firmware_versions({d.board for d in self.scenario.devices}),
+            "time_scale": self.scenario.time_scale,
             "wall_s": round(wall, 2), "modeled_s": round(modeled, 2),
             "ok": all(d["result"] == "ok" for d in devices), "devices": devices,
             "gateway": {"drops": dict(self.gateway.drops),
@@ -521,16 +522,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run an emulated Sealink fleet.")
     parser.add_argument("scenario", type=Path)
     parser.add_argument("--out", type=Path, default=BUILD / "demo")
+    parser.add_argument("--seed", type=int, default=None, help="overrides the file's seed")
     args = parser.parse_args(argv)
     # A log or CI has no terminal width: lay the tables out for a wide page.
     console = Console() if sys.stdout.isatty() else Console(width=170)
     try:
-        scenario = load_scenario(args.scenario)
+        spec = load_scenario(args.scenario)
     except ScenarioError as e:
         console.print(f"[red]{e}[/red]")
         return 2
+    if args.seed is not None:
+        spec.seed = args.seed
     args.out.mkdir(parents=True, exist_ok=True)
-    summary = asyncio.run(Fleet(scenario, args.out, console).run())
+    summary = asyncio.run(Fleet(spec, args.out, console).run())
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     plot_airtime(summary, args.out / "airtime.png")
     console.print()

@@ -116,7 +116,7 @@ class Cell(_Strict):
     def _check(self) -> Cell:
         for key in self.sf_mix:
             if not key.isdigit() or int(key) not in EU868_MAX_PAYLOAD:
-                raise ValueError(f"sf_mix: {key!r} is not a spreading factor 7..12")
+                raise ValueError(f"sf_mix: {key!r} is not a spreading factor (7..12)")
         if not any(self.sf_mix.values()):
             raise ValueError("sf_mix: every share is 0")
         # A reliable uplink is one frame: 4-byte header, 1 id byte, payload, 16-byte tag.
@@ -135,7 +135,7 @@ class CellFile(_Strict):
     air: Air = Air()
 
 
-def _line_of(text: str, loc: tuple) -> int | None:
+def line_of(text: str, loc: tuple) -> int | None:
     """The line of the key a validation error points at: `loc` is pydantic's path, e.g.
     ("group", 1, "sf") for the second [[group]] table's sf.  Found by walking the
     file's table headers and assignments (TOML keeps one key per line)."""
@@ -191,12 +191,16 @@ def load(path: Path, model: type[BaseModel]):
             # path; of a union's failed branches, report the first.
             loc = tuple(p for p in err["loc"] if isinstance(p, int) or (
                 re.fullmatch(r"\w+", p) and p not in ("int", "float", "str", "bool", "list")))
+            msg = err["msg"].removeprefix("Value error, ")
+            # A check across keys says which key it blames: "payload_bytes: ...".
+            blamed = re.match(r"(\w+): (.*)", msg, re.S)
+            if err["type"] == "value_error" and blamed:
+                loc, msg = (*loc, blamed.group(1)), blamed.group(2)
             if loc in seen:
                 continue
             seen.add(loc)
-            line = _line_of(text, loc)
+            line = line_of(text, loc)
             where = f"{path}:{line}" if line else str(path)
-            msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown key"
             problems.append(f"{where}: {_loc_text(loc)}: {msg}")

@@ -15,6 +15,7 @@ clock would jump ahead while they work.  Those runs use a wall-time loop (sim.fl
 from __future__ import annotations
 
 import asyncio
+import selectors
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -23,11 +24,34 @@ import looptime
 T = TypeVar("T")
 
 
+class _ModelSelector(selectors.DefaultSelector):
+    """looptime polls the selector without waiting on every turn of the loop.  In a
+    model-only run the one file descriptor is the loop's own wake-up pipe (signals,
+    call_soon_threadsafe), so most of those polls are skipped: one in POLL_EVERY goes
+    to the kernel, and any poll that may wait always does.  (A loop with sockets or
+    subprocesses registered is polled every time.)"""
+
+    POLL_EVERY = 64
+
+    def __init__(self):
+        super().__init__()
+        self._skipped = 0
+
+    def select(self, timeout=None):
+        if timeout is not None and timeout <= 0 and len(self.get_map()) <= 1:
+            self._skipped += 1
+            if self._skipped < self.POLL_EVERY:
+                return []
+            self._skipped = 0
+        return super().select(timeout)
+
+
 def new_event_loop() -> asyncio.AbstractEventLoop:
     """A loop whose clock starts at 0 and moves only from timer to timer.  One idle turn
     (no ready callback, no I/O) before each jump: nothing in the model arrives from
     outside the loop, so a longer grace would only cost time."""
-    return looptime.new_event_loop(start=0.0, noop_cycles=1)
+    loop = asyncio.SelectorEventLoop(_ModelSelector())
+    return looptime.patch_event_loop(loop, start=0.0, noop_cycles=1)
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:

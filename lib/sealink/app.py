@@ -16,20 +16,21 @@ from sealink.device import Device, DeviceError, Keystore, now_ms
 from sealink.drivers.rak3172 import ModemError, Rak3172
 
 
-async def _connect(device, attempts, backoff_ms):
-    for i in range(attempts):
+async def _connect(device, backoff_ms):
+    # A device never gives up on its gateway: it tries again, backing off to 16x.
+    i = 0
+    while not device.revoked:
         try:
             await device.connect(60000)
             return True
         except DeviceError:
-            if device.revoked:
-                return False
             await asyncio.sleep((backoff_ms << min(i, 4)) / 1000)
+            i += 1
     return False
 
 
 async def main(reader, writer, token=b"", sf=7, freq=868100000, board="", messages=3,
-               interval_ms=1000, keystore=None, command_timeout_ms=120000, retry_ms=3000,
+               interval_ms=1000, keystore=None, command_timeout_ms=None, retry_ms=3000,
                poll_ms=5000):
     radio = Rak3172(reader, writer, freq=freq, sf=sf, timeout_ms=2000, retries=5)
     for _ in range(10):
@@ -48,12 +49,13 @@ async def main(reader, writer, token=b"", sf=7, freq=868100000, board="", messag
     return result
 
 
-async def session(device, board="", messages=3, interval_ms=1000, command_timeout_ms=120000,
+async def session(device, board="", messages=3, interval_ms=1000, command_timeout_ms=None,
                   retry_ms=3000, poll_ms=5000):
     """The application proper, on any radio: connect, report, send telemetry, take a
-    command, acknowledge it, and wait until every uplink is acknowledged."""
-    if not await _connect(device, 8, retry_ms):
-        return "handshake"
+    command, acknowledge it, and wait until every uplink is acknowledged.  It waits as
+    long as that takes (command_timeout_ms=None); the caller bounds the run."""
+    if not await _connect(device, retry_ms):
+        return "revoked"
     await device.send(b"hello board=%s hs_ms=%d frames=%d" % (
         board.encode(), device.stats["handshake_ms"], device.stats["frames_out"]))
     for i in range(messages):
@@ -64,7 +66,7 @@ async def session(device, board="", messages=3, interval_ms=1000, command_timeou
     commands = device.commands()
     command = None
     waited = 0
-    while command is None and waited < command_timeout_ms:
+    while command is None and (command_timeout_ms is None or waited < command_timeout_ms):
         try:
             command = await asyncio.wait_for(commands.__anext__(), poll_ms / 1000)
         except asyncio.TimeoutError:
@@ -73,9 +75,10 @@ async def session(device, board="", messages=3, interval_ms=1000, command_timeou
     if command is None:
         return "no command"
     await device.send(b"done " + command)
-    ok = await device.flush(120000)
+    while not await device.flush(60000):
+        pass
     device.close()
-    return "ok" if ok else "unacknowledged"
+    return "ok"
 
 
 def run(**kw):

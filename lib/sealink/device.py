@@ -204,10 +204,12 @@ class Device:
             ch = self.channel
             if ch is None or self._tx_busy:
                 continue
+            state = ch.state
             frames = ch.poll(now_ms())
             self._collect()
-            if frames:
+            if frames or ch.state != state:
                 self._changed.set()
+            if frames:
                 await self._tx(frames)
             if ch.state == "established" and self._outbox:
                 await self._flush()
@@ -262,9 +264,11 @@ class Device:
             left = timeout_ms - (now_ms() - start)
             if left <= 0:
                 return False
+            # Every change a predicate can see sets _changed (frames in, retransmissions,
+            # state changes in poll): no need to wake before then.
             self._changed.clear()
             try:
-                await asyncio.wait_for(self._changed.wait(), min(left, 200) / 1000)
+                await asyncio.wait_for(self._changed.wait(), left / 1000)
             except asyncio.TimeoutError:
                 pass
         return True
