@@ -32,6 +32,7 @@ from sealink_gateway.transport.ble import (
     BleTransport,
     BumbleCentral,
 )
+from sim import vtime
 from sim.ble import BlePeripheralRadio, SealinkPeripheral, virtual_device
 
 pytestmark = pytest.mark.timeout(60)
@@ -41,7 +42,10 @@ GATEWAY_ADDR = "F0:F1:F2:F3:F4:F5"
 
 
 def run(coro, timeout=30):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
+    """Each scenario runs in discrete-event time (sim.vtime): bumble's virtual
+    controllers, the link model and the gateway all wait on the loop's clock, so the
+    link's timing is exact whatever the host is doing; `timeout` is modeled time."""
+    return vtime.run(asyncio.wait_for(coro, timeout))
 
 
 async def _until(predicate, timeout=10.0):

@@ -205,3 +205,40 @@ def test_iq_polarity_separates_uplinks_from_downlinks():
         return heard
 
     assert _run(scenario()) == {"gw": [b"up"], "dev": [b"down", b"sf9"]}
+
+
+def test_rak3172_model_holds_the_duty_cycle_exactly_in_discrete_time():
+    """The device's AT driver (lib/sealink/drivers/rak3172.py) and the module model on
+    an in-process UART, on the discrete-event clock: the module takes AT+PSEND at once
+    and reports TXP2P DONE when its frame has left; a second frame leaves exactly
+    100 x time on air after the first one started (1 % duty cycle)."""
+    from sealink.drivers.rak3172 import Rak3172
+    from sim.rak3172 import Rak3172Model
+    from sim.uart import pipe
+
+    async def scenario():
+        air = LoRaAir(Clock())
+        heard = []
+        air.attach(Radio("gw", (0, 0), Params(sf=12), on_receive=lambda f, *a: heard.append(
+            (air.clock.now(), f))))
+        device_side, module_side = pipe()
+        model = Rak3172Model(air, air.attach(Radio("module", (500, 0))), *module_side)
+        model.start()
+        radio = Rak3172(*device_side, sf=12)
+        await radio.start()
+        started = air.clock.now()
+        await radio.send(b"a" * 51)
+        first_done = air.clock.now()
+        await radio.send(b"b" * 51)
+        second_done = air.clock.now()
+        radio.close()
+        model.stop()
+        return started, first_done, second_done, heard, model
+
+    started, first_done, second_done, heard, model = _run(scenario())
+    toa = 2.465792
+    assert [f for _, f in heard] == [b"a" * 51, b"b" * 51]
+    assert first_done - started == pytest.approx(toa, abs=1e-3)  # UART time is not modeled
+    assert heard[1][0] - heard[0][0] == pytest.approx(100 * toa, abs=1e-6)
+    assert second_done - first_done == pytest.approx(100 * toa, abs=1e-3)
+    assert model.radio.duty_wait_s == pytest.approx(99 * toa, abs=1e-3)

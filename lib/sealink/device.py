@@ -296,8 +296,12 @@ class Device:
         # Unacknowledged uplinks of an old session are sent again on the new one.
         self._in_flight = {}
         started = now_ms()
+        # Uplinks are never given up on within a session: each keeps its reliable id
+        # until acknowledged, so the gateway recognizes every repeat (a new id would
+        # make a repeat of a message it committed, whose ack was lost, a new message).
         ch = Channel(True, ks.secret, rs=rs, sid=sid, mtu=self.mtu, handshake_payload=token,
-                     retry_ms=self.retry_ms, max_retries=self.max_retries)
+                     retry_ms=self.retry_ms, max_retries=self.max_retries,
+                     reliable_retries=None)
         self.channel = ch
         await self._tx(ch.connect(started))
         self._wake.set()

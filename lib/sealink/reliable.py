@@ -62,7 +62,7 @@ class ReliableSender:
         out = []
         for msg_id in list(self._pending):
             entry = self._pending[msg_id]
-            if entry[2] >= self.max_retries:
+            if self.max_retries is not None and entry[2] >= self.max_retries:
                 del self._pending[msg_id]
                 self.failed.append(entry[0][1:])
                 self.failed_ids.append(msg_id)
@@ -80,7 +80,7 @@ class ReliableSender:
             entry = self._pending[msg_id]
             if now_ms - entry[1] < self.retry_ms << min(entry[2], 3):
                 continue
-            if entry[2] >= self.max_retries:
+            if self.max_retries is not None and entry[2] >= self.max_retries:
                 del self._pending[msg_id]
                 self.failed.append(entry[0][1:])
                 self.failed_ids.append(msg_id)
