@@ -195,7 +195,12 @@ class Gateway:
             if session is None:
                 return
         drops_before = dict(session.channel.drops)
+        authentic_before = session.channel.authentic_in
         payloads, replies = session.channel.receive(up.frame, self._now_ms())
+        # Did this frame prove the device's keys?  Only then may it move the session's
+        # return address (where later downlinks go); anything else is answered where it
+        # came from, and changes nothing.
+        authentic = session.channel.authentic_in > authentic_before
         dropped = False
         for reason, n in session.channel.drops.items():
             if n > drops_before.get(reason, 0):
@@ -207,24 +212,21 @@ class Gateway:
             del self.sessions[sid]
             self._needs_poll.pop(sid, None)
             return
-        if kind != wire.KIND_FRAGMENT or payloads or replies:
-            session.address = up.source  # authenticated traffic: the device's address now
-            session.last_uplink = up
-        elif up.source == session.address and session.channel.drops == drops_before:
-            # A fragment taken in from the same place: the latest uplink, whose receive
-            # window an answer (e.g. to the message it completes) must use.
+        if authentic or (session.last_uplink is None and not dropped):
+            session.address = up.source  # the device's address (and receive window) now
             session.last_uplink = up
         if payloads:
             if not await self._accept(session, sid, payloads, up, replies):
                 return
         else:
-            await self._send(session, replies)
+            for f in replies:  # answers go where the question came from
+                await self._send_frame(session.transport, f, up.source, up)
         if session.channel.state == "established" and not session.authorized:
             if not await self._authorize(session, sid):
                 return
         self._collect_acks(session)
         windowed = getattr(session.transport, "needs_window", False)
-        if session.inflight and windowed and (payloads or replies or kind == wire.KIND_CONTROL):
+        if session.inflight and windowed and authentic:
             # The device just transmitted: its receive window is open for what it has
             # not acknowledged yet.
             await self._send(session, resend_unacknowledged(session.channel, self._now_ms()))

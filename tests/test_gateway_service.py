@@ -281,3 +281,30 @@ def test_credentials_do_not_verify_under_another_authority(tmp_path):
     with pytest.raises(CredentialError):
         verify(cred[:-1], a.public_key)
     assert oct((tmp_path / "a.pem").stat().st_mode & 0o777) == "0o600"
+
+
+def test_unauthenticated_frame_does_not_move_the_return_address(env):
+    """Stage 6, finding 5: one forged frame with a live session id (sent in clear) from
+    another address must not redirect the device's downlinks there."""
+
+    async def scenario():
+        gw, addr = await _start(env)
+        secret = crypto.random_bytes(32)
+        dev = await _enroll(gw, addr, secret)
+        (device,) = gw.store.devices()
+        attacker = await UdpDevice(crypto.random_bytes(32), addr, dev.channel.sid).open()
+        sid = dev.channel.sid
+        for kind in (wire.KIND_DATA, wire.KIND_RELIABLE, wire.KIND_CONTROL):
+            attacker.tx([wire.data_header(kind, sid, 77) + bytes(20)])
+        await asyncio.sleep(0.3)
+        await gw.send(device.id, b"for the device only")
+        await dev.pump(lambda: b"for the device only" in dev.received)
+        await asyncio.sleep(0.3)
+        assert attacker.inbox.empty()
+        forged = {k: n for k, n in gw.drops.items() if k.endswith("Error")}
+        assert sum(forged.values()) == 3, gw.drops  # each forged frame dropped, counted
+        dev.close()
+        attacker.close()
+        await gw.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))

@@ -351,3 +351,44 @@ def test_unconfirmed_handshake_fails_after_its_retries():
     for t in range(0, 100000, 100):
         dev.poll(t)
     assert dev.state == "failed"
+
+
+def test_forged_frame_changes_no_state():
+    """Stage 6, finding 1: a forged DATA frame (the session id is in clear) with a
+    counter several key epochs ahead must not move the receiver's key epoch, replay
+    window or anything else: later genuine frames still open, in both directions."""
+    from sealink import wire
+
+    dev, gw = _pair(51)
+    _handshake(dev, gw)
+    for f in gw.send(b"hello", 0):
+        dev.receive(f, 0)
+    for ch in (gw, dev):
+        epoch, top = ch._recv_keys.epoch, ch._window.highest
+        forged = wire.data_header(wire.KIND_DATA, ch.sid, 4100) + bytes(21)
+        assert ch.receive(forged, 10) == ([], [])
+        assert sum(ch.drops.values()) >= 1
+        assert (ch._recv_keys.epoch, ch._window.highest) == (epoch, top)
+    for i in range(3):
+        (f,) = dev.send(b"up %d" % i, 20)
+        assert gw.receive(f, 20) == ([b"up %d" % i], [])
+        (f,) = gw.send(b"down %d" % i, 20)
+        assert dev.receive(f, 20) == ([b"down %d" % i], [])
+
+
+def test_sparse_reporter_survives_lost_messages_across_rekeys():
+    """Stage 6, finding 8: a device reporting less often than rekey_after_ms jumps a
+    key epoch (1,024 counters) per message.  After 10 lost messages its next one must
+    still open at the gateway, and the session goes on."""
+    hour = 3_600_000
+    dev, gw = _pair(51)
+    _handshake(dev, gw)
+    (f,) = dev.send(b"first", 0)
+    assert gw.receive(f, 0)[0] == [b"first"]
+    for i in range(10):  # lost on the air
+        dev.send(b"lost %d" % i, (i + 1) * (hour + 1000))
+    (f,) = dev.send(b"eleventh hour", 11 * (hour + 1000))
+    assert gw.receive(f, 11 * (hour + 1000)) == ([b"eleventh hour"], [])
+    # And a replay of it, or of the first, is still refused.
+    assert gw.receive(f, 11 * (hour + 1000)) == ([], [])
+    assert gw.drops == {"ReplayError": 1}

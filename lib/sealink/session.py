@@ -26,6 +26,8 @@ from sealink.replay import ReplayError, ReplayWindow
 CONTROL_CREDENTIAL = b"\x02"  # control message: the authority's credential follows
 CONTROL_POLL = b"\x03"  # control message: nothing; opens a receive window (LoRa class A)
 REKEY_SHIFT = 10
+# Full counters tried for a frame's 13 bits: the closest, then 1..3 spans (8,192) later.
+COUNTER_PROBES = 4
 MAX_COUNTER = 1 << 24
 PROLOGUE = b"sealink/1"
 
@@ -42,12 +44,17 @@ class SessionExpiredError(SessionError):
 
 class _EpochKeys:
     """One direction's keys: epoch e = counter >> REKEY_SHIFT, each epoch Rekey()ed
-    from the one before.  Keeps the current and the previous epoch, for late frames."""
+    from the one before.  Keeps the current and the previous epoch, for late frames.
+
+    Receiving: for_counter() only looks (a later epoch's key is derived into a
+    candidate); advance() moves to it once a frame under that key has authenticated.
+    A forged counter therefore changes nothing."""
 
     def __init__(self, cipher):
         self.epoch = 0
         self.current = cipher
         self.previous = None
+        self._candidate = None  # (epoch, CipherState) derived by for_counter(), unused
 
     def for_counter(self, n):
         epoch = n >> REKEY_SHIFT
@@ -57,15 +64,36 @@ class _EpochKeys:
             return self.previous
         if epoch < self.epoch:
             raise ReplayError("counter %d belongs to a retired key epoch" % n)
-        while self.epoch < epoch:
-            nxt = CipherState(self.current.k)
+        cand = self._candidate
+        if cand is not None and cand[0] == epoch:
+            return cand[1]
+        if cand is not None:
+            cand[1].wipe()
+        k, e = self.current.k, self.epoch
+        while e < epoch:
+            nxt = CipherState(k)
             nxt.rekey()
-            if self.previous is not None:
-                self.previous.wipe()
+            k = nxt.k
+            e += 1
+        self._candidate = (epoch, nxt)
+        return nxt
+
+    def advance(self, n):
+        """A frame with counter n authenticated: make its epoch the current one."""
+        epoch = n >> REKEY_SHIFT
+        if epoch <= self.epoch:
+            return
+        cipher = self._candidate[1]
+        self._candidate = None
+        if self.previous is not None:
+            self.previous.wipe()
+        if epoch == self.epoch + 1:
             self.previous = self.current
-            self.current = nxt
-            self.epoch += 1
-        return self.current
+        else:  # epochs skipped: the one just before the new epoch is not kept
+            self.current.wipe()
+            self.previous = None
+        self.current = cipher
+        self.epoch = epoch
 
 
 class Channel:
@@ -105,6 +133,7 @@ class Channel:
         self.remote_static = rs
         self.drops = {}
         self.frames_in = 0
+        self.authentic_in = 0  # frames that proved the peer's keys (data, final handshake)
         self.frames_out = 0
         self.bytes_out = 0
         self._hs = None
@@ -202,6 +231,7 @@ class Channel:
             self._hs_last_in = body
             self._hs_last = []
             self._establish(now_ms)
+            self.authentic_in += 1
             return []
         self._hs_last_in = body
         return self._write_handshake(now_ms)
@@ -240,6 +270,7 @@ class Channel:
             self._epoch_started_ms = now_ms
         head = wire.data_header(kind, self.sid, n)
         cipher = self._send_keys.for_counter(n)
+        self._send_keys.advance(n)
         return self._out(head + cipher.encrypt_with_nonce(n, head, payload))
 
     def send_reliable(self, payload, now_ms):
@@ -258,12 +289,29 @@ class Channel:
     def _read_data(self, kind, bits, body):
         if self.state != "established":
             raise SessionError("data before the session is established")
-        head = wire.data_header(kind, self.sid, wire.truncated_counter(bits, body))
-        n = self._window.expand(wire.truncated_counter(bits, body), wire.COUNTER_BITS)
-        self._window.check(n)
-        cipher = self._recv_keys.for_counter(n)
-        plaintext = cipher.decrypt_with_nonce(n, head, body[1:])
+        truncated = wire.truncated_counter(bits, body)
+        head = wire.data_header(kind, self.sid, truncated)
+        n = self._window.expand(truncated, wire.COUNTER_BITS)
+        # The frame carries the counter's low 13 bits; the closest full counter is tried
+        # first.  A sender can be further ahead (each time-based rekey skips to the
+        # next 1,024-counter epoch, and frames get lost): then the counters one, two and
+        # three spans later are tried too.  Each try is a tag check under that counter's
+        # key; nothing changes until one authenticates.
+        err = None
+        for _ in range(COUNTER_PROBES):
+            try:
+                self._window.check(n)
+                cipher = self._recv_keys.for_counter(n)
+                plaintext = cipher.decrypt_with_nonce(n, head, body[1:])  # or raises
+                break
+            except SealinkError as e:
+                err = err or e
+                n += 1 << wire.COUNTER_BITS
+        else:
+            raise err
+        self._recv_keys.advance(n)
         self._window.update(n)
+        self.authentic_in += 1
         if self.unconfirmed:
             del self.unconfirmed  # back to the class default: the peer has our keys
         return plaintext
@@ -319,18 +367,22 @@ class Channel:
             return [], []
 
     def poll(self, now_ms):
-        """Frames to retransmit now: an unanswered handshake message, or reliable
-        messages not yet acknowledged, with backoff."""
-        if self.state == "established" and not self.unconfirmed:
-            frames = []
-            for body in self._reliable_out.poll(now_ms):
-                frames += self.send(body, now_ms, wire.KIND_RELIABLE)
+        """Frames to retransmit now: an unanswered handshake message (or, unconfirmed,
+        our final one), and reliable messages not yet acknowledged, with backoff."""
+        frames = []
+        if self.state == "established":
+            if self.unconfirmed:
+                frames += self._repeat_handshake(now_ms)
+            if self.state == "established":
+                for body in self._reliable_out.poll(now_ms):
+                    frames += self.send(body, now_ms, wire.KIND_RELIABLE)
             return frames
-        waiting = (self.state == "established" and self.unconfirmed) or (
-            self.state == "handshaking" and self._hs is not None
-            and self._hs.is_my_turn() is False and self._hs_last is not None)
-        if not waiting:
-            return []
+        if (self.state == "handshaking" and self._hs is not None
+                and self._hs.is_my_turn() is False and self._hs_last is not None):
+            return self._repeat_handshake(now_ms)
+        return frames
+
+    def _repeat_handshake(self, now_ms):
         # Exponential backoff, capped at 8x: the receiver keeps the fragments of every
         # copy, so each retransmission fills more of the gaps.
         if now_ms - self._hs_sent_ms < self.retry_ms << min(self._hs_tries, 3):
@@ -369,19 +421,17 @@ def answer_repeats_with(ch, frames):
 def next_poll_ms(ch, now_ms):
     """Milliseconds until ch.poll() has a retransmission to make (0: now), or None when
     nothing is waiting for an answer: a device sleeps until then."""
-    if ch.state == "established" and not ch.unconfirmed:
+    due = None
+    if ch.unconfirmed and ch.state == "established" or (
+            ch.state == "handshaking" and ch._hs is not None
+            and ch._hs.is_my_turn() is False and ch._hs_last is not None):
+        due = ch._hs_sent_ms + (ch.retry_ms << min(ch._hs_tries, 3)) - now_ms
+    if ch.state == "established":
         out = ch._reliable_out
-        due = None
         for entry in out._pending.values():
             d = entry[1] + (out.retry_ms << min(entry[2], 3)) - now_ms
             if due is None or d < due:
                 due = d
-    elif (ch.state == "established" and ch.unconfirmed) or (
-            ch.state == "handshaking" and ch._hs is not None
-            and ch._hs.is_my_turn() is False and ch._hs_last is not None):
-        due = ch._hs_sent_ms + (ch.retry_ms << min(ch._hs_tries, 3)) - now_ms
-    else:
-        return None
     return None if due is None else (due if due > 0 else 0)
 
 
