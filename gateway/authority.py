@@ -12,13 +12,14 @@ authority's public key; anyone with the public key can check it.
 from __future__ import annotations
 
 import json
-import os
 import struct
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from sealink_gateway.keyfile import require_private, write_private
 
 VERSION = 1
 _HEAD = struct.Struct(">BHI32s32sB")
@@ -38,6 +39,7 @@ class Authority:
         """Load the PEM key at `path`, creating it (mode 0600) if it does not exist."""
         path = Path(path)
         if path.exists():
+            require_private(path)
             key = serialization.load_pem_private_key(path.read_bytes(), password=None)
             if not isinstance(key, Ed25519PrivateKey):
                 raise CredentialError(f"{path} is not an Ed25519 private key")
@@ -45,9 +47,7 @@ class Authority:
         key = Ed25519PrivateKey.generate()
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(pem)
+        write_private(path, pem)
         return cls(key)
 
     def issue(self, sid: int, issued_at: int, device_key: bytes, gateway_key: bytes,

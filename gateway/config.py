@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from sealink_gateway.keyfile import KeyFileError, require_private
+
 TRANSPORT_SCHEMES = {"udp", "semtech-udp", "serial-at", "ble"}
 BLE_BACKENDS = {"bumble", "bleak"}
 SERIAL_MODULES = {"rak3172"}
@@ -153,6 +155,12 @@ def load(path: str | Path) -> Config:
                  static_key=base / gw.get("static_key", "gateway.key"),
                  authority_key=base / gw.get("authority_key", "authority.pem"),
                  log_level=str(gw.get("log_level", "INFO")).upper())
+    for key in (cfg.static_key, cfg.authority_key):
+        if key.exists():
+            try:
+                require_private(key)
+            except KeyFileError as e:
+                raise ConfigError(str(e)) from None
     if cfg.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"log_level {cfg.log_level!r} is not DEBUG, INFO, WARNING or ERROR")
     transports = data.get("transport", [])

@@ -7,7 +7,6 @@ import asyncio
 import faulthandler
 import json
 import logging
-import os
 import signal
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 from sealink import crypto
 from sealink_gateway.authority import Authority
 from sealink_gateway.config import Config
+from sealink_gateway.keyfile import KeyFileError, require_private, write_private
 from sealink_gateway.service import Gateway, HandshakeLimiter
 from sealink_gateway.store import Store
 from sealink_gateway.transport.semtech_udp import SemtechUdpTransport
@@ -46,14 +46,13 @@ def setup_logging(level: str) -> None:
 def load_or_create_static_key(path: Path) -> bytes:
     """The gateway's X25519 private key: 32 raw bytes, created with mode 0600."""
     if path.exists():
+        require_private(path)
         key = path.read_bytes()
         if len(key) != 32:
-            raise ValueError(f"{path} does not hold a 32-byte X25519 key")
+            raise KeyFileError(f"{path} does not hold a 32-byte X25519 key")
         return key
     key = crypto.random_bytes(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key)
+    write_private(path, key)
     return key
 
 

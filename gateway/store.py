@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 import sqlite3
 import time
@@ -121,6 +122,10 @@ def _token_hash(token: str) -> bytes:
 class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        # The database holds payloads and device keys' public halves: private to its
+        # owner (SQLite gives its -wal and -shm files the database file's mode).
+        if not self.path.exists():
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")

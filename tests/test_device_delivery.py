@@ -63,3 +63,81 @@ def test_uplink_is_delivered_once_however_many_acks_are_lost():
     assert acked and device.pending == 0
     assert sorted(link.delivered) == [b"reading 1", b"reading 2"]
     assert device.stats["acked"] == 2
+
+
+def test_device_keeps_receiving_through_a_gateway_outage():
+    """Stage 6, finding 7: while nothing listens on the gateway's port, the UDP driver's
+    socket reports ICMP port-unreachable as ConnectionRefusedError; it escaped the
+    device's receive task, which then never received again."""
+    import socket
+
+    from sealink.drivers.udp import Udp
+
+    async def scenario():
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()  # the gateway is down: nothing on this port
+        radio = Udp("127.0.0.1", port, mtu=222)
+        await radio.start()
+        device = Device(radio, Keystore(), {"token": b"t", "retry_ms": 100})
+        device.start()
+        for _ in range(5):  # each answered by ICMP port unreachable
+            await device._tx([b"\x20" + bytes(40)])
+            await asyncio.sleep(0.05)
+        rx_task = device._tasks[0]
+        assert not rx_task.done(), rx_task.exception()
+        # The gateway comes back on that port; what it sends reaches the device.
+        gateway = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        gateway.bind(("127.0.0.1", port))
+        gateway.sendto(b"\xa0\x01\x23" + bytes(10), radio._sock.getsockname())
+        for _ in range(100):
+            if device.stats["frames_in"]:
+                break
+            await asyncio.sleep(0.01)
+        gateway.close()
+        device.close()
+        radio.close()
+        return device.stats
+
+    stats = asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert stats["frames_in"] == 1
+    assert stats["radio_errors"] >= 1
+
+
+def test_forged_reject_never_makes_a_device_give_up():
+    """Stage 6, finding 3: a REJECT is unauthenticated (anyone can send one for a live
+    session id).  A forged REJECT(3) "revoked" during the handshake set
+    device.revoked = True forever; now it only makes the device try again."""
+    from sealink import wire
+
+    class ForgingLink(AckLosingLink):
+        """The first handshake message is answered by a forged REJECT(3), not the
+        gateway; later ones reach the gateway."""
+
+        def __init__(self, gateway):
+            super().__init__(gateway, lose=0)
+            self.forged = 0
+
+        async def send(self, frame):
+            if frame[0] >> 5 == wire.KIND_HANDSHAKE and not self.forged:
+                self.forged += 1
+                self._down.put_nowait((wire.header(wire.KIND_REJECT, 3, SID), 0, 0))
+                return
+            await super().send(frame)
+
+    from sealink import app
+
+    async def scenario():
+        device, link = _enrolled_device(ForgingLink)
+        # The reference application's connect loop: it stopped once revoked was set.
+        connected = await asyncio.wait_for(app._connect(device, 1000), 600)
+        assert connected and device.connected, device.stats
+        await device.send(b"still here")
+        assert await device.flush(60_000)
+        device.close()
+        return link, device
+
+    link, device = vtime.run(scenario())
+    assert link.forged == 1 and device.stats["rejects"] == 1 and device.stats["handshakes"] == 1
+    assert link.delivered == [b"still here"]

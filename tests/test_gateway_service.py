@@ -308,3 +308,22 @@ def test_unauthenticated_frame_does_not_move_the_return_address(env):
         await gw.stop()
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_no_other_socket_can_bind_the_gateways_port(env):
+    """Stage 6, finding 13: with SO_REUSEADDR on its UDP socket, another local process
+    could bind the same port and receive devices' frames."""
+
+    async def scenario():
+        gw, addr = await _start(env)
+        for reuse in (False, True):
+            thief = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            if reuse:
+                thief.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            with pytest.raises(OSError) as e:
+                thief.bind(addr)
+            assert e.value.errno == 98  # EADDRINUSE
+            thief.close()
+        await gw.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))

@@ -170,3 +170,48 @@ def test_cli_messages_tail(tmp_path):
     assert [g["payload"] for g in got] == ["bTI=", "bTM=", "bTQ="]  # m2, m3, m4
     assert got[0]["radio"] == {"rssi": -82} and got[0]["device"] == dev.id
     assert "6d34" in _cli(db, "messages", "tail", "-n", "1").output
+
+
+def test_state_database_and_device_keystore_are_private(tmp_path):
+    """Stage 6, finding 14: the database (payloads) and the CPython keystore (the
+    device's private key) were created 0644."""
+    import stat
+
+    from sealink.device import Keystore
+
+    store = Store(tmp_path / "state.db")
+    token, _ = store.create_token({}, 60)  # a write: the -wal file exists now
+    for name in ("state.db", "state.db-wal"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+    store.close()
+    ks = Keystore(str(tmp_path / "device.json"))
+    ks.save()
+    assert stat.S_IMODE((tmp_path / "device.json").stat().st_mode) == 0o600
+
+
+def test_key_file_others_can_read_is_refused(tmp_path):
+    """Stage 6, finding 14: a pre-existing 0644 gateway.key passed `sealink gateway
+    check` and started the gateway."""
+    from click.testing import CliRunner
+
+    from sealink_gateway.authority import Authority
+    from sealink_gateway.cli import main
+    from sealink_gateway.keyfile import KeyFileError
+    from sealink_gateway.run import load_or_create_static_key
+
+    (tmp_path / "gateway.toml").write_text('[[transport]]\nurl = "udp://127.0.0.1:0"\n')
+    key = tmp_path / "gateway.key"
+    load_or_create_static_key(key)
+    Authority.load_or_create(tmp_path / "authority.pem")
+    runner = CliRunner()
+    ok = runner.invoke(main, ["gateway", "--config", str(tmp_path / "gateway.toml"), "check"])
+    assert ok.exit_code == 0, ok.output
+    for path in (key, tmp_path / "authority.pem"):
+        path.chmod(0o644)
+        r = runner.invoke(main, ["gateway", "--config", str(tmp_path / "gateway.toml"),
+                                 "check"])
+        assert r.exit_code != 0 and f"{path} has mode 0644" in r.output
+        with pytest.raises(KeyFileError, match="chmod 600"):
+            (load_or_create_static_key(path) if path == key
+             else Authority.load_or_create(path))
+        path.chmod(0o600)

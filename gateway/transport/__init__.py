@@ -118,7 +118,8 @@ class DatagramTransportBase:
         family, _, _, _, address = infos[0]
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # No SO_REUSEADDR: on UDP it would let another local socket bind the same
+            # port and take devices' frames.  (A restart needs no TIME_WAIT reuse.)
             sock.bind(address)
             sock.setblocking(False)
         except OSError:

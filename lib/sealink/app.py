@@ -17,16 +17,16 @@ from sealink.drivers.rak3172 import ModemError, Rak3172
 
 
 async def _connect(device, backoff_ms):
-    # A device never gives up on its gateway: it tries again, backing off to 16x.
+    # A device never gives up on its gateway: it tries again, backing off to 16x.  (A
+    # REJECT saying "revoked" is unauthenticated: it changes nothing here.)
     i = 0
-    while not device.revoked:
+    while True:
         try:
             await device.connect(60000)
             return True
         except DeviceError:
             await asyncio.sleep((backoff_ms << min(i, 4)) / 1000)
             i += 1
-    return False
 
 
 async def main(reader, writer, token=b"", sf=7, freq=868100000, board="", messages=3,
@@ -54,8 +54,7 @@ async def session(device, board="", messages=3, interval_ms=1000, command_timeou
     """The application proper, on any radio: connect, report, send telemetry, take a
     command, acknowledge it, and wait until every uplink is acknowledged.  It waits as
     long as that takes (command_timeout_ms=None); the caller bounds the run."""
-    if not await _connect(device, retry_ms):
-        return "revoked"
+    await _connect(device, retry_ms)
     await device.send(b"hello board=%s hs_ms=%d frames=%d" % (
         board.encode(), device.stats["handshake_ms"], device.stats["frames_out"]))
     for i in range(messages):

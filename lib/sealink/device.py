@@ -45,6 +45,7 @@ except AttributeError:
 REJECT_REVOKED = 3
 FIRST_CONTACT_SID = 0x8000  # first-contact session ids are 0x8000..0xFFFE
 IDLE_POLL_MS = 30000  # the poll task's longest sleep when no timer is due
+POLL_BACKOFF_MS = 100  # after a radio error on receive
 
 
 class DeviceError(SealinkError):
@@ -94,7 +95,15 @@ class Keystore:
              "gateway_key": self.gateway_key.hex() if self.gateway_key else None,
              "credential": self.credential.hex() if self.credential else None}
         tmp = self.path + ".new"
-        with open(tmp, "w") as f:
+        try:
+            os.remove(tmp)  # a leftover keeps its old mode through O_TRUNC
+        except OSError:
+            pass
+        try:  # CPython: the file holds the private key, so only its owner may read it
+            f = os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w")
+        except AttributeError:  # MicroPython: no file modes on its filesystems
+            f = open(tmp, "w")
+        with f:
             json.dump(d, f)
         os.rename(tmp, self.path)
 
@@ -165,7 +174,13 @@ class Device:
 
     async def _rx_loop(self):
         while True:
-            frame = (await self.radio.recv())[0]
+            try:
+                frame = (await self.radio.recv())[0]
+            except (OSError, SealinkError):
+                # A driver's error must never end the receive task: count, go on.
+                self.stats["radio_errors"] += 1
+                await asyncio.sleep(POLL_BACKOFF_MS / 1000)
+                continue
             self.stats["frames_in"] += 1
             ch = self.channel
             if ch is None:
@@ -220,15 +235,15 @@ class Device:
                 asyncio.create_task(self._reconnect())
 
     async def _reconnect(self):
+        # Until it works: nothing a radio says (a REJECT is unauthenticated) may make a
+        # device give up on its gateway, only slow it down.
         delay = self.retry_ms
         try:
-            while not self.revoked:
+            while True:
                 try:
                     await self.connect()
                     return
                 except DeviceError:
-                    if self.revoked:
-                        return
                     await asyncio.sleep(delay / 1000)
                     delay = min(delay * 2, 60000)
         finally:
@@ -313,9 +328,11 @@ class Device:
 
         await self._until(done, timeout_ms)
         if ch.reject_reason == REJECT_REVOKED:
+            # Unauthenticated (anyone can send it): kept as information, never a reason
+            # to stop or to wait longer; a successful handshake clears it.
             self.revoked = True
             self.channel = None
-            raise DeviceError("the gateway revoked this device")
+            raise DeviceError("a REJECT says this device is revoked")
         if ch.state != "established" or (rs is None and ch.credential is None):
             state = ch.state if ch.reject_reason is None else "rejected %d" % ch.reject_reason
             self.channel = None
@@ -327,6 +344,7 @@ class Device:
             ks.sid, ks.gateway_key, ks.credential = new_sid, gateway_key, ch.credential
             ks.save()
             self.token = b""  # one-time: spent
+        self.revoked = False
         self.stats["handshakes"] += 1
         self.stats["handshake_ms"] = now_ms() - started
         await self._flush()

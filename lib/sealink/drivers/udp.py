@@ -14,7 +14,7 @@ class Udp:
         self.addr = socket.getaddrinfo(host, port)[0][-1]
         self._sock = None
         self._reader = None
-        self.stats = {"rx": 0, "tx": 0, "oversized": 0}
+        self.stats = {"rx": 0, "tx": 0, "oversized": 0, "errors": 0}
 
     async def start(self):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -35,10 +35,17 @@ class Udp:
 
     async def recv(self):
         while True:
-            if self._reader is not None:
-                data = await self._reader.read(2048)
-            else:
-                data = await asyncio.get_running_loop().sock_recv(self._sock, 2048)
+            try:
+                if self._reader is not None:
+                    data = await self._reader.read(2048)
+                else:
+                    data = await asyncio.get_running_loop().sock_recv(self._sock, 2048)
+            except OSError:
+                # ICMP port unreachable (the gateway is down) is reported on the next
+                # receive of a connected socket: count it and keep listening.
+                self.stats["errors"] += 1
+                await asyncio.sleep(0.1)
+                continue
             if len(data) > self.mtu:
                 self.stats["oversized"] += 1
                 continue
