@@ -103,6 +103,9 @@ class Gateway:
         # sids with a handshake or downlinks in flight, polled in the order they came
         # (a dict: the order does not depend on the sid values)
         self._needs_poll: dict[int, None] = {}
+        # KK handshakes answered but not yet proven live (no frame under the new keys):
+        # a replayed message 1 gets no further than here.
+        self.pending: dict[int, _Session] = {}
         self.counters: collections.Counter[str] = collections.Counter()
         self.drops: collections.Counter[str] = collections.Counter()
         self._subscribers: list[asyncio.Queue[Message]] = []
@@ -190,10 +193,21 @@ class Gateway:
             return
         now = self._clock()
         session = self.sessions.get(sid)
-        if session is None:
+        pending = self.pending.get(sid)
+        if pending is not None:
+            # A KK handshake answered on this sid, not yet proven live: a frame that
+            # authenticates under its keys makes it the device's session.
+            session = await self._try_pending(pending, session, sid, kind, up, now)
+            if session is None:
+                return
+        elif session is None:
             session = await self._new_session(kind, bits, sid, up, now)
             if session is None:
                 return
+            if sid <= LAST_SID:  # an enrolled device's KK: answered, not trusted yet
+                self.sessions.pop(sid, None)
+                self._needs_poll.pop(sid, None)
+                self.pending[sid] = session
         drops_before = dict(session.channel.drops)
         authentic_before = session.channel.authentic_in
         payloads, replies = session.channel.receive(up.frame, self._now_ms())
@@ -208,22 +222,37 @@ class Gateway:
                 dropped = True
         if not dropped:
             session.last_heard = now  # a frame its channel took: the handshake goes on
+        if session.channel.restart_message is not None:
+            # A new KK message 1 while this session is established: answer it on a
+            # new channel beside this one (see _try_pending).
+            restart, session.channel.restart_message = session.channel.restart_message, None
+            await self._restart(session, sid, restart, up, now)
+            return
         if session.channel.state in ("failed", "idle") and not session.authorized:
-            del self.sessions[sid]
+            if self.sessions.get(sid) is session:
+                del self.sessions[sid]
+            if self.pending.get(sid) is session:
+                del self.pending[sid]
             self._needs_poll.pop(sid, None)
+            return
+        if session is self.pending.get(sid):
+            # The KK message 1 of a pending session (or its repeat): answered, nothing
+            # more until the device proves it holds the new keys.
+            for f in replies:
+                await self._send_frame(session.transport, f, up.source, up)
             return
         if authentic or (session.last_uplink is None and not dropped):
             session.address = up.source  # the device's address (and receive window) now
             session.last_uplink = up
+        if session.channel.state == "established" and not session.authorized and authentic:
+            if not await self._authorize(session, sid):
+                return
         if payloads:
             if not await self._accept(session, sid, payloads, up, replies):
                 return
         else:
             for f in replies:  # answers go where the question came from
                 await self._send_frame(session.transport, f, up.source, up)
-        if session.channel.state == "established" and not session.authorized:
-            if not await self._authorize(session, sid):
-                return
         self._collect_acks(session)
         windowed = getattr(session.transport, "needs_window", False)
         if session.inflight and windowed and authentic:
@@ -233,7 +262,65 @@ class Gateway:
         if self.store_has_queued:
             await self._flush_downlinks()
 
-    async def _new_session(self, kind, bits, sid, up: Uplink, now: float) -> _Session | None:
+    async def _try_pending(self, pending: _Session, session: _Session | None, sid: int,
+                           kind: int, up: Uplink, now: float) -> _Session | None:
+        """Route a frame for a sid with a pending KK handshake.  Returns the session that
+        should process it (None: done with it)."""
+        ch = pending.channel
+        if kind == wire.KIND_HANDSHAKE or (kind == wire.KIND_FRAGMENT and session is None):
+            return pending  # its own message 1 again, or another one (restart_message)
+        # Try the frame under the new keys, without counting a failure: the frame may
+        # well belong to the session still in force.
+        drops, authentic = dict(ch.drops), ch.authentic_in
+        payloads, replies = ch.receive(up.frame, self._now_ms())
+        if ch.authentic_in > authentic:
+            # Proven live: the new handshake replaces whatever session the sid had.
+            del self.pending[sid]  # (the store marks the old session superseded)
+            self.sessions[sid] = pending
+            pending.address, pending.last_uplink, pending.last_heard = up.source, up, now
+            if not await self._authorize(pending, sid):
+                return None
+            if payloads:
+                await self._accept(pending, sid, payloads, up, replies)
+            else:
+                for f in replies:
+                    await self._send_frame(pending.transport, f, up.source, up)
+            self._collect_acks(pending)
+            return None
+        ch.drops = drops
+        if session is not None:
+            return session
+        # No session in force on this sid (say, after a restart, with a replayed message 1
+        # pending): the device holds keys we do not have.  Tell it to handshake again.
+        if kind != wire.KIND_FRAGMENT:
+            self._drop("unknown_session")
+            await self._reject(up, sid, wire.REJECT_UNKNOWN_SESSION)
+        return None
+
+    async def _restart(self, session: _Session, sid: int, message: tuple[int, bytes],
+                       up: Uplink, now: float) -> None:
+        """A new KK message 1 for an established session: a pending session answers it;
+        the established one stays in force until the new one is proven live."""
+        bits, body = message
+        if wire.PATTERN_NAMES[bits >> 3] != "KK" or sid > LAST_SID:
+            self._drop("handshake_refused", f"session {sid}")
+            return
+        pending = await self._new_session(wire.KIND_HANDSHAKE, bits, sid, up, now,
+                                          register=False)
+        if pending is None:
+            return
+        payloads, replies = pending.channel.receive(
+            wire.handshake_frame("KK", bits & 0x07, sid, body), self._now_ms())
+        if pending.channel.state != "established":
+            self._drop("handshake_failed", f"session {sid}")
+            return
+        self.pending[sid] = pending
+        self._needs_poll[sid] = None
+        for f in replies:
+            await self._send_frame(pending.transport, f, up.source, up)
+
+    async def _new_session(self, kind, bits, sid, up: Uplink, now: float,
+                           register: bool = True) -> _Session | None:
         if kind not in (wire.KIND_HANDSHAKE, wire.KIND_FRAGMENT):
             self._drop("unknown_session")
             await self._reject(up, sid, wire.REJECT_UNKNOWN_SESSION)
@@ -264,8 +351,9 @@ class Gateway:
                           peer_lookup=lookup, retry_ms=self.retry_ms,
                           reliable_retries=self.reliable_retries)
         session = _Session(channel, transport, up.source, now)
-        self.sessions[sid] = session
-        self._needs_poll[sid] = None
+        if register:
+            self.sessions[sid] = session
+            self._needs_poll[sid] = None
         self.counters["handshakes_started"] += 1
         return session
 
@@ -452,6 +540,10 @@ class Gateway:
         while True:
             await asyncio.sleep(self.poll_s)
             now = self._clock()
+            for sid, pending in list(self.pending.items()):
+                if now - max(pending.created, pending.last_heard) > self.pending_timeout_s:
+                    del self.pending[sid]
+                    self._drop("handshake_timeout")
             for sid in list(self._needs_poll):
                 session = self.sessions.get(sid)
                 if session is None:

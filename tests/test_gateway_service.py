@@ -10,7 +10,7 @@ import time
 import pytest
 
 from sealink import crypto, wire
-from sealink.session import Channel
+from sealink.session import Channel, poll_frame
 from sealink_gateway.authority import Authority, CredentialError, verify
 from sealink_gateway.service import STATUS_CACHE_S, Gateway, HandshakeLimiter
 from sealink_gateway.store import Store
@@ -27,6 +27,7 @@ class UdpDevice(asyncio.DatagramProtocol):
         self.inbox: asyncio.Queue[bytes] = asyncio.Queue()
         self.received: list[bytes] = []
         self.rejects: list[int] = []
+        self.sent: list[bytes] = []  # every frame, as recorded by anyone on the air
 
     async def open(self):
         loop = asyncio.get_running_loop()
@@ -39,6 +40,7 @@ class UdpDevice(asyncio.DatagramProtocol):
 
     def tx(self, frames):
         for f in frames:
+            self.sent.append(f)
             self.transport.sendto(f, self.gateway_addr)
 
     @staticmethod
@@ -65,6 +67,10 @@ class UdpDevice(asyncio.DatagramProtocol):
     async def connect(self):
         self.tx(self.channel.connect(self.now()))
         await self.pump(lambda: self.channel.state == "established" or self.rejects)
+        if self.channel.pattern == "KK" and self.channel.state == "established":
+            # As sealink.device.Device does: a first frame under the new keys, which
+            # the gateway waits for before it trusts a KK session.
+            self.tx(poll_frame(self.channel, self.now()))
 
     def send(self, data):
         self.tx(self.channel.send(data, self.now()))
@@ -137,7 +143,10 @@ def test_enrollment_uplinks_downlinks_reconnect_revoke(env):
         dev2 = await UdpDevice(secret, addr, cred["sid"], rs=gw.public_key).open()
         await dev2.connect()
         assert dev2.channel.state == "established" and dev2.channel.pattern == "KK"
-        assert dev2.channel.frames_out == 1
+        # KK message 1, then the first frame under the new keys (a poll here; a device
+        # with an uplink waiting sends that instead): until it arrives, the gateway
+        # does not trust the session (a replayed message 1 would get no further).
+        assert dev2.channel.frames_out == 2
         dev2.send(b"after reconnect")
         await asyncio.sleep(0.2)
         assert gw.store.uplinks(device.id)[-1]["payload"] == b"after reconnect"
@@ -327,3 +336,88 @@ def test_no_other_socket_can_bind_the_gateways_port(env):
         await gw.stop()
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+async def _kk(gw, addr, secret, sid):
+    dev = await UdpDevice(secret, addr, sid, rs=gw.public_key).open()
+    await dev.connect()
+    return dev
+
+
+async def _delivered(gw, device_id, payload, timeout=5.0):
+    for _ in range(int(timeout / 0.05)):
+        if any(u["payload"] == payload for u in gw.store.uplinks(device_id, limit=1000)):
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+def test_device_comes_back_while_its_old_session_is_established(env):
+    """Stage 6, finding 3: a KK message 1 for a session id whose session was still
+    established at the gateway was dropped as stale: a rebooted device, or one whose
+    session had expired, could never reconnect."""
+
+    async def scenario():
+        gw, addr = await _start(env)
+        secret = crypto.random_bytes(32)
+        enrolled = await _enroll(gw, addr, secret)
+        sid = verify(enrolled.channel.credential, gw.authority.public_key)["sid"]
+        (device,) = gw.store.devices()
+        before = await _kk(gw, addr, secret, sid)
+        before.send(b"before the reboot")
+        assert await _delivered(gw, device.id, b"before the reboot")
+        # The device reboots: a new channel, the same keys and session id.
+        after = await _kk(gw, addr, secret, sid)
+        assert after.channel.state == "established"
+        after.send(b"after the reboot")
+        assert await _delivered(gw, device.id, b"after the reboot")
+        # The old session is gone: its keys open nothing any more.
+        before.send(b"from the old session")
+        await asyncio.sleep(0.3)
+        assert not await _delivered(gw, device.id, b"from the old session", 0.2)
+        for d in (enrolled, before, after):
+            d.close()
+        await gw.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_replayed_kk_message_creates_no_session(env):
+    """Stage 6, finding 4: a recorded KK message 1, replayed after a gateway restart,
+    created a session (session.established in the audit log) and left the real device
+    stuck.  A replay may make the gateway answer; it must not open a session, and the
+    real device must get back in."""
+
+    async def scenario():
+        gw, addr = await _start(env)
+        secret = crypto.random_bytes(32)
+        enrolled = await _enroll(gw, addr, secret)
+        sid = verify(enrolled.channel.credential, gw.authority.public_key)["sid"]
+        (device,) = gw.store.devices()
+        dev = await _kk(gw, addr, secret, sid)
+        recorded = list(dev.sent)  # KK message 1, as an eavesdropper heard it
+        dev.send(b"one")
+        assert await _delivered(gw, device.id, b"one")
+        await gw.stop()
+        gw, addr2 = await _start(env)  # a restart: the sessions are gone
+        dev.gateway_addr = enrolled.gateway_addr = addr2
+        last = gw.store.audit_log(limit=1)[0]["id"]
+        attacker = await UdpDevice(crypto.random_bytes(32), addr2, sid).open()
+        attacker.tx(recorded)
+        await asyncio.sleep(0.3)
+        new = [a["event"] for a in gw.store.audit_log(limit=1000) if a["id"] > last]
+        assert "session.established" not in new
+        assert not any(s.authorized for s in gw.sessions.values())
+        # The real device, still on its old keys, is told its session is unknown, and
+        # comes back with KK.
+        dev.send(b"two")
+        await dev.pump(lambda: dev.rejects)
+        assert dev.rejects == [wire.REJECT_UNKNOWN_SESSION]
+        again = await _kk(gw, addr2, secret, sid)
+        again.send(b"three")
+        assert await _delivered(gw, device.id, b"three")
+        for d in (enrolled, dev, again, attacker):
+            d.close()
+        await gw.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))

@@ -348,6 +348,10 @@ class Device:
         self.stats["handshakes"] += 1
         self.stats["handshake_ms"] = now_ms() - started
         await self._flush()
+        if rs is not None and not self._outbox:
+            # The gateway trusts a KK session once a frame under its keys arrives (a
+            # replayed KK message 1 must not open one): with nothing to send, a poll.
+            await self._tx(poll_frame(ch, now_ms()))
 
     async def _flush(self):
         ch = self.channel

@@ -107,6 +107,9 @@ class Channel:
     # that message until the first authenticated frame from the responder shows it
     # arrived.  (A class default, set on the instance only while it holds.)
     unconfirmed = False
+    # Responder: (bits, body) of a new first handshake message that arrived while this
+    # session was established (see _read_handshake); the application takes it.
+    restart_message = None
 
     def __init__(self, initiator, s, rs=None, sid=0, mtu=51, peer_lookup=None,
                  rekey_after_ms=3600000, max_age_ms=86400000, retry_ms=2000, max_retries=5,
@@ -200,6 +203,13 @@ class Channel:
             # A retransmission of a message we have already answered: answer again.
             if body == self._hs_last_in and self._hs_last is not None:
                 return self._hs_last
+            if not self.initiator and index == 0 and self.state == "established":
+                # Another first message: the initiator lost its session (a reboot, an
+                # expiry) or someone replays an old one.  This session goes on; the
+                # application decides (the gateway runs it as a new handshake beside
+                # this one, which replaces this one only once proven live).
+                self.restart_message = (bits, body)
+                return []
             raise HandshakeError("stale handshake message %d" % index)
         if self._hs is None:
             if self.initiator or index != 0:
