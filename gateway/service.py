@@ -267,8 +267,22 @@ class Gateway:
         """Route a frame for a sid with a pending KK handshake.  Returns the session that
         should process it (None: done with it)."""
         ch = pending.channel
+        bits = up.frame[0] & 0x1F
+        if kind == wire.KIND_HANDSHAKE and bits & 0x07 == 0 and up.frame[3:] != (
+                ch._hs_last_in or b""):
+            # Another message 1 (the device started over; or a replay): it replaces the
+            # pending handshake, which had no frame under its keys yet.
+            del self.pending[sid]
+            if session is None:
+                session = await self._new_session(kind, bits, sid, up, now, register=False)
+                if session is None:
+                    return None
+                self.pending[sid] = session
+                return session
+            await self._restart(session, sid, (bits, up.frame[3:]), up, now)
+            return None
         if kind == wire.KIND_HANDSHAKE or (kind == wire.KIND_FRAGMENT and session is None):
-            return pending  # its own message 1 again, or another one (restart_message)
+            return pending  # its own message 1 again (answered again), or its fragments
         # Try the frame under the new keys, without counting a failure: the frame may
         # well belong to the session still in force.
         drops, authentic = dict(ch.drops), ch.authentic_in
@@ -330,6 +344,11 @@ class Gateway:
             self._drop("handshake_flood")
             return None
         lookup = None
+        if sid <= LAST_SID and kind == wire.KIND_HANDSHAKE and (
+                wire.PATTERN_NAMES[bits >> 3] != "KK" or bits & 0x07):
+            # An enrolled session id takes KK only: XX is first contact, on 0x8000-0xFFFE.
+            self._drop("handshake_refused", f"session {sid}")
+            return None
         if sid <= LAST_SID:
             device = self.store.device_by_sid(sid)
             if device is None:
@@ -361,6 +380,12 @@ class Gateway:
         channel = session.channel
         static = channel.remote_static
         device = self.store.device_by_key(static)
+        if sid <= LAST_SID and (device is None or device.sid != sid):
+            # An enrolled session id belongs to one device: nobody else's key may hold it
+            # (KK's lookup already binds the key; this also covers any other way in).
+            self._drop("sid_mismatch", f"session {sid}")
+            self.sessions.pop(sid, None) if self.sessions.get(sid) is session else None
+            return False
         if device is None:
             token = channel.peer_payload.decode(errors="replace")
             try:

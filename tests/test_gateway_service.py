@@ -3,6 +3,7 @@ enrollment with one-time tokens, credentials, uplinks, reliable downlinks, KK
 reconnects, revocation, restarts, and hostile datagrams."""
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -255,9 +256,10 @@ def test_hostile_datagrams_are_dropped_and_counted(env):
         secret = crypto.random_bytes(32)
         dev = await _enroll(gw, addr, secret)
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        junk = [b"", b"\x00", os.urandom(50), b"\xff" * 10, bytes(2000),
+        junk = [b"", b"\x00", b"\x00" + os.urandom(49), b"\xff" * 10, bytes(2000),
                 wire.header(wire.KIND_DATA, 0, 0x1234) + os.urandom(30),  # unknown session
-                wire.header(wire.KIND_HANDSHAKE, 0, 5) + os.urandom(48)]  # unknown device
+                wire.handshake_frame("KK", 0, 5, os.urandom(48)),  # unknown device
+                wire.handshake_frame("XX", 0, 6, os.urandom(32))]  # XX on an enrolled sid
         for j in junk:
             sock.sendto(j, addr)
         # A handshake flood from one address: the limiter stops it after 3.
@@ -267,6 +269,7 @@ def test_hostile_datagrams_are_dropped_and_counted(env):
         await asyncio.sleep(0.3)
         assert gw.drops["malformed_frame"] >= 3
         assert gw.drops["unknown_session"] >= 1 and gw.drops["unknown_device"] == 1
+        assert gw.drops["handshake_refused"] == 1
         assert gw.drops["handshake_flood"] >= 6
         assert gw.transports[0].drops["oversized"] == 1
         # The enrolled device is still served.
@@ -417,6 +420,62 @@ def test_replayed_kk_message_creates_no_session(env):
         again.send(b"three")
         assert await _delivered(gw, device.id, b"three")
         for d in (enrolled, dev, again, attacker):
+            d.close()
+        await gw.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_handshake_on_an_enrolled_sid_blocks_nothing(env):
+    """Stage 6, finding 9: an unauthenticated XX message 1 on an enrolled device's sid
+    blocked that device's KK for a minute, repeatably."""
+
+    async def scenario():
+        gw, addr = await _start(env)
+        secret = crypto.random_bytes(32)
+        enrolled = await _enroll(gw, addr, secret)
+        sid = verify(enrolled.channel.credential, gw.authority.public_key)["sid"]
+        (device,) = gw.store.devices()
+        squatter = await UdpDevice(crypto.random_bytes(32), addr, sid).open()
+        squatter.tx(squatter.channel.connect(squatter.now()))  # XX message 1 on that sid
+        await asyncio.sleep(0.2)
+        dev = await _kk(gw, addr, secret, sid)
+        dev.send(b"not blocked")
+        assert await _delivered(gw, device.id, b"not blocked")
+        assert gw.drops["handshake_refused"] >= 1
+        for d in (enrolled, squatter, dev):
+            d.close()
+        await gw.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_enrolled_device_cannot_take_another_devices_sid(env):
+    """Stage 6, finding 9: another enrolled device completing XX on a victim's sid was
+    authorized there indefinitely."""
+
+    async def scenario():
+        gw, addr = await _start(env)
+        victim_secret, thief_secret = crypto.random_bytes(32), crypto.random_bytes(32)
+        victim = await _enroll(gw, addr, victim_secret)
+        thief = await _enroll(gw, addr, thief_secret)
+        victim_sid = verify(victim.channel.credential, gw.authority.public_key)["sid"]
+        # The thief, enrolled, runs KK (it knows the gateway key) on the victim's sid.
+        fake = await UdpDevice(thief_secret, addr, victim_sid, rs=gw.public_key).open()
+        fake.tx(fake.channel.connect(fake.now()))
+        await asyncio.sleep(0.3)
+        assert fake.channel.state != "established"
+        # ... and XX on it, to the end, then data.
+        squat = await UdpDevice(thief_secret, addr, victim_sid).open()
+        with contextlib.suppress(TimeoutError):
+            await squat.connect()
+        if squat.channel.state == "established":
+            squat.send(b"in the victim's place")
+        await asyncio.sleep(0.3)
+        assert not any(s.authorized for sid, s in gw.sessions.items() if sid == victim_sid)
+        assert all(u["payload"] != b"in the victim's place"
+                   for u in gw.store.uplinks(limit=1000))
+        for d in (victim, thief, fake, squat):
             d.close()
         await gw.stop()
 
