@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 # EU868's 1 % duty cycle spaces an SF12 device's frames by 100x their time on air (up
 # to 247 s for 51 bytes), so a first contact in several fragments needs minutes.
 PENDING_TIMEOUT_S = 300.0
+REJECT_RATE = 50  # REJECTs per source per 10 s (answers to frames that prove nothing)
 STATUS_CACHE_S = 1.0  # a revocation (by another process) takes effect within this
 
 
@@ -68,13 +69,20 @@ class _Session:
 
 
 class HandshakeLimiter:
-    """New handshakes per source: at most `rate` per `per_s` (token bucket)."""
+    """New handshakes per source: at most `rate` per `per_s` (token bucket).  A source's
+    bucket is forgotten once it has refilled: it says nothing a new bucket would not."""
 
     def __init__(self, rate: int = 5, per_s: float = 10.0):
         self.rate, self.per_s = rate, per_s
         self._buckets: dict[object, list[float]] = {}
+        self._pruned_at = 0.0
+
+    def __len__(self) -> int:
+        return len(self._buckets)
 
     def allow(self, source: object, now: float) -> bool:
+        if now - self._pruned_at >= self.per_s:
+            self._prune(now)
         tokens, last = self._buckets.get(source, [float(self.rate), now])
         tokens = min(self.rate, tokens + (now - last) * self.rate / self.per_s)
         if tokens < 1:
@@ -82,6 +90,12 @@ class HandshakeLimiter:
             return False
         self._buckets[source] = [tokens - 1, now]
         return True
+
+    def _prune(self, now: float) -> None:
+        refill = self.rate / self.per_s
+        self._buckets = {s: b for s, b in self._buckets.items()
+                         if b[0] + (now - b[1]) * refill < self.rate}
+        self._pruned_at = now
 
 
 class Gateway:
@@ -106,6 +120,7 @@ class Gateway:
         # KK handshakes answered but not yet proven live (no frame under the new keys):
         # a replayed message 1 gets no further than here.
         self.pending: dict[int, _Session] = {}
+        self.reject_limiter = HandshakeLimiter(rate=REJECT_RATE, per_s=10.0)
         self.counters: collections.Counter[str] = collections.Counter()
         self.drops: collections.Counter[str] = collections.Counter()
         self._subscribers: list[asyncio.Queue[Message]] = []
@@ -228,7 +243,10 @@ class Gateway:
             restart, session.channel.restart_message = session.channel.restart_message, None
             await self._restart(session, sid, restart, up, now)
             return
-        if session.channel.state in ("failed", "idle") and not session.authorized:
+        ch = session.channel
+        if not session.authorized and (ch.state == "failed" or (
+                ch.state == "idle" and not ch._reassembler._partial)):
+            # (An idle channel holding fragments is waiting for the rest of message 1.)
             if self.sessions.get(sid) is session:
                 del self.sessions[sid]
             if self.pending.get(sid) is session:
@@ -261,6 +279,12 @@ class Gateway:
             await self._send(session, resend_unacknowledged(session.channel, self._now_ms()))
         if self.store_has_queued:
             await self._flush_downlinks()
+
+    @staticmethod
+    def _source_key(up: Uplink) -> object:
+        """Who sent a frame, as far as the medium tells: a host (not its port), a
+        concentrator, a BLE peer."""
+        return up.source.key[0] if isinstance(up.source.key, tuple) else up.source.key
 
     async def _try_pending(self, pending: _Session, session: _Session | None, sid: int,
                            kind: int, up: Uplink, now: float) -> _Session | None:
@@ -339,8 +363,7 @@ class Gateway:
             self._drop("unknown_session")
             await self._reject(up, sid, wire.REJECT_UNKNOWN_SESSION)
             return None
-        if not self.limiter.allow(up.source.key[0] if isinstance(up.source.key, tuple)
-                                  else up.source.key, now):
+        if not self.limiter.allow(self._source_key(up), now):
             self._drop("handshake_flood")
             return None
         lookup = None
@@ -358,7 +381,9 @@ class Gateway:
             if device.status != "active":
                 self._drop("revoked")
                 self.store.audit("session.refused", device.id, reason="revoked")
-                await self._reject(up, sid, wire.REJECT_REVOKED)
+                # The same answer as for a sid nobody holds: this frame proves nothing
+                # of its sender, who must not learn which sids are revoked.
+                await self._reject(up, sid, wire.REJECT_UNKNOWN_SESSION)
                 return None
             key = device.static_key
             lookup = lambda _sid: key  # noqa: E731
@@ -516,6 +541,11 @@ class Gateway:
             await self._send_frame(session.transport, f, session.address, session.last_uplink)
 
     async def _reject(self, up: Uplink, sid: int, reason: int) -> None:
+        """An unauthenticated answer to an unauthenticated frame: rationed per source
+        (REJECT_RATE per 10 s), so a sweep of session ids learns slowly."""
+        if not self.reject_limiter.allow(self._source_key(up), self._clock()):
+            self._drop("reject_limited")
+            return
         frame = wire.header(wire.KIND_REJECT, reason, sid)
         await self._send_frame(self._transport(up.source), frame, up.source, up)
 

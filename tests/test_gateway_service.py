@@ -480,3 +480,70 @@ def test_enrolled_device_cannot_take_another_devices_sid(env):
         await gw.stop()
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_first_contact_completes_at_mtu_20(env):
+    """Stage 6, finding 11: at MTU 20 (BLE's default ATT MTU) every handshake message is
+    fragmented; the half-open session was deleted after the first fragment, and each
+    fragment spent a handshake-limiter token, so first contact never completed."""
+
+    async def scenario():
+        store = Store(env["db"])
+        transport = UdpTransport("127.0.0.1", 0, mtu=20)
+        gw = Gateway(store, env["gw_secret"], Authority.load_or_create(env["authority"]),
+                     [transport], limiter=HandshakeLimiter(rate=3, per_s=60))
+        await gw.start()
+        addr = ("127.0.0.1", transport.port)
+        token, _ = store.create_token({"site": "ble"}, 3600)
+        dev = await UdpDevice(crypto.random_bytes(32), addr, _first_contact_sid(),
+                              token=token.encode(), mtu=20).open()
+        await dev.connect()
+        await dev.pump(lambda: dev.channel.credential is not None)
+        assert len(store.devices()) == 1 and gw.drops["handshake_flood"] == 0
+        assert max(len(f) for f in dev.sent) == 20
+        dev.close()
+        await gw.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_handshake_limiter_forgets_idle_sources():
+    """Stage 6, finding 12: a bucket per source, never pruned: 20,000 sources that each
+    sent one handshake kept 20,000 buckets."""
+    limiter = HandshakeLimiter(rate=5, per_s=10.0)
+    for i in range(20000):
+        assert limiter.allow(("10.0.0.1", i), now=i * 0.001)
+    # Long after, a bucket that has refilled says nothing a new one would not: gone.
+    assert limiter.allow(("10.0.0.1", 1), now=100.0)
+    assert len(limiter) <= 2
+
+
+def test_unauthenticated_probes_learn_little_and_slowly(env):
+    """Stage 6, finding 15: REJECT reasons told revoked sids from unknown ones, and
+    nothing limited the REJECTs: all 32,767 sids were probed in 3.4 s."""
+
+    async def scenario():
+        gw, addr = await _start(env)
+        revoked_secret = crypto.random_bytes(32)
+        revoked = await _enroll(gw, addr, revoked_secret)
+        revoked_sid = verify(revoked.channel.credential, gw.authority.public_key)["sid"]
+        gw.store.revoke(gw.store.devices()[0].id, "lost")
+        prober = await UdpDevice(crypto.random_bytes(32), addr, 1).open()
+        for sid in (revoked_sid, revoked_sid % 0x7FFF + 1):  # revoked, never enrolled
+            prober.tx([wire.handshake_frame("KK", 0, sid, os.urandom(48)),
+                       wire.data_header(wire.KIND_DATA, sid, 1) + os.urandom(20)])
+        await asyncio.sleep(0.3)
+        reasons = []
+        while not prober.inbox.empty():
+            reasons.append(prober.inbox.get_nowait()[0] & 0x1F)
+        assert reasons == [wire.REJECT_UNKNOWN_SESSION] * 4
+        # A sweep from one source: REJECTs are rationed.
+        for sid in range(0x0100, 0x0300):
+            prober.tx([wire.data_header(wire.KIND_DATA, sid, 1) + os.urandom(20)])
+        await asyncio.sleep(0.5)
+        assert prober.inbox.qsize() <= 50 and gw.drops["reject_limited"] >= 400
+        for d in (revoked, prober):
+            d.close()
+        await gw.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
