@@ -419,6 +419,17 @@ class Gateway:
                 self._drop("enroll_refused", e.reason)
                 await self._close(sid, wire.REJECT_HANDSHAKE_FAILED)
                 return False
+            self.counters["enrolled"] += 1
+        elif device.status != "active":
+            self._drop("revoked")
+            self.store.audit("session.refused", device.id, reason="revoked")
+            await self._close(sid, wire.REJECT_REVOKED)
+            return False
+        elif channel.pattern == "XX":
+            # An enrolled key on first contact again: its credential never arrived (its
+            # token is spent).  XX just proved the key: the credential is sent again.
+            self.counters["credentials_reissued"] += 1
+        if channel.pattern == "XX":
             credential = self.authority.issue(device.sid, int(time.time()), static,
                                               self.public_key, device.attributes)
             frames = channel.send(CONTROL_CREDENTIAL + credential, self._now_ms(),
@@ -427,12 +438,6 @@ class Gateway:
             # same frames again (the channel answers the repeat with them).
             answer_repeats_with(channel, frames)
             await self._send(session, frames)
-            self.counters["enrolled"] += 1
-        elif device.status != "active":
-            self._drop("revoked")
-            self.store.audit("session.refused", device.id, reason="revoked")
-            await self._close(sid, wire.REJECT_REVOKED)
-            return False
         session.device_id = device.id
         session.authorized = True
         self.counters["handshakes_completed"] += 1

@@ -547,3 +547,27 @@ def test_unauthenticated_probes_learn_little_and_slowly(env):
         await gw.stop()
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_enrolled_device_that_lost_its_credential_gets_it_again(env):
+    """A device enrolled (its token spent) whose credential never arrived starts XX
+    again: the gateway knew its key and authorized it, but sent no credential, and the
+    device waited for one forever (found by the 1,000-device cell)."""
+
+    async def scenario():
+        gw, addr = await _start(env)
+        secret = crypto.random_bytes(32)
+        first = await _enroll(gw, addr, secret)
+        cred = verify(first.channel.credential, gw.authority.public_key)
+        first.close()
+        # Its credential lost, the device tries first contact again with the same key.
+        again = await UdpDevice(secret, addr, _first_contact_sid(), token=b"spent").open()
+        await again.connect()
+        await again.pump(lambda: again.channel.credential is not None)
+        cred2 = verify(again.channel.credential, gw.authority.public_key)
+        assert (cred2["sid"], cred2["device_key"]) == (cred["sid"], cred["device_key"])
+        assert len(gw.store.devices()) == 1
+        again.close()
+        await gw.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
