@@ -10,6 +10,7 @@ import json
 import re
 import sys
 import time
+from pathlib import Path
 
 import click
 
@@ -67,18 +68,34 @@ def enroll() -> None:
 @click.option("--attr", "attrs", multiple=True, metavar="KEY=VALUE",
               help="An attribute recorded for the device (repeatable).")
 @click.option("--ttl", default="1h", show_default=True, help="Validity: 90s, 30m, 1h, 7d.")
+@click.option("--gateway-key", type=click.Path(exists=True, dir_okay=False),
+              help="The gateway's static key file: its public key is printed too, for the "
+                   "device (which sends its token only to the holder of that key).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def enroll_create(ctx: click.Context, attrs: tuple[str, ...], ttl: str, as_json: bool) -> None:
+def enroll_create(ctx: click.Context, attrs: tuple[str, ...], ttl: str,
+                  gateway_key: str | None, as_json: bool) -> None:
     """Issue a one-time token for a device's first handshake."""
     attributes = parse_attr(attrs)
     seconds = parse_duration(ttl)
+    public = None
+    if gateway_key:
+        from sealink import crypto
+        from sealink_gateway.keyfile import KeyFileError
+        from sealink_gateway.run import load_or_create_static_key
+
+        try:
+            public = crypto.x25519_base(load_or_create_static_key(Path(gateway_key))).hex()
+        except KeyFileError as e:
+            raise click.ClickException(str(e)) from None
     token, expires = _store(ctx).create_token(attributes, seconds)
     if as_json:
         click.echo(json.dumps({"token": token, "expires_at": expires,
-                               "attributes": attributes}))
+                               "attributes": attributes, "gateway_key": public}))
     else:
         click.echo(token)
+        if public:
+            click.echo(f"gateway key {public}")
         click.echo(f"expires {_when(expires)}", err=True)
 
 

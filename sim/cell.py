@@ -224,7 +224,8 @@ class Cell:
         c = self.cell
         await asyncio.sleep(d.start_s)
         device = Device(d.driver, Keystore(), {
-            "token": d.token.encode(), "retry_ms": c.retry_ms, "max_retries": c.max_retries,
+            "token": d.token.encode(), "gateway_key": self.gateway.public_key,
+            "retry_ms": c.retry_ms, "max_retries": c.max_retries,
             "first_contact_sid": d.first_contact_sid, "outbox": 64})
         d.device = device
         d.driver.phase = lambda: ("handshake" if d.connecting or device._reconnecting

@@ -137,6 +137,7 @@ class DeviceRun:
     spec: DeviceSpec
     radio: Radio
     token: str
+    gateway_key: bytes = b""  # provisioned with the token
     process: asyncio.subprocess.Process | None = None
     module: Rak3172Model | None = None
     device_id: str | None = None
@@ -158,7 +159,8 @@ class DeviceRun:
 
 
 def _app_call(run: DeviceRun, scenario: Scenario, keystore: str | None) -> str:
-    args = (f"token={run.token.encode()!r}, sf={run.spec.sf}, freq={run.spec.freq}, "
+    args = (f"token={run.token.encode()!r}, gateway_key={run.gateway_key!r}, "
+            f"sf={run.spec.sf}, freq={run.spec.freq}, "
             f"board={run.spec.board!r}, "
             f"messages={scenario.messages}, interval_ms={int(scenario.interval_s * 1000)}")
     if keystore:
@@ -276,7 +278,7 @@ class Fleet:
                                             "sf": str(spec.sf)}, 3600)
         pos = (spec.distance * math.cos(spec.angle), spec.distance * math.sin(spec.angle))
         radio = self.air.attach(Radio(spec.name, pos, Params(freq=spec.freq, sf=spec.sf)))
-        run = DeviceRun(spec, radio, token)
+        run = DeviceRun(spec, radio, token, self.gateway.public_key)
         self.runs.append(run)
         if spec.radio == "ble":
             self.air.detach(radio)  # not on the LoRa air: its frames are counted
@@ -318,7 +320,8 @@ class Fleet:
         run.booted_at = time.monotonic()
         run.state = "handshaking"
         device = Device(BlePeripheralRadio(peripheral, counters=run.radio), Keystore(),
-                        {"token": run.token.encode(), "retry_ms": 1000, "max_retries": 8})
+                        {"token": run.token.encode(), "gateway_key": self.gateway.public_key,
+                         "retry_ms": 1000, "max_retries": 8})
         if run.spec.name in self.scenario.ble_drop:
             asyncio.ensure_future(self._drop_ble_once(run, device))
         result = await app.session(device, run.spec.board, self.scenario.messages,

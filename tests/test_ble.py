@@ -312,7 +312,8 @@ def test_device_enrolls_sends_and_takes_a_downlink_over_ble(tmp_path, max_mtu):
 
             token, _ = gw.store.create_token({"radio": "ble"}, 3600)
             device = Device(BlePeripheralRadio(peripheral), Keystore(),
-                            {"token": token.encode(), "retry_ms": 500})
+                            {"token": token.encode(), "gateway_key": gw.public_key,
+                             "retry_ms": 500})
             assert device.mtu == frame
             await device.connect(15000)
             (row,) = gw.store.devices()

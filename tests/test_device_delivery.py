@@ -141,3 +141,48 @@ def test_forged_reject_never_makes_a_device_give_up():
     link, device = vtime.run(scenario())
     assert link.forged == 1 and device.stats["rejects"] == 1 and device.stats["handshakes"] == 1
     assert link.delivered == [b"still here"]
+
+
+def test_device_never_sends_token_to_unauthenticated_peer():
+    """Stage 6, finding 2: on first contact the device took any responder's static key,
+    and its enrollment token (in XX message 3) went to a rogue gateway, which spent it at
+    the real one.  Provisioned with the gateway's key, the device says nothing more to
+    any other responder; without that key it does not start first contact at all."""
+    from sealink.device import DeviceError
+
+    rogue_secret = bytes(range(100, 132))
+    real_gateway_key = crypto.x25519_base(GATEWAY_SECRET)
+
+    class RogueLink(AckLosingLink):
+        def __init__(self):
+            super().__init__(Channel(False, rogue_secret, sid=0x8123, mtu=51), lose=0)
+            self.payloads_heard = []
+
+        async def send(self, frame):
+            await super().send(frame)
+            if self.gateway.peer_payload:
+                self.payloads_heard.append(self.gateway.peer_payload)
+
+    async def scenario():
+        link = RogueLink()
+        device = Device(link, Keystore(), {"token": b"secret-token", "retry_ms": 1000,
+                                           "gateway_key": real_gateway_key,
+                                           "first_contact_sid": 0x8123})
+        try:
+            await device.connect(60_000)
+        except DeviceError as e:
+            error = str(e)
+        without_key = Device(RogueLink(), Keystore(), {"token": b"secret-token"})
+        try:
+            await without_key.connect(60_000)
+        except DeviceError as e:
+            refused = str(e)
+        device.close()
+        without_key.close()
+        return link, error, refused
+
+    link, error, refused = vtime.run(scenario())
+    assert "handshake did not complete (failed)" in error
+    assert link.frames_up == 1  # XX message 1 only: no message 3, no token
+    assert link.payloads_heard == [] and link.gateway.state == "handshaking"
+    assert "needs the gateway's public key" in refused

@@ -148,7 +148,8 @@ from sealink.drivers.udp import Udp
 async def main():
     radio = Udp("127.0.0.1", {port})
     await radio.start()
-    device = Device(radio, Keystore({keystore!r}), {{"token": {token!r}, "retry_ms": 500}})
+    device = Device(radio, Keystore({keystore!r}),
+                    {{"token": {token!r}, "gateway_key": {gateway_key!r}, "retry_ms": 500}})
     await device.connect(20000)
     await device.send(b"over ip")
     command = await asyncio.wait_for(device.commands().__anext__(), 20)
@@ -170,6 +171,7 @@ def test_udp_driver_on_firmware_against_the_gateway(tmp_path):
         await gw.start()
         token, _ = gw.store.create_token({"net": "ip"}, 3600)
         code = UDP_DEVICE.format(port=transport.port, token=token.encode(),
+                                 gateway_key=gw.public_key,
                                  keystore=str(tmp_path / "device.json"))
         proc = await asyncio.create_subprocess_exec(
             str(binary), "-c", code, stdout=asyncio.subprocess.PIPE,

@@ -215,3 +215,13 @@ def test_key_file_others_can_read_is_refused(tmp_path):
             (load_or_create_static_key(path) if path == key
              else Authority.load_or_create(path))
         path.chmod(0o600)
+
+
+def test_enroll_create_prints_the_gateway_key_for_the_device(tmp_path):
+    from sealink_gateway.run import load_or_create_static_key
+
+    key = load_or_create_static_key(tmp_path / "gateway.key")
+    r = CliRunner().invoke(main, ["--db", str(tmp_path / "s.db"), "enroll", "create",
+                                  "--gateway-key", str(tmp_path / "gateway.key"), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["gateway_key"] == crypto.x25519_base(key).hex()

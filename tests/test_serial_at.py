@@ -61,7 +61,8 @@ def test_enroll_uplink_downlink_over_a_serial_module(tmp_path):
             assert transport.max_frame == 222  # SF7: EU868 DR5
             token, _ = gw.store.create_token({"site": "pier"}, 3600)
             device = Device(radio, Keystore(str(tmp_path / "dev.key")),
-                            {"token": token.encode(), "retry_ms": 500})
+                            {"token": token.encode(), "gateway_key": gw.public_key,
+                             "retry_ms": 500})
             await device.connect(20000)
             (row,) = gw.store.devices()
             assert device.keystore.sid == row.sid and row.attributes == {"site": "pier"}
@@ -104,6 +105,7 @@ def test_module_errors_are_retried_and_nothing_is_lost(tmp_path):
         async with lora_site(tmp_path, device_error_rate=0.33) as (gw, _, _, radio, dm, _):
             token, _ = gw.store.create_token({}, 3600)
             device = Device(radio, Keystore(), {"token": token.encode(), "retry_ms": 400,
+                                                "gateway_key": gw.public_key,
                                                 "max_retries": 12})
             await device.connect(30000)
             for i in range(6):

@@ -29,8 +29,8 @@ async def _connect(device, backoff_ms):
             i += 1
 
 
-async def main(reader, writer, token=b"", sf=7, freq=868100000, board="", messages=3,
-               interval_ms=1000, keystore=None, command_timeout_ms=None, retry_ms=3000,
+async def main(reader, writer, token=b"", gateway_key=None, sf=7, freq=868100000, board="",
+               messages=3, interval_ms=1000, keystore=None, command_timeout_ms=None, retry_ms=3000,
                poll_ms=5000):
     radio = Rak3172(reader, writer, freq=freq, sf=sf, timeout_ms=2000, retries=5)
     for _ in range(10):
@@ -41,7 +41,8 @@ async def main(reader, writer, token=b"", sf=7, freq=868100000, board="", messag
             await asyncio.sleep(1)
     else:
         return "modem"
-    device = Device(radio, Keystore(keystore), {"token": token, "retry_ms": retry_ms,
+    device = Device(radio, Keystore(keystore), {"token": token, "gateway_key": gateway_key,
+                                                "retry_ms": retry_ms,
                                                 "max_retries": 8})
     result = await session(device, board, messages, interval_ms, command_timeout_ms,
                            retry_ms, poll_ms)

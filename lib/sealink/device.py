@@ -122,6 +122,9 @@ class Device:
         self.radio = radio
         self.keystore = keystore
         self.token = cfg.get("token", b"")
+        # The gateway's X25519 public key, provisioned with the token: first contact (XX)
+        # sends the token only to a responder that proves it holds this key.
+        self.gateway_key = cfg.get("gateway_key")
         self.mtu = min(cfg.get("mtu", radio.mtu), radio.mtu)
         # A reliable uplink: 1-byte id + payload + 16-byte tag + 2 header bytes, split
         # into at most MAX_FRAGMENTS fragments of (mtu - 5) bytes.
@@ -304,6 +307,9 @@ class Device:
         else:
             if not self.token:
                 raise DeviceError("not enrolled and no enrollment token")
+            if self.gateway_key is None:
+                # The token may go only to the gateway: its key comes with the token.
+                raise DeviceError("first contact needs the gateway's public key")
             sid = self.first_contact_sid
             if sid is None:
                 sid = FIRST_CONTACT_SID + int.from_bytes(crypto.random_bytes(2), "big") % 0x7FFF
@@ -317,6 +323,8 @@ class Device:
         ch = Channel(True, ks.secret, rs=rs, sid=sid, mtu=self.mtu, handshake_payload=token,
                      retry_ms=self.retry_ms, max_retries=self.max_retries,
                      reliable_retries=None)
+        if rs is None:
+            ch.expected_rs = self.gateway_key
         self.channel = ch
         await self._tx(ch.connect(started))
         self._wake.set()

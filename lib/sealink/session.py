@@ -110,6 +110,10 @@ class Channel:
     # Responder: (bits, body) of a new first handshake message that arrived while this
     # session was established (see _read_handshake); the application takes it.
     restart_message = None
+    # Initiator of XX: the responder's static key it must find in message 2 (provisioned
+    # with the device); anything else fails before message 3, and its payload (the
+    # enrollment token), goes out.  None: any responder (tests only).
+    expected_rs = None
 
     def __init__(self, initiator, s, rs=None, sid=0, mtu=51, peer_lookup=None,
                  rekey_after_ms=3600000, max_age_ms=86400000, retry_ms=2000, max_retries=5,
@@ -232,6 +236,12 @@ class Channel:
             self._hs = None
             self.state = "idle" if not self.initiator else "failed"
             raise
+        if self.initiator and self.expected_rs is not None and self._hs.rs is not None \
+                and bytes(self._hs.rs) != bytes(self.expected_rs):
+            # Not the gateway we were provisioned for: say nothing more to it.
+            self._hs = None
+            self.state = "failed"
+            raise HandshakeError("the responder's static key is not the gateway's")
         if payload:
             self.peer_payload = payload
         if self._hs.complete:
