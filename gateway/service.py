@@ -38,6 +38,10 @@ logger = logging.getLogger(__name__)
 # EU868's 1 % duty cycle spaces an SF12 device's frames by 100x their time on air (up
 # to 247 s for 51 bytes), so a first contact in several fragments needs minutes.
 PENDING_TIMEOUT_S = 300.0
+# Reliable ids remembered per device.  Ids are 8 bits: a device (4 messages in flight at
+# most) that reboots starts 64 to 128 past its last id (sealink.device.SEQ_RESERVE),
+# clear of the 64 remembered.
+DEDUP_IDS = 64
 REJECT_RATE = 50  # REJECTs per source per 10 s (answers to frames that prove nothing)
 STATUS_CACHE_S = 1.0  # a revocation (by another process) takes effect within this
 
@@ -121,6 +125,7 @@ class Gateway:
         # a replayed message 1 gets no further than here.
         self.pending: dict[int, _Session] = {}
         self.reject_limiter = HandshakeLimiter(rate=REJECT_RATE, per_s=10.0)
+        self._msg_ids: dict[str, collections.deque] = {}  # device -> ids committed last
         self.counters: collections.Counter[str] = collections.Counter()
         self.drops: collections.Counter[str] = collections.Counter()
         self._subscribers: list[asyncio.Queue[Message]] = []
@@ -128,7 +133,7 @@ class Gateway:
         self._poller: asyncio.Task | None = None
         # Group commit: uplinks accepted in one turn of the event loop share a
         # transaction; their acknowledgements go out only after it commits.
-        self._batch: list[tuple[_Session, bytes, Uplink, list[bytes]]] = []
+        self._batch: list[tuple[_Session, bytes, Uplink, list[bytes], int | None]] = []
         self._audits: list = []  # deferred writes (callables) for the next group commit
         self._commit_scheduled = False
         self._status: dict[str, tuple[float, str]] = {}  # device id -> (read at, status)
@@ -225,6 +230,7 @@ class Gateway:
                 self.pending[sid] = session
         drops_before = dict(session.channel.drops)
         authentic_before = session.channel.authentic_in
+        session.channel.reliable_in_id = None  # set by a RELIABLE frame it opens
         payloads, replies = session.channel.receive(up.frame, self._now_ms())
         # Did this frame prove the device's keys?  Only then may it move the session's
         # return address (where later downlinks go); anything else is answered where it
@@ -310,6 +316,7 @@ class Gateway:
         # Try the frame under the new keys, without counting a failure: the frame may
         # well belong to the session still in force.
         drops, authentic = dict(ch.drops), ch.authentic_in
+        ch.reliable_in_id = None
         payloads, replies = ch.receive(up.frame, self._now_ms())
         if ch.authentic_in > authentic:
             # Proven live: the new handshake replaces whatever session the sid had.
@@ -471,11 +478,34 @@ class Gateway:
                 self.store.audit("session.closed", session.device_id, reason="revoked")
             await self._close(sid, wire.REJECT_REVOKED)
             return False
+        msg_id = session.channel.reliable_in_id
+        if msg_id is not None:
+            # A device keeps a message's id across its sessions: one committed already
+            # (its ack lost, the message sent again on a new session, perhaps after a
+            # restart of this gateway) is acknowledged, not committed again.
+            if msg_id in self._committed_ids(session.device_id):
+                self.counters["duplicates"] += 1
+                for f in replies:
+                    await self._send_frame(session.transport, f, up.source, up)
+                return True
+            if any(s.device_id == session.device_id and m == msg_id
+                   for s, _, _, _, m in self._batch):
+                self.counters["duplicates"] += 1
+                return True  # its first copy commits now; the next copy gets the ack
         for payload in payloads:
-            self._batch.append((session, payload, up, replies))
+            self._batch.append((session, payload, up, replies, msg_id))
             replies = []  # sent once, with the last payload of this frame
         self._schedule_commit()
         return True
+
+    def _committed_ids(self, device_id: str) -> collections.deque:
+        """The reliable ids of a device's last DEDUP_IDS committed uplinks (from the
+        store after a restart)."""
+        ids = self._msg_ids.get(device_id)
+        if ids is None:
+            ids = self._msg_ids[device_id] = collections.deque(
+                self.store.recent_msg_ids(device_id, DEDUP_IDS), maxlen=DEDUP_IDS)
+        return ids
 
     def _defer(self, action) -> None:
         """A routine write, committed with the next group commit (no fsync of its own)."""
@@ -497,8 +527,8 @@ class Gateway:
         batch, self._batch = self._batch, []
         audits, self._audits = self._audits, []
         try:
-            ids = self.store.add_uplinks([(s.device_id, p, up.radio) for s, p, up, _ in batch],
-                                         audits)
+            ids = self.store.add_uplinks([(s.device_id, p, up.radio, m)
+                                          for s, p, up, _, m in batch], audits)
         except Exception as e:  # the disk failed: nothing is acknowledged
             logger.error("committing %d uplinks failed: %s", len(batch), e)
             self.drops["store_failed"] += len(batch)
@@ -506,7 +536,9 @@ class Gateway:
         self.counters["uplinks"] += len(batch)
         if batch:
             self.uplink_event.set()
-        for uplink_id, (session, payload, up, replies) in zip(ids, batch, strict=True):
+        for uplink_id, (session, payload, up, replies, msg_id) in zip(ids, batch, strict=True):
+            if msg_id is not None:
+                self._committed_ids(session.device_id).append(msg_id)
             message = Message(uplink_id, session.device_id, session.attributes,
                               payload, up.radio, up.received_at)
             for queue in self._subscribers:

@@ -79,6 +79,13 @@ MIGRATIONS = [
     );
     CREATE INDEX sessions_device ON sessions(device_id, id);
     """,
+    # 3: the reliable id of each uplink: a device keeps a message's id across sessions,
+    # and the gateway remembers the ids it committed (exactly once across sessions and
+    # restarts).
+    """
+    ALTER TABLE uplinks ADD COLUMN msg_id INTEGER;
+    CREATE INDEX uplinks_by_device ON uplinks (device_id, id)
+    """,
 ]
 
 FIRST_SID, LAST_SID = 1, 0x7FFF  # enrolled devices; 0x8000.. are first-contact ids
@@ -261,6 +268,12 @@ class Store:
 
     # --- uplinks and downlinks ----------------------------------------------------------------
 
+    def recent_msg_ids(self, device_id: str, limit: int = 128) -> list[int]:
+        """The reliable ids of a device's last `limit` uplinks, oldest first."""
+        rows = self.db.execute("SELECT msg_id FROM uplinks WHERE device_id = ?"
+                               " ORDER BY id DESC LIMIT ?", (device_id, limit))
+        return [r[0] for r in rows][::-1]
+
     def add_uplink(self, device_id: str, payload: bytes, radio: dict[str, Any]) -> int:
         cur = self.db.execute("INSERT INTO uplinks (device_id, payload, radio, received_at)"
                               " VALUES (?, ?, ?, ?)",
@@ -288,19 +301,21 @@ class Store:
                                " ORDER BY id DESC LIMIT ?", (device_id, limit))
         return [dict(r) for r in rows]
 
-    def add_uplinks(self, rows: list[tuple[str, bytes, dict[str, Any]]],
+    def add_uplinks(self, rows: list[tuple],
                     actions: list = ()) -> list[int]:
-        """Commit many uplinks, and other writes (callables: audit entries, session
-        records), in one transaction (one fsync); returns the uplinks' ids."""
+        """Commit many uplinks (device id, payload, radio metadata[, reliable id]), and
+        other writes (callables: audit entries, session records), in one transaction
+        (one fsync); returns the uplinks' ids."""
         now = time.time()
         ids = []
         with self.transaction():
             for action in actions:
                 action()
-            for device_id, payload, radio in rows:
+            for device_id, payload, radio, *rest in rows:
                 cur = self.db.execute("INSERT INTO uplinks (device_id, payload, radio,"
-                                      " received_at) VALUES (?, ?, ?, ?)",
-                                      (device_id, payload, json.dumps(radio), now))
+                                      " received_at, msg_id) VALUES (?, ?, ?, ?, ?)",
+                                      (device_id, payload, json.dumps(radio), now,
+                                       rest[0] if rest else None))
                 ids.append(cur.lastrowid)
             self.db.executemany("UPDATE devices SET last_seen = ? WHERE id = ?",
                                 [(now, d) for d in {r[0] for r in rows}])

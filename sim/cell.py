@@ -45,6 +45,7 @@ from sealink_gateway.service import Gateway, HandshakeLimiter
 from sealink_gateway.store import Store
 from sealink_gateway.transport.semtech_udp import SemtechUdpTransport
 from sim import scenario, vtime
+from sim.attacker import Attacker, AttackRates
 from sim.concentrator import Concentrator, busiest_window_s
 from sim.datagram import MemoryDatagramLink
 from sim.lora import DUTY_CYCLE, SNR_FLOOR, Clock, LoRaAir, Params, Radio
@@ -167,7 +168,7 @@ class Cell:
         self.delivered: dict[str, list[bytes]] = {}
 
     def _outcome(self, sender: Radio, rx: Radio, params: Params, outcome: str) -> None:
-        if rx is self.gateway_radio:
+        if rx is self.gateway_radio and sender.name.startswith("d"):  # devices only
             self.outcomes[(params.sf, outcome)] += 1
 
     # --- set-up ----------------------------------------------------------------------------
@@ -215,6 +216,14 @@ class Cell:
                                          endpoint=self.link.gateway_end)
         self.link.connect(self.concentrator)
         await self.concentrator.start()
+        self.attacker = None
+        if self.spec.attacker is not None:
+            a = self.spec.attacker
+            self.attacker = Attacker(self.air, AttackRates(a.replay, a.forge, a.reject,
+                                                           a.squat, a.flood),
+                                     self.rng.getrandbits(64), tuple(c.channels),
+                                     (a.distance_m, 0.0))
+            self.attacker.start()
         for d in self.devices:
             d.token, _ = self.store.create_token({"name": d.name, "sf": str(d.sf)}, 30 * 86400)
 
@@ -283,6 +292,8 @@ class Cell:
                 if d.device is not None:
                     d.device.close()
             modeled = self.clock.now()
+            if self.attacker is not None:
+                self.attacker.stop()
             self.concentrator.stop()
             await self.gateway.stop()
         summary = self._summary(modeled)
@@ -394,6 +405,10 @@ class Cell:
                 "transport_tx_errors": dict(sorted(self.transport.tx_errors.items())),
                 "counters": dict(sorted(self.gateway.counters.items())),
             },
+            "attacker": (None if self.attacker is None else {
+                "tried": dict(sorted(self.attacker.tried.items())),
+                "frames_recorded": len(self.attacker.recorded),
+                "live_sids_seen": len(self.attacker.live)}),
             "per_device": per_device,
         }
         summary["invariants"] = invariants(summary, self)

@@ -129,10 +129,22 @@ class Cell(_Strict):
         return self
 
 
+class Attack(_Strict):
+    """An attacker on the air (sim.attacker): frames per modeled hour of each kind."""
+
+    replay: NonNegative = 0.0
+    forge: NonNegative = 0.0
+    reject: NonNegative = 0.0
+    squat: NonNegative = 0.0
+    flood: NonNegative = 0.0
+    distance_m: Positive = 50.0  # from the concentrator
+
+
 class CellFile(_Strict):
     scenario: ScenarioHeader = ScenarioHeader()
     cell: Cell
     air: Air = Air()
+    attacker: Attack | None = None
 
 
 def line_of(text: str, loc: tuple) -> int | None:

@@ -165,3 +165,26 @@ def test_refused_scenario_starts_nothing(tmp_path):
         assert r.returncode == 2, r.stdout + r.stderr
         assert "bad.toml:" in r.stdout
         assert not out.exists()  # no gateway database, no keys, no processes
+
+
+def test_attacked_cell_keeps_its_invariants(tmp_path):
+    """Stage 6: an attacker on the air (sim/attacker.py) replays every kind of frame it
+    recorded, forges frames and REJECTs for live session ids, squats session ids with
+    handshake messages and floods first contacts.  Nothing it sends is delivered,
+    nothing is delivered twice, nothing accepted is lost, and the near devices all
+    enroll and deliver."""
+    summary = cell.run_cell(SCENARIOS / "cell-attacked.toml", tmp_path)
+    tried = summary["attacker"]["tried"]
+    assert set(tried) == {"replay", "forge", "reject", "squat", "flood"}
+    assert min(tried.values()) >= 100
+    assert summary["invariants"] == {"delivered_exactly_once_or_queued": True,
+                                     "nothing_delivered_that_was_not_sent": True,
+                                     "no_device_over_its_duty_cycle": True}
+    t = summary["totals"]
+    assert t["duplicates"] == 0 and t["lost"] == 0 and t["unknown_delivered"] == 0
+    for sf in (7, 8):
+        s = summary["by_sf"][sf]
+        assert s["enrolled"] == s["devices"] and s["delivered"] > 0
+    # What the gateway did with the attacker's frames: dropped and counted.
+    drops = summary["gateway"]["drops"]
+    assert drops["AuthenticationError"] > 0 and drops["handshake_refused"] > 0

@@ -186,3 +186,28 @@ def test_device_never_sends_token_to_unauthenticated_peer():
     assert link.frames_up == 1  # XX message 1 only: no message 3, no token
     assert link.payloads_heard == [] and link.gateway.state == "handshaking"
     assert "needs the gateway's public key" in refused
+
+
+def test_message_ids_clear_the_gateways_memory_after_a_reboot(tmp_path):
+    """A message's reliable id is the low 8 bits of its number, kept on every session.
+    After a reboot (RAM lost, the keystore file kept) the device's next numbers are
+    64 to 128 past its last: clear of the ids the gateway still remembers."""
+    from sealink_gateway.service import DEDUP_IDS
+
+    path = str(tmp_path / "device.json")
+
+    async def boot(messages):
+        ks = Keystore(path)  # what the file says, as after a reset
+        device = Device(AckLosingLink(Channel(False, GATEWAY_SECRET), 0), ks,
+                        {"outbox": 1000})
+        for n in range(messages):
+            await device.send(b"m%d" % n)  # not connected: stored in the outbox
+        numbers = [seq for seq, _ in device._outbox]
+        device.close()
+        return numbers
+
+    runs = [vtime.run(boot(n)) for n in (70, 3, 200, 1)]
+    for before, after in zip(runs, runs[1:], strict=False):
+        remembered = {n & 0xFF for n in before[-DEDUP_IDS:]}
+        assert 64 <= after[0] - before[-1] <= 129
+        assert not remembered & {n & 0xFF for n in after[:DEDUP_IDS]}

@@ -571,3 +571,35 @@ def test_enrolled_device_that_lost_its_credential_gets_it_again(env):
         await gw.stop()
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_uplink_committed_once_across_sessions_and_restarts(env):
+    """Stage 6, finding 6: an uplink whose ack was lost, sent again by the device on its
+    next session (after a gateway restart here), was committed twice.  A device's
+    message keeps its id across sessions; the gateway remembers the ids it committed."""
+
+    async def scenario():
+        gw, addr = await _start(env)
+        secret = crypto.random_bytes(32)
+        enrolled = await _enroll(gw, addr, secret)
+        sid = verify(enrolled.channel.credential, gw.authority.public_key)["sid"]
+        (device,) = gw.store.devices()
+        dev = await _kk(gw, addr, secret, sid)
+        dev.tx(dev.channel.send_reliable(b"reading 7", dev.now(), msg_id=7))
+        assert await _delivered(gw, device.id, b"reading 7")  # its ack: never read
+        await gw.stop()
+        gw.store.close()
+        gw, addr = await _start(env)  # restarted (its memory of ids is in SQLite)
+        again = await _kk(gw, addr, secret, sid)
+        again.tx(again.channel.send_reliable(b"reading 7", again.now(), msg_id=7))
+        again.tx(again.channel.send_reliable(b"reading 8", again.now(), msg_id=8))
+        await again.pump(lambda: again.channel._reliable_out.in_flight == 0)  # both acked
+        assert await _delivered(gw, device.id, b"reading 8")
+        payloads = [u["payload"] for u in gw.store.uplinks(device.id)]
+        assert payloads.count(b"reading 7") == 1 and payloads.count(b"reading 8") == 1
+        assert gw.counters["duplicates"] == 1
+        for d in (enrolled, dev, again):
+            d.close()
+        await gw.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))

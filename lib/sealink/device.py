@@ -46,6 +46,10 @@ REJECT_REVOKED = 3
 FIRST_CONTACT_SID = 0x8000  # first-contact session ids are 0x8000..0xFFFE
 IDLE_POLL_MS = 30000  # the poll task's longest sleep when no timer is due
 POLL_BACKOFF_MS = 100  # after a radio error on receive
+# Message numbers reserved ahead in the keystore: after a reboot a device starts 64 to
+# 128 past the last number it used, so its 8-bit ids are clear of the 64 the gateway
+# remembers (sealink_gateway.service.DEDUP_IDS) for at least 128 messages.
+SEQ_RESERVE = 128
 
 
 class DeviceError(SealinkError):
@@ -63,6 +67,7 @@ class Keystore:
         self.gateway_key = None
         self.sid = None
         self.credential = None
+        self.next_seq = 0  # message numbers from here on are unused (see Device)
         if path is not None:
             try:
                 with open(path) as f:
@@ -79,6 +84,7 @@ class Keystore:
         self.gateway_key = h(d["gateway_key"]) if d.get("gateway_key") else None
         self.sid = d.get("sid")
         self.credential = h(d["credential"]) if d.get("credential") else None
+        self.next_seq = d.get("next_seq", 0)
 
     @property
     def enrolled(self):
@@ -93,7 +99,8 @@ class Keystore:
             return
         d = {"secret": self.secret.hex(), "sid": self.sid,
              "gateway_key": self.gateway_key.hex() if self.gateway_key else None,
-             "credential": self.credential.hex() if self.credential else None}
+             "credential": self.credential.hex() if self.credential else None,
+             "next_seq": self.next_seq}
         tmp = self.path + ".new"
         try:
             os.remove(tmp)  # a leftover keeps its old mode through O_TRUNC
@@ -136,7 +143,14 @@ class Device:
         self.first_contact_sid = cfg.get("first_contact_sid")
         self.channel = None
         self._outbox = []  # [seq, payload] not yet acknowledged, oldest first
-        self._seq = 0
+        # Each uplink gets the next message number; its low 8 bits are its reliable id on
+        # every session it is sent on, so the gateway, which remembers the ids it
+        # committed, takes a repeat of it only once.  Numbers are reserved in the
+        # keystore (one write per boot and per SEQ_RESERVE / 2 messages): after a reboot
+        # the device starts past every id the gateway may still remember.
+        self._seq = keystore.next_seq
+        keystore.next_seq = self._seq + SEQ_RESERVE
+        keystore.save()
         self._in_flight = {}  # reliable message id -> seq of the outbox entry
         self._reconnecting = False
         self.revoked = False
@@ -370,7 +384,7 @@ class Device:
                 continue
             if len(self._in_flight) >= 4:  # leave room in the peer's duplicate memory
                 return
-            frames = ch.send_reliable(p, now_ms())
+            frames = ch.send_reliable(p, now_ms(), seq & 0xFF)
             self._in_flight[last_reliable_id(ch)] = seq
             self.stats["sent"] += 1
             self._wake.set()
@@ -389,6 +403,10 @@ class Device:
                 del self._in_flight[i]
             self.stats["outbox_dropped"] += 1
         self._seq += 1
+        ks = self.keystore
+        if self._seq + SEQ_RESERVE // 2 > ks.next_seq:
+            ks.next_seq = self._seq + SEQ_RESERVE
+            ks.save()
         self._outbox.append([self._seq, payload])
         await self._flush()
 

@@ -32,12 +32,17 @@ class ReliableSender:
         self.last_id = None
         self.retransmissions = 0
 
-    def submit(self, payload, now_ms):
-        """Queue a payload; returns the body to send now (id + payload)."""
+    def submit(self, payload, now_ms, msg_id=None):
+        """Queue a payload; returns the body to send now (id + payload).  `msg_id`: the
+        id to use (a device gives each message one that it keeps across sessions);
+        by default the next one in turn."""
         if len(self._pending) >= self.max_in_flight:
             raise DeliveryError("%d messages already in flight" % len(self._pending))
-        msg_id = self._next_id
-        self._next_id = (self._next_id + 1) & 0xFF
+        if msg_id is None:
+            msg_id = self._next_id
+            self._next_id = (self._next_id + 1) & 0xFF
+        elif msg_id in self._pending:
+            raise DeliveryError("message id %d already in flight" % msg_id)
         body = bytes((msg_id,)) + payload
         self._pending[msg_id] = [body, now_ms, 0]
         self.last_id = msg_id

@@ -114,6 +114,9 @@ class Channel:
     # with the device); anything else fails before message 3, and its payload (the
     # enrollment token), goes out.  None: any responder (tests only).
     expected_rs = None
+    # The id of the last RELIABLE message opened (for an application that remembers
+    # ids across sessions: the gateway).
+    reliable_in_id = None
 
     def __init__(self, initiator, s, rs=None, sid=0, mtu=51, peer_lookup=None,
                  rekey_after_ms=3600000, max_age_ms=86400000, retry_ms=2000, max_retries=5,
@@ -293,12 +296,14 @@ class Channel:
         self._send_keys.advance(n)
         return self._out(head + cipher.encrypt_with_nonce(n, head, payload))
 
-    def send_reliable(self, payload, now_ms):
+    def send_reliable(self, payload, now_ms, msg_id=None):
         """Send a payload the peer must see exactly once: retransmitted by poll() until
-        acknowledged.  Raises DeliveryError when MAX_IN_FLIGHT are outstanding."""
+        acknowledged.  Raises DeliveryError when MAX_IN_FLIGHT are outstanding.
+        `msg_id` (0..255): an id the message keeps across sessions, so that a peer that
+        remembers ids beyond a session can tell a repeat (the device does this)."""
         if self.state != "established":
             raise SessionError("no established session")
-        body = self._reliable_out.submit(payload, now_ms)
+        body = self._reliable_out.submit(payload, now_ms, msg_id)
         return self.send(body, now_ms, wire.KIND_RELIABLE)
 
     @property
@@ -356,7 +361,9 @@ class Channel:
         if kind == wire.KIND_DATA:
             return [self._read_data(kind, bits, body)], []
         if kind == wire.KIND_RELIABLE:
-            payload, ack = self._reliable_in.accept(self._read_data(kind, bits, body))
+            plain = self._read_data(kind, bits, body)
+            self.reliable_in_id = plain[0] if plain else None
+            payload, ack = self._reliable_in.accept(plain)
             return ([] if payload is None else [payload]), self.send(ack, now_ms,
                                                                       wire.KIND_CONTROL)
         if kind == wire.KIND_CONTROL:
