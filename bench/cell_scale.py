@@ -111,20 +111,25 @@ def plot(runs: list[dict], path: Path) -> None:
             continue
         xs = [n for n, _ in pts]
         axes[0].plot(xs, [s["frame_success"] for _, s in pts], "o-", color=colors[i],
-                     label=f"SF{sf} model")
+                     label=f"SF{sf} received")
+        axes[0].plot(xs, [1 - s["frame_outcomes"].get("collision", 0) / s["frames_sent"]
+                          for _, s in pts], "s:", color=colors[i], mfc="none",
+                     label=f"SF{sf} not collided")
         axes[0].plot(xs, [math.exp(-2 * s["offered_load_per_channel"]) for _, s in pts], "--",
                      color=colors[i], alpha=0.7)
         axes[1].plot(xs, [s["delivery_ratio"] or 0 for _, s in pts], "o-", color=colors[i],
                      label=f"SF{sf}")
-    axes[0].set_title("Uplink frames received by the concentrator\n(dashed: pure ALOHA "
-                      "exp(-2G) at that SF's offered load per channel)")
+    axes[0].set_title("Uplink frames at the concentrator: received (solid), not lost to a "
+                      "collision (dotted);\ndashed: pure ALOHA exp(-2G) at that SF's offered "
+                      "load per channel.  The gap between\nsolid and dotted: frames lost "
+                      "while the concentrator transmitted (half duplex)", fontsize="small")
     axes[1].set_title("Messages delivered (reliable: retried until acknowledged)")
     for ax in axes:
         ax.set_xscale("log")
         ax.set_xlabel("devices on this spreading factor")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("ratio")
-    axes[0].legend(fontsize="small")
+    axes[0].legend(fontsize="x-small", ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
