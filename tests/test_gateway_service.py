@@ -341,6 +341,17 @@ def test_no_other_socket_can_bind_the_gateways_port(env):
     asyncio.run(asyncio.wait_for(scenario(), 30))
 
 
+async def _enrolled_site(env):
+    """A gateway with one device enrolled (XX): (gateway, its address, the device's
+    secret, the enrolling device, its session id, its store record)."""
+    gw, addr = await _start(env)
+    secret = crypto.random_bytes(32)
+    enrolled = await _enroll(gw, addr, secret)
+    sid = verify(enrolled.channel.credential, gw.authority.public_key)["sid"]
+    (device,) = gw.store.devices()
+    return gw, addr, secret, enrolled, sid, device
+
+
 async def _kk(gw, addr, secret, sid):
     dev = await UdpDevice(secret, addr, sid, rs=gw.public_key).open()
     await dev.connect()
@@ -361,11 +372,7 @@ def test_device_comes_back_while_its_old_session_is_established(env):
     session had expired, could never reconnect."""
 
     async def scenario():
-        gw, addr = await _start(env)
-        secret = crypto.random_bytes(32)
-        enrolled = await _enroll(gw, addr, secret)
-        sid = verify(enrolled.channel.credential, gw.authority.public_key)["sid"]
-        (device,) = gw.store.devices()
+        gw, addr, secret, enrolled, sid, device = await _enrolled_site(env)
         before = await _kk(gw, addr, secret, sid)
         before.send(b"before the reboot")
         assert await _delivered(gw, device.id, b"before the reboot")
@@ -392,11 +399,7 @@ def test_replayed_kk_message_creates_no_session(env):
     real device must get back in."""
 
     async def scenario():
-        gw, addr = await _start(env)
-        secret = crypto.random_bytes(32)
-        enrolled = await _enroll(gw, addr, secret)
-        sid = verify(enrolled.channel.credential, gw.authority.public_key)["sid"]
-        (device,) = gw.store.devices()
+        gw, addr, secret, enrolled, sid, device = await _enrolled_site(env)
         dev = await _kk(gw, addr, secret, sid)
         recorded = list(dev.sent)  # KK message 1, as an eavesdropper heard it
         dev.send(b"one")
@@ -431,11 +434,7 @@ def test_handshake_on_an_enrolled_sid_blocks_nothing(env):
     blocked that device's KK for a minute, repeatably."""
 
     async def scenario():
-        gw, addr = await _start(env)
-        secret = crypto.random_bytes(32)
-        enrolled = await _enroll(gw, addr, secret)
-        sid = verify(enrolled.channel.credential, gw.authority.public_key)["sid"]
-        (device,) = gw.store.devices()
+        gw, addr, secret, enrolled, sid, device = await _enrolled_site(env)
         squatter = await UdpDevice(crypto.random_bytes(32), addr, sid).open()
         squatter.tx(squatter.channel.connect(squatter.now()))  # XX message 1 on that sid
         await asyncio.sleep(0.2)
@@ -579,11 +578,7 @@ def test_uplink_committed_once_across_sessions_and_restarts(env):
     message keeps its id across sessions; the gateway remembers the ids it committed."""
 
     async def scenario():
-        gw, addr = await _start(env)
-        secret = crypto.random_bytes(32)
-        enrolled = await _enroll(gw, addr, secret)
-        sid = verify(enrolled.channel.credential, gw.authority.public_key)["sid"]
-        (device,) = gw.store.devices()
+        gw, addr, secret, enrolled, sid, device = await _enrolled_site(env)
         dev = await _kk(gw, addr, secret, sid)
         dev.tx(dev.channel.send_reliable(b"reading 7", dev.now(), msg_id=7))
         assert await _delivered(gw, device.id, b"reading 7")  # its ack: never read
