@@ -288,8 +288,11 @@ class Gateway:
 
     @staticmethod
     def _source_key(up: Uplink) -> object:
-        """Who sent a frame, as far as the medium tells: a host (not its port), a
-        concentrator, a BLE peer."""
+        """Who sent a frame, as far as the medium tells without trusting what the frame
+        says: a host (not its port), a packet forwarder's host (not the gateway EUI it
+        writes), a BLE peer."""
+        if "forwarder" in up.radio:
+            return ("forwarder", up.radio["forwarder"])
         return up.source.key[0] if isinstance(up.source.key, tuple) else up.source.key
 
     async def _try_pending(self, pending: _Session, session: _Session | None, sid: int,

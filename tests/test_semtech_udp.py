@@ -247,3 +247,37 @@ def test_gateway_enrolls_a_lora_device_through_a_packet_forwarder(tmp_path):
         await gw.stop()
 
     run(scenario())
+
+
+def test_handshake_limit_holds_whatever_gateway_eui_the_sender_writes(tmp_path):
+    """Stage 6, finding 10: the handshake limiter was keyed by the concentrator EUI,
+    which the sender writes: a random EUI per datagram bypassed it.  It is keyed by
+    the forwarder's host now."""
+    import os
+
+    from sealink import crypto, wire
+    from sealink_gateway.authority import Authority
+    from sealink_gateway.service import Gateway, HandshakeLimiter
+    from sealink_gateway.store import Store
+
+    async def scenario():
+        t = SemtechUdpTransport("127.0.0.1", 0)
+        gw = Gateway(Store(tmp_path / "gw.db"), crypto.random_bytes(32),
+                     Authority.load_or_create(tmp_path / "a"), [t],
+                     limiter=HandshakeLimiter(rate=5, per_s=60))
+        await gw.start()
+        c = Concentrator(t.port)
+        for i in range(40):
+            frame = wire.handshake_frame("XX", 0, 0x8000 + i, os.urandom(32))
+            eui = os.urandom(8)  # a new "concentrator" each time
+            c.send(bytes((2,)) + os.urandom(2) + bytes((PUSH_DATA,)) + eui
+                   + json.dumps({"rxpk": [rxpk(frame, tmst=1_000_000 + i)]}).encode())
+        await asyncio.sleep(0.5)
+        started = gw.counters["handshakes_started"]
+        flood = gw.drops["handshake_flood"]
+        c.sock.close()
+        await gw.stop()
+        return started, flood
+
+    started, flood = run(scenario())
+    assert started == 5 and flood == 35

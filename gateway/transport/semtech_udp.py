@@ -171,6 +171,9 @@ class SemtechUdpTransport(DatagramTransportBase):
                 self._drop(e.reason)
                 continue
             radio["gateway"] = d.eui
+            # Where the datagram came from: the EUI is whatever the sender wrote, the
+            # host is not (the handshake limiter counts per forwarder host).
+            radio["forwarder"] = addr[0] if isinstance(addr, tuple) else str(addr)
             self._latest_tmst[d.eui] = radio["tmst"]
             self._deliver(Uplink(frame=frame, source=Address(self.name, d.eui),
                                  received_at=time.time(), radio=radio))
