@@ -42,6 +42,7 @@ PENDING_TIMEOUT_S = 300.0
 # most) that reboots starts 64 to 128 past its last id (sealink.device.SEQ_RESERVE),
 # clear of the 64 remembered.
 DEDUP_IDS = 64
+MAX_PENDING = 4  # KK handshakes answered per sid and not yet proven live
 REJECT_RATE = 50  # REJECTs per source per 10 s (answers to frames that prove nothing)
 STATUS_CACHE_S = 1.0  # a revocation (by another process) takes effect within this
 
@@ -58,7 +59,7 @@ class Message:
     received_at: float
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity
 class _Session:
     channel: Channel
     transport: FrameTransport
@@ -123,7 +124,7 @@ class Gateway:
         self._needs_poll: dict[int, None] = {}
         # KK handshakes answered but not yet proven live (no frame under the new keys):
         # a replayed message 1 gets no further than here.
-        self.pending: dict[int, _Session] = {}
+        self.pending: dict[int, list[_Session]] = {}
         self.reject_limiter = HandshakeLimiter(rate=REJECT_RATE, per_s=10.0)
         self._msg_ids: dict[str, collections.deque] = {}  # device -> ids committed last
         self.counters: collections.Counter[str] = collections.Counter()
@@ -213,11 +214,11 @@ class Gateway:
             return
         now = self._clock()
         session = self.sessions.get(sid)
-        pending = self.pending.get(sid)
-        if pending is not None:
-            # A KK handshake answered on this sid, not yet proven live: a frame that
-            # authenticates under its keys makes it the device's session.
-            session = await self._try_pending(pending, session, sid, kind, up, now)
+        pendings = self.pending.get(sid)
+        if pendings:
+            # KK handshakes answered on this sid, not yet proven live: a frame that
+            # authenticates under the keys of one makes it the device's session.
+            session = await self._try_pending(pendings, session, sid, kind, up, now)
             if session is None:
                 return
         elif session is None:
@@ -227,7 +228,7 @@ class Gateway:
             if sid <= LAST_SID:  # an enrolled device's KK: answered, not trusted yet
                 self.sessions.pop(sid, None)
                 self._needs_poll.pop(sid, None)
-                self.pending[sid] = session
+                self._add_pending(sid, session)
         drops_before = dict(session.channel.drops)
         authentic_before = session.channel.authentic_in
         session.channel.reliable_in_id = None  # set by a RELIABLE frame it opens
@@ -255,11 +256,11 @@ class Gateway:
             # (An idle channel holding fragments is waiting for the rest of message 1.)
             if self.sessions.get(sid) is session:
                 del self.sessions[sid]
-            if self.pending.get(sid) is session:
-                del self.pending[sid]
+            if session in self.pending.get(sid, ()):
+                self.pending[sid].remove(session)
             self._needs_poll.pop(sid, None)
             return
-        if session is self.pending.get(sid):
+        if session in self.pending.get(sid, ()):
             # The KK message 1 of a pending session (or its repeat): answered, nothing
             # more until the device proves it holds the new keys.
             for f in replies:
@@ -295,47 +296,49 @@ class Gateway:
             return ("forwarder", up.radio["forwarder"])
         return up.source.key[0] if isinstance(up.source.key, tuple) else up.source.key
 
-    async def _try_pending(self, pending: _Session, session: _Session | None, sid: int,
-                           kind: int, up: Uplink, now: float) -> _Session | None:
-        """Route a frame for a sid with a pending KK handshake.  Returns the session that
+    async def _try_pending(self, pendings: list[_Session], session: _Session | None,
+                           sid: int, kind: int, up: Uplink, now: float) -> _Session | None:
+        """Route a frame for a sid with pending KK handshakes.  Returns the session that
         should process it (None: done with it)."""
-        ch = pending.channel
         bits = up.frame[0] & 0x1F
-        if kind == wire.KIND_HANDSHAKE and bits & 0x07 == 0 and up.frame[3:] != (
-                ch._hs_last_in or b""):
-            # Another message 1 (the device started over; or a replay): it replaces the
-            # pending handshake, which had no frame under its keys yet.
-            del self.pending[sid]
+        if kind == wire.KIND_HANDSHAKE and bits & 0x07 == 0:
+            for p in pendings:
+                if up.frame[3:] == (p.channel._hs_last_in or b""):
+                    return p  # its message 1 again: answered again
+            # Another message 1 (the device started over; or a replay of an old one):
+            # answered beside the others, none of which had a frame under its keys yet.
             if session is None:
-                session = await self._new_session(kind, bits, sid, up, now, register=False)
-                if session is None:
-                    return None
-                self.pending[sid] = session
-                return session
+                fresh = await self._new_session(kind, bits, sid, up, now, register=False)
+                if fresh is not None:
+                    self._add_pending(sid, fresh)
+                return fresh
             await self._restart(session, sid, (bits, up.frame[3:]), up, now)
             return None
         if kind == wire.KIND_HANDSHAKE or (kind == wire.KIND_FRAGMENT and session is None):
-            return pending  # its own message 1 again (answered again), or its fragments
-        # Try the frame under the new keys, without counting a failure: the frame may
-        # well belong to the session still in force.
-        drops, authentic = dict(ch.drops), ch.authentic_in
-        ch.reliable_in_id = None
-        payloads, replies = ch.receive(up.frame, self._now_ms())
-        if ch.authentic_in > authentic:
-            # Proven live: the new handshake replaces whatever session the sid had.
-            del self.pending[sid]  # (the store marks the old session superseded)
-            self.sessions[sid] = pending
-            pending.address, pending.last_uplink, pending.last_heard = up.source, up, now
-            if not await self._authorize(pending, sid):
+            return pendings[-1]  # its fragments, or a later handshake message
+        # Try the frame under each pending handshake's keys (newest first), without
+        # counting a failure: the frame may well belong to the session still in force.
+        for pending in reversed(pendings):
+            ch = pending.channel
+            drops, authentic = dict(ch.drops), ch.authentic_in
+            ch.reliable_in_id = None
+            payloads, replies = ch.receive(up.frame, self._now_ms())
+            if ch.authentic_in > authentic:
+                # Proven live: it replaces whatever session the sid had, and the other
+                # pending ones (the store marks the old session superseded).
+                del self.pending[sid]
+                self.sessions[sid] = pending
+                pending.address, pending.last_uplink, pending.last_heard = up.source, up, now
+                if not await self._authorize(pending, sid):
+                    return None
+                if payloads:
+                    await self._accept(pending, sid, payloads, up, replies)
+                else:
+                    for f in replies:
+                        await self._send_frame(pending.transport, f, up.source, up)
+                self._collect_acks(pending)
                 return None
-            if payloads:
-                await self._accept(pending, sid, payloads, up, replies)
-            else:
-                for f in replies:
-                    await self._send_frame(pending.transport, f, up.source, up)
-            self._collect_acks(pending)
-            return None
-        ch.drops = drops
+            ch.drops = drops
         if session is not None:
             return session
         # No session in force on this sid (say, after a restart, with a replayed message 1
@@ -344,6 +347,14 @@ class Gateway:
             self._drop("unknown_session")
             await self._reject(up, sid, wire.REJECT_UNKNOWN_SESSION)
         return None
+
+    def _add_pending(self, sid: int, pending: _Session) -> None:
+        """Keep the MAX_PENDING newest handshakes of a sid: a replayed message 1 takes a
+        slot, so an attacker must replay that many, in the moment between a device's
+        message 1 and its next frame, to push the device's own handshake out."""
+        pendings = self.pending.setdefault(sid, [])
+        pendings.append(pending)
+        del pendings[:-MAX_PENDING]
 
     async def _restart(self, session: _Session, sid: int, message: tuple[int, bytes],
                        up: Uplink, now: float) -> None:
@@ -362,8 +373,7 @@ class Gateway:
         if pending.channel.state != "established":
             self._drop("handshake_failed", f"session {sid}")
             return
-        self.pending[sid] = pending
-        self._needs_poll[sid] = None
+        self._add_pending(sid, pending)
         for f in replies:
             await self._send_frame(pending.transport, f, up.source, up)
 
@@ -635,10 +645,15 @@ class Gateway:
         while True:
             await asyncio.sleep(self.poll_s)
             now = self._clock()
-            for sid, pending in list(self.pending.items()):
-                if now - max(pending.created, pending.last_heard) > self.pending_timeout_s:
-                    del self.pending[sid]
+            for sid, pendings in list(self.pending.items()):
+                alive = [p for p in pendings
+                         if now - max(p.created, p.last_heard) <= self.pending_timeout_s]
+                for _ in range(len(pendings) - len(alive)):
                     self._drop("handshake_timeout")
+                if alive:
+                    self.pending[sid] = alive
+                else:
+                    del self.pending[sid]
             for sid in list(self._needs_poll):
                 session = self.sessions.get(sid)
                 if session is None:

@@ -92,7 +92,8 @@ class Attacker:
     async def _run(self, kind: str, per_hour: float) -> None:
         rng = random.Random(f"{self.seed}:{kind}")
         while True:
-            await asyncio.sleep(rng.expovariate(per_hour / 3600))
+            # Modeled time: the air's clock (compressed in a firmware fleet).
+            await self.air.clock.sleep(rng.expovariate(per_hour / 3600))
             made = getattr(self, "_" + kind)(rng)
             if made is None:
                 continue

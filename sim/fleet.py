@@ -34,6 +34,7 @@ from sealink_gateway.service import Gateway, HandshakeLimiter
 from sealink_gateway.store import Store
 from sealink_gateway.transport.semtech_udp import SemtechUdpTransport
 from sim import scenario
+from sim.attacker import Attacker, AttackRates
 from sim.concentrator import EU868_CHANNELS, Concentrator
 from sim.lora import Clock, LoRaAir, Params, Radio
 from sim.rak3172 import Rak3172Model
@@ -78,6 +79,7 @@ class Scenario:
     modem_error_rate: dict[str, float] = field(default_factory=dict)
     ble_drop: list[str] = field(default_factory=list)  # BLE devices whose link drops once
     ble_interval_ms: float = 30.0
+    attacker: scenario.Attack | None = None  # an attacker on the air (sim/attacker.py)
 
 
 def load_scenario(path: Path) -> Scenario:
@@ -109,7 +111,8 @@ def load_scenario(path: Path) -> Scenario:
         seed=s.seed, messages=s.messages, interval_s=s.interval_s, timeout_s=s.timeout_s,
         rx1_delay_s=s.rx1_delay_s, stagger_s=s.stagger_s, devices=devices,
         garbage_uart=list(f.uart_garbage), ble_drop=list(f.ble_drop),
-        ble_interval_ms=s.ble_interval_ms, modem_error_rate=dict(f.modem_error_rate))
+        ble_interval_ms=s.ble_interval_ms, modem_error_rate=dict(f.modem_error_rate),
+        attacker=spec.attacker)
 
 
 def firmware_versions(boards: set[str]) -> dict[str, str]:
@@ -246,6 +249,13 @@ class Fleet:
         self.concentrator = Concentrator(self.air, self.air.attach(
             Radio("concentrator", (0.0, 0.0), Params(sf=7))), ("127.0.0.1", transport.port))
         await self.concentrator.start()
+        self.attacker = None
+        if self.scenario.attacker is not None:
+            a = self.scenario.attacker
+            self.attacker = Attacker(self.air, AttackRates(a.replay, a.forge, a.reject,
+                                                           a.squat, a.flood),
+                                     self.scenario.seed, EU868_CHANNELS, (a.distance_m, 0.0))
+            self.attacker.start()
         self.started = time.monotonic()
         self.clock.now()  # modeled time starts now
         watcher = asyncio.ensure_future(self._watch_uplinks())
@@ -384,6 +394,8 @@ class Fleet:
                 run.finished_at = time.monotonic()
 
     async def _shutdown(self) -> None:
+        if self.attacker is not None:
+            self.attacker.stop()
         for r in self.runs:
             if r.task is not None and not r.task.done():
                 r.task.cancel()
@@ -431,9 +443,10 @@ class Fleet:
         devices = []
         for r in self.runs:
             sent = 2 + self.scenario.messages  # hello, telemetry, done
-            delivered = 0
+            delivered = duplicates = 0
             if r.device_id:
-                delivered = len(self.store.uplinks(r.device_id, limit=1000))
+                payloads = [u["payload"] for u in self.store.uplinks(r.device_id, limit=1000)]
+                delivered, duplicates = len(payloads), len(payloads) - len(set(payloads))
             devices.append({
                 "name": r.spec.name, "board": r.spec.board, "radio": r.spec.radio,
                 "sf": r.spec.sf, "distance_m": r.spec.distance, "result": r.result,
@@ -446,6 +459,7 @@ class Fleet:
                 "messages_sent": sent if r.command_acked else r.uplinks,
                 "messages_delivered": delivered,
                 "messages_lost": max(0, (sent if r.command_acked else r.uplinks) - delivered),
+                "messages_duplicated": duplicates,
                 "command_acknowledged": r.command_acked,
                 "lost_frames": dict(r.radio.lost),
                 "ble": ({"mtu": r.peripheral.mtu, "link_drops": r.ble_drops,
@@ -453,7 +467,9 @@ class Fleet:
                 "modem": dict(r.module.stats) if r.module else {},
                 "modem_last_commands": list(r.module.history)[-12:] if r.module else [],
                 "stderr": r.stderr.decode(errors="replace")[-600:],
-                "airtime_log": [(round(a, 3), round(b, 4)) for a, b in r.radio.airtime_log],
+                # (start, time on air), to the microsecond: times on air are whole
+                # microseconds, so the duty-cycle spacing can be checked exactly.
+                "airtime_log": [(round(a, 6), round(b, 6)) for a, b in r.radio.airtime_log],
             })
         c = self.concentrator.radio
         return {
@@ -461,7 +477,11 @@ class Fleet:
             "versions": firmware_versions({d.board for d in self.scenario.devices}),
             "time_scale": self.scenario.time_scale,
             "wall_s": round(wall, 2), "modeled_s": round(modeled, 2),
-            "ok": all(d["result"] == "ok" for d in devices), "devices": devices,
+            "ok": all(d["result"] == "ok" and d["messages_duplicated"] == 0 for d in devices),
+            "devices": devices,
+            "attacker": (None if self.attacker is None else {
+                "tried": dict(sorted(self.attacker.tried.items())),
+                "frames_recorded": len(self.attacker.recorded)}),
             "gateway": {"drops": dict(self.gateway.drops),
                         "transport_drops": {t.name: dict(t.drops)
                                             for t in self.gateway.transports},
@@ -547,6 +567,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"on air = {100 * c['duty_cycle_used_of_hourly_budget']:.0f} % of a 1 % "
                   "hourly budget (scheduled downlinks go out in their windows: accounted, "
                   "not held)")
+    if summary["attacker"]:
+        drops = summary["gateway"]["drops"]
+        console.print(f"attacker on the air: tried {summary['attacker']['tried']}; the gateway "
+                      f"dropped and counted {sum(drops.values())} frames ({dict(drops)}); "
+                      f"duplicates delivered: "
+                      f"{sum(d['messages_duplicated'] for d in summary['devices'])}")
     console.print(f"wrote {args.out / 'summary.json'}, {args.out / 'airtime.png'}, "
                   f"{args.out / 'air.pcap'}")
     if not summary["ok"]:

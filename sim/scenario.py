@@ -76,10 +76,22 @@ class Faults(_Strict):
     ble_drop: list[str] = []
 
 
+class Attack(_Strict):
+    """An attacker on the air (sim.attacker): frames per modeled hour of each kind."""
+
+    replay: NonNegative = 0.0
+    forge: NonNegative = 0.0
+    reject: NonNegative = 0.0
+    squat: NonNegative = 0.0
+    flood: NonNegative = 0.0
+    distance_m: Positive = 50.0  # from the concentrator
+
+
 class FleetFile(_Strict):
     scenario: ScenarioHeader = ScenarioHeader()
     group: Annotated[list[Group], Field(min_length=1)]
     faults: Faults = Faults()
+    attacker: Attack | None = None
 
 
 class Air(_Strict):
@@ -127,17 +139,6 @@ class Cell(_Strict):
                                  f"{frame}-byte frames, over the SF{key} limit of "
                                  f"{max_payload(int(key))}")
         return self
-
-
-class Attack(_Strict):
-    """An attacker on the air (sim.attacker): frames per modeled hour of each kind."""
-
-    replay: NonNegative = 0.0
-    forge: NonNegative = 0.0
-    reject: NonNegative = 0.0
-    squat: NonNegative = 0.0
-    flood: NonNegative = 0.0
-    distance_m: Positive = 50.0  # from the concentrator
 
 
 class CellFile(_Strict):

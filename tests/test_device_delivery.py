@@ -211,3 +211,34 @@ def test_message_ids_clear_the_gateways_memory_after_a_reboot(tmp_path):
         remembered = {n & 0xFF for n in before[-DEDUP_IDS:]}
         assert 64 <= after[0] - before[-1] <= 129
         assert not remembered & {n & 0xFF for n in after[:DEDUP_IDS]}
+
+
+def test_reject_storm_during_handshakes_does_not_keep_a_device_out():
+    """A REJECT arriving while a handshake is under way proves nothing (anyone can send
+    one): it must not abort that handshake.  Every handshake message here is answered
+    first by a forged REJECT, then by the gateway."""
+    from sealink import app, wire
+
+    class RejectStorm(AckLosingLink):
+        def __init__(self, gateway):
+            super().__init__(gateway, lose=0)
+            self.forged = 0
+
+        async def send(self, frame):
+            if frame[0] >> 5 == wire.KIND_HANDSHAKE:
+                self.forged += 1
+                self._down.put_nowait((wire.header(wire.KIND_REJECT, 1, SID), 0, 0))
+                await asyncio.sleep(0.5)  # the gateway's answer comes a little later
+            await super().send(frame)
+
+    async def scenario():
+        device, link = _enrolled_device(RejectStorm)
+        await asyncio.wait_for(app._connect(device, 1000), 600)
+        await device.send(b"through the storm")
+        assert await device.flush(60_000)
+        device.close()
+        return link, device
+
+    link, device = vtime.run(scenario())
+    assert link.forged >= 1 and device.stats["handshakes"] == 1
+    assert link.delivered == [b"through the storm"]

@@ -54,6 +54,12 @@ def test_faults_were_injected_and_survived(demo):
     assert devices["unix-2"]["result"] == "ok"
     # The BLE link was lost once, counted by the gateway, and re-established.
     assert devices["ble-1"]["ble"]["link_drops"] == 1 and devices["ble-1"]["ble"]["mtu"] == 247
+    # An attacker on the air (Stage 6) tried every kind of frame; every device still
+    # finished, nothing was delivered twice, and its forgeries were dropped and counted.
+    tried = summary["attacker"]["tried"]
+    assert set(tried) == {"replay", "forge", "reject", "squat", "flood"}, tried
+    assert all(d["messages_duplicated"] == 0 for d in summary["devices"])
+    assert summary["gateway"]["drops"]["AuthenticationError"] > 0
     assert summary["gateway"]["transport_drops"]["ble"] == {"disconnected": 1}
 
 

@@ -392,3 +392,29 @@ def test_sparse_reporter_survives_lost_messages_across_rekeys():
     # And a replay of it, or of the first, is still refused.
     assert gw.receive(f, 11 * (hour + 1000)) == ([], [])
     assert gw.drops == {"ReplayError": 1}
+
+
+def test_reject_on_a_live_session_is_checked_before_it_ends_it():
+    """A REJECT is unauthenticated: a forged one on an established session must not end
+    a session the gateway still honors.  Only if no authenticated frame follows before a
+    retransmission is due does the device start over; a genuine REJECT (the gateway lost
+    the session) gets there after one retransmission interval."""
+    from sealink import wire
+
+    dev, gw = _pair(51, retry_ms=1000)
+    _handshake(dev, gw)
+    for f in gw.send(b"hello", 0):
+        dev.receive(f, 0)
+    # A forged REJECT, then the gateway's ack of an uplink: the session goes on.
+    (f,) = dev.send_reliable(b"m1", 100)
+    dev.receive(wire.header(wire.KIND_REJECT, 1, dev.sid), 150)
+    assert dev.state == "established"
+    for ack in gw.receive(f, 200)[1]:
+        dev.receive(ack, 200)
+    assert dev.poll(5000) == [] and dev.state == "established"
+    # A REJECT that nothing authenticated contradicts: at the next retransmission, the
+    # device starts over.
+    dev.send_reliable(b"m2", 6000)  # lost: the gateway restarted
+    dev.receive(wire.header(wire.KIND_REJECT, 1, dev.sid), 6100)
+    assert dev.state == "established"
+    assert dev.poll(7000) == [] and dev.state == "rejected"

@@ -16,7 +16,7 @@ import json
 import os
 import time
 
-from sealink import crypto, fragment
+from sealink import crypto, fragment, wire
 from sealink.errors import SealinkError
 from sealink.session import (
     Channel,
@@ -159,6 +159,7 @@ class Device:
         self._changed = asyncio.Event()
         self._wake = asyncio.Event()  # the poll task: something changed, look again
         self._tx_busy = 0  # _tx calls with frames still waiting for the radio
+        self._reject_seen_at_ping = False
         self._tasks = []
         self.stats = {"handshakes": 0, "handshake_ms": None, "sent": 0, "acked": 0,
                       "retried": 0, "outbox_dropped": 0, "commands": 0, "frames_in": 0,
@@ -203,7 +204,7 @@ class Device:
             if ch is None:
                 continue
             payloads, replies = ch.receive(frame, now_ms())
-            if ch.reject_reason is not None:
+            if frame and frame[0] >> 5 == wire.KIND_REJECT:
                 self.stats["rejects"] += 1
             for p in payloads:
                 self._commands.append(p)
@@ -344,18 +345,21 @@ class Device:
         self._wake.set()
 
         def done():
-            return (ch.state in ("failed", "rejected") or ch.reject_reason is not None
+            # A REJECT heard meanwhile ends nothing: anyone can send one, and the
+            # handshake's own retries decide (a gateway that refuses us does not answer).
+            return (ch.state in ("failed", "rejected")
                     or (ch.state == "established" and (rs is not None
                                                         or ch.credential is not None)))
 
         await self._until(done, timeout_ms)
-        if ch.reject_reason == REJECT_REVOKED:
+        ok = ch.state == "established" and (rs is not None or ch.credential is not None)
+        if not ok and ch.reject_reason == REJECT_REVOKED:
             # Unauthenticated (anyone can send it): kept as information, never a reason
             # to stop or to wait longer; a successful handshake clears it.
             self.revoked = True
             self.channel = None
             raise DeviceError("a REJECT says this device is revoked")
-        if ch.state != "established" or (rs is None and ch.credential is None):
+        if not ok:
             state = ch.state if ch.reject_reason is None else "rejected %d" % ch.reject_reason
             self.channel = None
             raise DeviceError("handshake did not complete (%s)" % state)
@@ -412,9 +416,18 @@ class Device:
 
     async def ping(self):
         """Send an empty authenticated frame: on LoRa (class A) the gateway can answer
-        only right after the device transmits, so a device waiting for commands pings."""
-        if self.connected:
-            await self._tx(poll_frame(self.channel, now_ms()))
+        only right after the device transmits, so a device waiting for commands pings.
+        A REJECT heard since the last authenticated frame from the gateway, and not
+        contradicted by one since the last ping: the session is given up."""
+        ch = self.channel
+        if not self.connected:
+            return
+        if ch.reject_reason is not None and self._reject_seen_at_ping:
+            ch.state = "rejected"
+            self._kick()
+            return
+        self._reject_seen_at_ping = ch.reject_reason is not None
+        await self._tx(poll_frame(ch, now_ms()))
 
     @property
     def pending(self):

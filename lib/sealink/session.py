@@ -337,6 +337,8 @@ class Channel:
         self._recv_keys.advance(n)
         self._window.update(n)
         self.authentic_in += 1
+        if self.reject_reason is not None:
+            del self.reject_reason  # the peer has our session after all
         if self.unconfirmed:
             del self.unconfirmed  # back to the class default: the peer has our keys
         return plaintext
@@ -375,12 +377,13 @@ class Channel:
             else:
                 self._reliable_out.acknowledge(control)
             return [], []
-        # KIND_REJECT: the peer lost our session; the initiator must handshake again.
-        # (Unauthenticated, like any radio silence: it only ever makes us handshake.)
+        # KIND_REJECT: the peer says it lost our session.  Unauthenticated (anyone can
+        # send one), so on an established session it is only a reason to check: the next
+        # authenticated frame from the peer clears it (_read_data); if none has come when
+        # a retransmission is due, the session is given up (poll) and the initiator
+        # handshakes again.  It never stops anything else.
         if self.initiator:
             self.reject_reason = bits
-        if self.initiator and self.state == "established":
-            self.state = "rejected"
         return [], []
 
     def receive(self, frame, now_ms):
@@ -401,7 +404,12 @@ class Channel:
             if self.unconfirmed:
                 frames += self._repeat_handshake(now_ms)
             if self.state == "established":
-                for body in self._reliable_out.poll(now_ms):
+                bodies = self._reliable_out.poll(now_ms)
+                if bodies and self.reject_reason is not None and self.initiator:
+                    # A REJECT, and no authenticated frame since: the peer has lost us.
+                    self.state = "rejected"
+                    return frames
+                for body in bodies:
                     frames += self.send(body, now_ms, wire.KIND_RELIABLE)
             return frames
         if (self.state == "handshaking" and self._hs is not None
