@@ -321,7 +321,10 @@ class Cell:
                 "stored": len(d.stored), "delivered": len(delivered),
                 "duplicates": len(delivered) - len(set(delivered)),
                 "unknown_delivered": len(set(delivered) - set(d.stored)),
-                "still_queued": len(queued),
+                # Still in the outbox: not committed yet, or committed with the ack on its
+                # way (counted apart, so stored = delivered + still queued).
+                "still_queued": len(set(queued) - set(delivered)),
+                "committed_awaiting_ack": len(set(queued) & set(delivered)),
                 "lost": len(set(d.stored) - set(delivered) - set(queued)),
                 "enrolled_at_s": None if d.enrolled_at is None else round(d.enrolled_at, 3),
                 "first_contact_frames": d.first_contact_frames,
@@ -387,6 +390,7 @@ class Cell:
                 "stored": sum(p["stored"] for p in per_device),
                 "delivered": sum(p["delivered"] - p["duplicates"] for p in per_device),
                 "still_queued": sum(p["still_queued"] for p in per_device),
+                "committed_awaiting_ack": sum(p["committed_awaiting_ack"] for p in per_device),
                 "lost": sum(p["lost"] for p in per_device),
                 "duplicates": sum(p["duplicates"] for p in per_device),
                 "unknown_delivered": sum(p["unknown_delivered"] for p in per_device),
