@@ -125,6 +125,8 @@ class Gateway:
         # KK handshakes answered but not yet proven live (no frame under the new keys):
         # a replayed message 1 gets no further than here.
         self.pending: dict[int, list[_Session]] = {}
+        self._half_open: dict[int, None] = {}  # sids of sessions not yet authorized
+        self._expired_at = 0.0
         self.reject_limiter = HandshakeLimiter(rate=REJECT_RATE, per_s=10.0)
         self._msg_ids: dict[str, collections.deque] = {}  # device -> ids committed last
         self.counters: collections.Counter[str] = collections.Counter()
@@ -417,7 +419,7 @@ class Gateway:
         session = _Session(channel, transport, up.source, now)
         if register:
             self.sessions[sid] = session
-            self._needs_poll[sid] = None
+            self._half_open[sid] = None
         self.counters["handshakes_started"] += 1
         return session
 
@@ -641,6 +643,19 @@ class Gateway:
             self.store.set_downlink_state(downlink["id"], "sent")
             await self._send(session, frames)
 
+    def _expire_half_open(self, now: float) -> None:
+        """Drop the handshakes (XX in progress, or not yet authorized) idle for longer
+        than pending_timeout_s.  Run once a second, not per poll."""
+        self._expired_at = now
+        for sid in list(self._half_open):
+            session = self.sessions.get(sid)
+            if session is None or session.authorized:
+                del self._half_open[sid]
+            elif now - max(session.created, session.last_heard) > self.pending_timeout_s:
+                del self.sessions[sid]
+                del self._half_open[sid]
+                self._drop("handshake_timeout")
+
     async def _poll_loop(self) -> None:
         while True:
             await asyncio.sleep(self.poll_s)
@@ -654,24 +669,20 @@ class Gateway:
                     self.pending[sid] = alive
                 else:
                     del self.pending[sid]
+            if now - self._expired_at >= 1.0:
+                self._expire_half_open(now)
             for sid in list(self._needs_poll):
                 session = self.sessions.get(sid)
-                if session is None:
+                if session is None or not session.authorized:
                     self._needs_poll.pop(sid, None)
-                    continue
-                idle = now - max(session.created, session.last_heard)
-                if not session.authorized and idle > self.pending_timeout_s:
-                    del self.sessions[sid]
-                    self._needs_poll.pop(sid, None)
-                    self._drop("handshake_timeout")
                     continue
                 windowed = getattr(session.transport, "needs_window", False)
                 if not windowed:
-                    # Through a class A medium nothing goes out on a timer: the device
-                    # hears us only right after it transmitted.  A lost handshake answer
-                    # is sent again when the device repeats its message (the channel
-                    # answers a repeated handshake message with its last answer), and an
-                    # established session's downlinks ride on its next frame (_on_uplink).
+                    # Downlinks only: a handshake answer is never sent again on a timer
+                    # (the device repeats its message and gets the cached answer), so a
+                    # half-open handshake costs no work until it expires.  Through a
+                    # class A medium nothing goes out on a timer at all: an established
+                    # session's downlinks ride on the device's next frame (_on_uplink).
                     try:
                         await self._send(session, session.channel.poll(self._now_ms()))
                     except SealinkError as e:

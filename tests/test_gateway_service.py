@@ -598,3 +598,31 @@ def test_uplink_committed_once_across_sessions_and_restarts(env):
         await gw.stop()
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_half_open_handshake_is_answered_once(env):
+    """Stage 6, finding 12: the gateway repeated XX message 2 on a timer, 198 bytes
+    answering a 35-byte message 1 (to an address the sender may have forged), and polled
+    every half-open handshake 20 times a second.  The answer goes once; a repeated
+    message 1 gets it again."""
+
+    async def scenario():
+        gw, addr = await _start(env, retry_ms=200)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        msg1 = wire.handshake_frame("XX", 0, _first_contact_sid(), os.urandom(32))
+        sock.sendto(msg1, addr)
+        await asyncio.sleep(2.0)  # 10 retry intervals
+        answers = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                answers.append(sock.recv(2048))
+        assert len(answers) == 1 and len(answers[0]) < 3 * len(msg1)
+        sock.sendto(msg1, addr)  # repeated: answered again, the same bytes
+        await asyncio.sleep(0.3)
+        assert sock.recv(2048) == answers[0]
+        sock.close()
+        await gw.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
