@@ -42,6 +42,7 @@ PENDING_TIMEOUT_S = 300.0
 # most) that reboots starts 64 to 128 past its last id (sealink.device.SEQ_RESERVE),
 # clear of the 64 remembered.
 DEDUP_IDS = 64
+COUNTER_PROBES = 4  # counters tried per frame: the closest, then up to 3 spans ahead
 MAX_PENDING = 4  # KK handshakes answered per sid and not yet proven live
 REJECT_RATE = 50  # REJECTs per source per 10 s (answers to frames that prove nothing)
 STATUS_CACHE_S = 1.0  # a revocation (by another process) takes effect within this
@@ -71,6 +72,23 @@ class _Session:
     attributes: dict[str, str] = field(default_factory=dict)
     last_uplink: Uplink | None = None
     inflight: dict[int, int] = field(default_factory=dict)  # reliable id -> downlink id
+
+
+def _proof(ch: Channel) -> tuple:
+    """What only an authenticated frame moves: the replay window (a transport frame that
+    opened), or the state (a handshake completed by reading its last message)."""
+    w = getattr(ch, "_window", None)
+    return (ch.state, None if w is None else (w.highest, w._bitmap))
+
+
+def _proven(ch: Channel, before: tuple) -> bool:
+    """Did the frame just received prove the peer holds the channel's keys?"""
+    state, window = before
+    if state == "established" and window is not None:
+        return _proof(ch)[1] != window
+    # XX message 3 completes the responder's handshake and authenticates the device;
+    # a KK responder is established by writing its answer, which proves nothing.
+    return ch.state == "established" and ch.pattern == "XX" and not ch.initiator
 
 
 class HandshakeLimiter:
@@ -232,13 +250,13 @@ class Gateway:
                 self._needs_poll.pop(sid, None)
                 self._add_pending(sid, session)
         drops_before = dict(session.channel.drops)
-        authentic_before = session.channel.authentic_in
-        session.channel.reliable_in_id = None  # set by a RELIABLE frame it opens
+        proof_before = _proof(session.channel)
+        session.channel._reliable_in.last_id = None  # set by a RELIABLE frame it opens
         payloads, replies = session.channel.receive(up.frame, self._now_ms())
         # Did this frame prove the device's keys?  Only then may it move the session's
         # return address (where later downlinks go); anything else is answered where it
         # came from, and changes nothing.
-        authentic = session.channel.authentic_in > authentic_before
+        authentic = _proven(session.channel, proof_before)
         dropped = False
         for reason, n in session.channel.drops.items():
             if n > drops_before.get(reason, 0):
@@ -322,10 +340,10 @@ class Gateway:
         # counting a failure: the frame may well belong to the session still in force.
         for pending in reversed(pendings):
             ch = pending.channel
-            drops, authentic = dict(ch.drops), ch.authentic_in
-            ch.reliable_in_id = None
+            drops, proof = dict(ch.drops), _proof(ch)
+            ch._reliable_in.last_id = None
             payloads, replies = ch.receive(up.frame, self._now_ms())
-            if ch.authentic_in > authentic:
+            if _proven(ch, proof):
                 # Proven live: it replaces whatever session the sid had, and the other
                 # pending ones (the store marks the old session superseded).
                 del self.pending[sid]
@@ -416,6 +434,7 @@ class Gateway:
         channel = Channel(False, self._static, sid=sid, mtu=mtu,
                           peer_lookup=lookup, retry_ms=self.retry_ms,
                           reliable_retries=self.reliable_retries)
+        channel.counter_probes = COUNTER_PROBES  # sparse reporters jump epochs
         session = _Session(channel, transport, up.source, now)
         if register:
             self.sessions[sid] = session
@@ -493,7 +512,7 @@ class Gateway:
                 self.store.audit("session.closed", session.device_id, reason="revoked")
             await self._close(sid, wire.REJECT_REVOKED)
             return False
-        msg_id = session.channel.reliable_in_id
+        msg_id = session.channel._reliable_in.last_id
         if msg_id is not None:
             # A device keeps a message's id across its sessions: one committed already
             # (its ack lost, the message sent again on a new session, perhaps after a

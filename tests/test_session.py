@@ -382,6 +382,7 @@ def test_sparse_reporter_survives_lost_messages_across_rekeys():
     still open at the gateway, and the session goes on."""
     hour = 3_600_000
     dev, gw = _pair(51)
+    gw.counter_probes = 4  # as the gateway sets it (sealink_gateway.service)
     _handshake(dev, gw)
     (f,) = dev.send(b"first", 0)
     assert gw.receive(f, 0)[0] == [b"first"]

@@ -102,6 +102,8 @@ class ReliableSender:
 
 
 class ReliableReceiver:
+    last_id = None  # the id of the last message accepted (class default: no dict entry)
+
     def __init__(self):
         self._seen = []  # ids delivered, oldest first
 
@@ -110,6 +112,7 @@ class ReliableReceiver:
         if len(body) < 1:
             raise DeliveryError("reliable message without an id")
         msg_id = body[0]
+        self.last_id = msg_id  # for an application that remembers ids across sessions
         ack = bytes((CONTROL_ACK, msg_id))
         if msg_id in self._seen:
             return None, ack

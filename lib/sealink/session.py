@@ -26,8 +26,6 @@ from sealink.replay import ReplayError, ReplayWindow
 CONTROL_CREDENTIAL = b"\x02"  # control message: the authority's credential follows
 CONTROL_POLL = b"\x03"  # control message: nothing; opens a receive window (LoRa class A)
 REKEY_SHIFT = 10
-# Full counters tried for a frame's 13 bits: the closest, then 1..3 spans (8,192) later.
-COUNTER_PROBES = 4
 MAX_COUNTER = 1 << 24
 PROLOGUE = b"sealink/1"
 
@@ -110,13 +108,15 @@ class Channel:
     # Responder: (bits, body) of a new first handshake message that arrived while this
     # session was established (see _read_handshake); the application takes it.
     restart_message = None
+    # Full counters tried for a frame's 13 bits: the closest, then (with more probes) one
+    # and more spans (8,192) later.  The gateway sets 4: it receives from sparse
+    # reporters, whose counters jump an epoch per report.  A device keeps 1: each probe
+    # derives keys, and a burst of garbage frames would churn a 32 KiB heap.
+    counter_probes = 1
     # Initiator of XX: the responder's static key it must find in message 2 (provisioned
     # with the device); anything else fails before message 3, and its payload (the
     # enrollment token), goes out.  None: any responder (tests only).
     expected_rs = None
-    # The id of the last RELIABLE message opened (for an application that remembers
-    # ids across sessions: the gateway).
-    reliable_in_id = None
 
     def __init__(self, initiator, s, rs=None, sid=0, mtu=51, peer_lookup=None,
                  rekey_after_ms=3600000, max_age_ms=86400000, retry_ms=2000, max_retries=5,
@@ -143,7 +143,6 @@ class Channel:
         self.remote_static = rs
         self.drops = {}
         self.frames_in = 0
-        self.authentic_in = 0  # frames that proved the peer's keys (data, final handshake)
         self.frames_out = 0
         self.bytes_out = 0
         self._hs = None
@@ -254,7 +253,6 @@ class Channel:
             self._hs_last_in = body
             self._hs_last = []
             self._establish(now_ms)
-            self.authentic_in += 1
             return []
         self._hs_last_in = body
         return self._write_handshake(now_ms)
@@ -323,7 +321,7 @@ class Channel:
         # three spans later are tried too.  Each try is a tag check under that counter's
         # key; nothing changes until one authenticates.
         err = None
-        for _ in range(COUNTER_PROBES):
+        for _ in range(self.counter_probes):
             try:
                 self._window.check(n)
                 cipher = self._recv_keys.for_counter(n)
@@ -336,7 +334,6 @@ class Channel:
             raise err
         self._recv_keys.advance(n)
         self._window.update(n)
-        self.authentic_in += 1
         if self.reject_reason is not None:
             del self.reject_reason  # the peer has our session after all
         if self.unconfirmed:
@@ -363,9 +360,7 @@ class Channel:
         if kind == wire.KIND_DATA:
             return [self._read_data(kind, bits, body)], []
         if kind == wire.KIND_RELIABLE:
-            plain = self._read_data(kind, bits, body)
-            self.reliable_in_id = plain[0] if plain else None
-            payload, ack = self._reliable_in.accept(plain)
+            payload, ack = self._reliable_in.accept(self._read_data(kind, bits, body))
             return ([] if payload is None else [payload]), self.send(ack, now_ms,
                                                                       wire.KIND_CONTROL)
         if kind == wire.KIND_CONTROL:
