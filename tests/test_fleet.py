@@ -72,7 +72,10 @@ def test_duty_cycle_is_kept_and_reported(demo):
         # After a frame of T seconds the sub-band is off for 99 T (modeled time).
         for (start, toa), (next_start, _) in zip(log, log[1:], strict=False):
             assert next_start >= start + toa / 0.01 - 1e-6, (d["name"], start, next_start)
-        assert d["duty_cycle_used_of_hourly_budget"] == round(d["airtime_s"] / 36.0, 4)
+        # Both figures are rounded to 4 decimals in summary.json (from the same unrounded
+        # airtime): they agree to that precision.
+        assert d["duty_cycle_used_of_hourly_budget"] == pytest.approx(d["airtime_s"] / 36.0,
+                                                                      abs=0.5e-4 + 0.5e-4 / 36)
     assert summary["modeled_s"] > summary["wall_s"] * 10  # compressed 50x, stated
 
 
