@@ -68,6 +68,14 @@ class Attacker:
         self._tasks: list[asyncio.Task] = []
         self._lock = asyncio.Lock()  # one transmitter
 
+    @classmethod
+    def started(cls, air: LoRaAir, spec, seed: int, channels: tuple[int, ...]) -> Attacker:
+        """An attacker from a scenario's [attacker] table (sim.scenario.Attack), running."""
+        attacker = cls(air, AttackRates(spec.replay, spec.forge, spec.reject, spec.squat,
+                                        spec.flood), seed, channels, (spec.distance_m, 0.0))
+        attacker.start()
+        return attacker
+
     def _heard(self, frame: bytes, rssi: float, snr: float, crc_ok: bool, p: Params) -> None:
         if not crc_ok:
             return

@@ -45,7 +45,7 @@ from sealink_gateway.service import Gateway, HandshakeLimiter
 from sealink_gateway.store import Store
 from sealink_gateway.transport.semtech_udp import SemtechUdpTransport
 from sim import scenario, vtime
-from sim.attacker import Attacker, AttackRates
+from sim.attacker import Attacker
 from sim.concentrator import Concentrator, busiest_window_s
 from sim.datagram import MemoryDatagramLink
 from sim.lora import DUTY_CYCLE, SNR_FLOOR, Clock, LoRaAir, Params, Radio
@@ -218,12 +218,8 @@ class Cell:
         await self.concentrator.start()
         self.attacker = None
         if self.spec.attacker is not None:
-            a = self.spec.attacker
-            self.attacker = Attacker(self.air, AttackRates(a.replay, a.forge, a.reject,
-                                                           a.squat, a.flood),
-                                     self.rng.getrandbits(64), tuple(c.channels),
-                                     (a.distance_m, 0.0))
-            self.attacker.start()
+            self.attacker = Attacker.started(self.air, self.spec.attacker,
+                                             self.rng.getrandbits(64), tuple(c.channels))
         for d in self.devices:
             d.token, _ = self.store.create_token({"name": d.name, "sf": str(d.sf)}, 30 * 86400)
 

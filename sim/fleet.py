@@ -34,7 +34,7 @@ from sealink_gateway.service import Gateway, HandshakeLimiter
 from sealink_gateway.store import Store
 from sealink_gateway.transport.semtech_udp import SemtechUdpTransport
 from sim import scenario
-from sim.attacker import Attacker, AttackRates
+from sim.attacker import Attacker
 from sim.concentrator import EU868_CHANNELS, Concentrator
 from sim.lora import Clock, LoRaAir, Params, Radio
 from sim.rak3172 import Rak3172Model
@@ -251,11 +251,8 @@ class Fleet:
         await self.concentrator.start()
         self.attacker = None
         if self.scenario.attacker is not None:
-            a = self.scenario.attacker
-            self.attacker = Attacker(self.air, AttackRates(a.replay, a.forge, a.reject,
-                                                           a.squat, a.flood),
-                                     self.scenario.seed, EU868_CHANNELS, (a.distance_m, 0.0))
-            self.attacker.start()
+            self.attacker = Attacker.started(self.air, self.scenario.attacker,
+                                             self.scenario.seed, EU868_CHANNELS)
         self.started = time.monotonic()
         self.clock.now()  # modeled time starts now
         watcher = asyncio.ensure_future(self._watch_uplinks())
