@@ -2,6 +2,9 @@
    the radio: a model for spin (`make test` runs tests/test_model.py).
 
    What is modeled (docs/protocol.md, "Handshakes and their state machines"):
+   - time: a device timer fires only when nothing is in flight (every frame sent has
+     arrived or been lost, and was handled), so the attacker may act before, between
+     and after the device's retransmissions;
    - the device: a KK handshake with fresh keys (instance h), message 1 repeated until
      answered; once established, a first frame under the new keys, then uplinks it
      repeats until acknowledged; a REJECT (unauthenticated) makes it start over, never
@@ -26,7 +29,7 @@
 #ifndef FAULTS
 #define FAULTS 3   /* attacker actions: losses, replays, REJECTs, restarts */
 #endif
-#define MAXH 6     /* handshake instances the device may start (> FAULTS + 1) */
+#define MAXH (FAULTS + 3)  /* handshake instances the device may start */
 
 mtype = { KK1, KK2, DATA, ACK, REJECT };
 
@@ -34,6 +37,8 @@ chan up = [1] of { mtype, byte };    /* device -> gateway: kind, key instance */
 chan down = [1] of { mtype, byte };  /* gateway -> device */
 
 byte faults = 0;
+
+#define quiet (empty(up) && empty(down))
 
 /* device */
 byte h = 0;        /* the handshake instance it runs (its newest keys) */
@@ -70,8 +75,10 @@ proctype Device() {
     mtype kind;
     byte k;
 start:
-    h < MAXH;
-    h++;
+    if
+    :: h < MAXH -> h++
+    :: else -> goto out_of_instances
+    fi;
     est = false;
     send_up(KK1, h);
 handshaking:
@@ -85,7 +92,7 @@ handshaking:
         :: kind == REJECT -> goto start
         :: else -> skip        /* not ours (another instance's answer, a replay) */
         fi
-    :: timeout -> send_up(KK1, h)   /* no answer: message 1 again */
+    :: atomic { quiet -> send_up(KK1, h) }   /* no answer: message 1 again */
     od;
 established:
     do
@@ -94,7 +101,12 @@ established:
         :: kind == REJECT -> goto start
         :: else -> skip        /* ACKs, stale answers */
         fi
-    :: timeout -> send_up(DATA, h)  /* the next uplink, or a repeat */
+    :: atomic { quiet -> send_up(DATA, h) }  /* the next uplink, or a repeat */
+    od;
+out_of_instances:  /* more handshakes than the attacker's budget explains: the device
+                      is going round in circles (the liveness check reports it) */
+    do
+    :: h > 0 -> h = h   /* (spin refuses an unconditional self-loop) */
     od
 }
 
@@ -103,7 +115,7 @@ proctype Gateway() {
     byte k;
 end:                                /* waiting for a frame is a fine place to stop */
     do
-    :: up?kind, k ->
+    :: atomic { up?kind, k ->
         if
 #ifdef TRUST_KK1
         /* The gateway before Stage 6: a KK message 1 opens the session at once, and a
@@ -124,7 +136,7 @@ end:                                /* waiting for a frame is a fine place to st
         :: kind == DATA && (k == 0 || (k != live && k != pend)) ->
             send_down(REJECT, 0)    /* keys it does not have: start over */
 #endif
-        fi
+        fi }
     od
 }
 
