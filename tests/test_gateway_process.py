@@ -182,3 +182,152 @@ def test_gateway_refuses_a_bad_config(tmp_path):
                      ["gateway", "--config", str(bad)]):
             r = subprocess.run([SEALINK, *args], capture_output=True, text=True, timeout=30)
             assert r.returncode != 0 and message in r.stderr, (text, r.stderr)
+
+
+class _Relay(asyncio.DatagramProtocol):
+    """The radio between a device and the gateway, on loopback: forwards datagrams both
+    ways, and loses every downlink while `deaf` is set."""
+
+    def __init__(self, gateway: tuple[str, int]):
+        self.gateway, self.device, self.deaf, self.lost = gateway, None, False, 0
+        self.to_gateway = None
+
+    @classmethod
+    async def open(cls, gateway: tuple[str, int]) -> "_Relay":
+        loop = asyncio.get_running_loop()
+        relay = cls(gateway)
+        relay.transport, _ = await loop.create_datagram_endpoint(
+            lambda: relay, local_addr=("127.0.0.1", 0))
+        relay.to_gateway, _ = await loop.create_datagram_endpoint(
+            lambda: _Back(relay), remote_addr=gateway)
+        relay.port = relay.transport.get_extra_info("sockname")[1]
+        return relay
+
+    def datagram_received(self, data, addr):
+        self.device = addr
+        self.to_gateway.sendto(data)
+
+    def down(self, data):
+        if self.deaf:
+            self.lost += 1
+        elif self.device is not None:
+            self.transport.sendto(data, self.device)
+
+    def close(self):
+        self.transport.close()
+        self.to_gateway.close()
+
+
+class _Back(asyncio.DatagramProtocol):
+    def __init__(self, relay: _Relay):
+        self.relay = relay
+
+    def datagram_received(self, data, addr):
+        self.relay.down(data)
+
+    def error_received(self, exc):  # the gateway is down: ICMP port unreachable
+        pass
+
+
+def test_uplinks_committed_once_across_kill_9_of_the_gateway(tmp_path):
+    """Stage 6, finding 6, as it was found: `kill -9` of the gateway process while a
+    device streams reliable uplinks (device stack on CPython, its UDP driver, the
+    gateway's udp:// transport on loopback).  Each kill loses the gateway's sessions and
+    the acks in flight; the device reconnects (KK) and sends again what was not
+    acknowledged, on the new session, under the same message ids.  Every uplink the
+    device stored must be committed exactly once."""
+    import sqlite3
+
+    from sealink.device import Device, Keystore
+    from sealink.drivers.udp import Udp
+
+    port = _free_port()
+    config = tmp_path / "gateway.toml"
+    config.write_text('[gateway]\ndatabase = "state.db"\nlog_level = "INFO"\n'
+                      f'[[transport]]\nurl = "udp://127.0.0.1:{port}?mtu=51"\n')
+    db = tmp_path / "state.db"
+
+    def start():
+        proc = subprocess.Popen([SEALINK, "gateway", "--config", str(config)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        seen = b""
+        while b"listening" not in seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([proc.stderr], [], [], 0.2)
+            if ready:
+                chunk = os.read(proc.stderr.fileno(), 65536)
+                assert chunk, f"gateway exited: {seen!r}"
+                seen += chunk
+        assert b"listening" in seen, seen
+        return proc
+
+    def committed() -> list[bytes]:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as c:
+            return [bytes(r[0]) for r in c.execute("SELECT payload FROM uplinks")]
+
+    proc = start()  # creates the gateway's keys
+    procs = [proc]
+    made = subprocess.run([SEALINK, "--db", str(db), "enroll", "create", "--json",
+                           "--gateway-key", str(tmp_path / "gateway.key")],
+                          capture_output=True, text=True, timeout=30, check=True)
+    enrollment = json.loads(made.stdout)
+    total, kills_at = 240, (40, 110, 180)  # kill -9 once this many are committed
+
+    async def scenario():
+        nonlocal proc
+        relay = await _Relay.open(("127.0.0.1", port))
+        ks = Keystore(str(tmp_path / "device.json"))
+        device = Device(Udp("127.0.0.1", relay.port, mtu=51), ks,
+                        {"token": enrollment["token"].encode(),
+                         "gateway_key": bytes.fromhex(enrollment["gateway_key"]),
+                         "retry_ms": 300, "max_retries": 4})
+        await device.radio.start()
+        device.start()
+        await device.connect()
+        kills, doubtful, deaf_since = list(kills_at), 0, None
+
+        def maybe_kill():
+            nonlocal proc, doubtful, deaf_since
+            n = len(committed())
+            if deaf_since is None and kills and n >= kills[0]:
+                # The acks are lost from now on: what the gateway commits, the device
+                # still holds.
+                kills.pop(0)
+                relay.deaf, deaf_since = True, n
+            elif deaf_since is not None and n >= deaf_since + 4:
+                # Four uplinks committed and not acknowledged: kill -9.
+                doubtful += n - deaf_since
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(10)
+                proc = start()
+                procs.append(proc)
+                relay.deaf, deaf_since = False, None
+
+        for i in range(total):
+            for _ in range(3000):
+                maybe_kill()
+                if device.pending < device.outbox_limit - 1:  # never drops from its outbox
+                    break
+                await asyncio.sleep(0.02)
+            await device.send(b"reading %05d" % i)
+            maybe_kill()
+        assert not kills, "the stream ended before every kill"
+        assert await device.flush(timeout_ms=120_000), device.stats
+        stats = dict(device.stats, doubtful=doubtful, lost_acks=relay.lost)
+        device.close()
+        relay.close()
+        return stats
+
+    try:
+        stats = asyncio.run(asyncio.wait_for(scenario(), 240))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                p.wait(15)
+    rows = committed()
+    expected = [b"reading %05d" % i for i in range(total)]
+    assert sorted(rows) == expected, (len(rows), len(set(rows)), stats)
+    # Each kill left uplinks committed and not acknowledged, and the device came back.
+    assert stats["doubtful"] >= 4 * len(kills_at) and stats["lost_acks"] > 0, stats
+    assert stats["handshakes"] >= 1 + len(kills_at), stats
