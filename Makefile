@@ -30,13 +30,14 @@ STAMP_APT := $(DEPS)/.stamp-apt
 STAMP_VENV := $(VENV)/.stamp-requirements
 STAMP_MPY := $(MPY)/.sealink-fetched
 STAMP_MONO := $(DEPS)/monocypher/.sealink-fetched
+STAMP_SODIUM := $(DEPS)/libsodium/.sealink-fetched
 STAMP_PATCH := $(MICROPY_DIR)/.sealink-patched
 
 .PHONY: all setup firmware test test-fast demo bench lint format clean distclean sizes $(BOARDS_HERE) $(BOARDS_IDF)
 
 all: firmware
 
-setup: $(STAMP_APT) $(STAMP_VENV) $(STAMP_MONO) $(STAMP_PATCH) $(MPY_CROSS)
+setup: $(STAMP_APT) $(STAMP_VENV) $(STAMP_MONO) $(STAMP_SODIUM) $(STAMP_PATCH) $(MPY_CROSS)
 
 # --- Debian packages -------------------------------------------------------------------
 $(STAMP_APT):
@@ -64,6 +65,9 @@ $(STAMP_MPY): | $(STAMP_APT)
 
 $(STAMP_MONO): | $(STAMP_VENV)
 	PYTHON=$(VPY) bash tools/fetch-monocypher.sh
+
+$(STAMP_SODIUM): | $(STAMP_APT)
+	bash tools/fetch-libsodium.sh
 
 # Our port changes (firmware/patches), applied once to the fetched source.
 $(STAMP_PATCH): $(if $(filter $(MPY),$(MICROPY_DIR)),$(STAMP_MPY)) $(wildcard firmware/patches/*/*.patch)

@@ -42,12 +42,20 @@ def run(name, fn, reps):
 run('x25519', lambda: crypto.x25519(k, pk), {reps_x})
 run('aead_encrypt_1k', lambda: crypto.aead_encrypt(key, nonce, msg), {reps_a})
 run('aead_decrypt_1k', lambda: crypto.aead_decrypt(key, nonce, sealed), {reps_a})
+if {signing!r}:
+    from sealink import ed25519
+    sk = bytes(range(32)); pub = ed25519.public_key(sk); m = bytes(100)
+    sig = ed25519.sign(sk, m, pub)
+    run('ed25519_sign_100', lambda: ed25519.sign(sk, m, pub), {reps_x})
+    run('ed25519_verify_100', lambda: ed25519.verify(pub, sig, m), {reps_x})
+    run('sha512_1k', lambda: ed25519.sha512(msg), {reps_a})
 """
 
 
-def measure(device, backend: str, reps_x: int, reps_a: int) -> dict[str, float]:
-    out = device.exec(_MEASURE.format(backend=backend, reps_x=reps_x, reps_a=reps_a),
-                      timeout=900)
+def measure(device, backend: str, reps_x: int, reps_a: int,
+            signing: bool = False) -> dict[str, float]:
+    out = device.exec(_MEASURE.format(backend=backend, reps_x=reps_x, reps_a=reps_a,
+                                      signing=signing), timeout=900)
     result = {}
     for line in out.strip().splitlines():
         name, dt, reps = line.split()
@@ -64,18 +72,20 @@ def main() -> int:
 
     table = Table(title="Instructions per operation on QEMU (-icount shift=0), native module")
     table.add_column("board")
-    for col in ("X25519", "ChaCha20-Poly1305 seal 1 KiB", "open 1 KiB"):
+    columns = {"x25519": "X25519", "aead_encrypt_1k": "ChaCha20-Poly1305 seal 1 KiB",
+               "aead_decrypt_1k": "open 1 KiB", "ed25519_sign_100": "Ed25519 sign 100 B",
+               "ed25519_verify_100": "verify 100 B", "sha512_1k": "SHA-512 1 KiB"}
+    for col in columns.values():
         table.add_column(col, justify="right")
     for board in ("QEMU_MPS2_AN385", "QEMU_VIRT_RV32"):
         device = QemuDevice(board, icount=0)
         try:
             # 1 tick = 1 us = 1000 instructions at shift=0.
-            r = {k: v * 1000 for k, v in measure(device, "native", 20, 20).items()}
+            r = {k: v * 1000 for k, v in measure(device, "native", 20, 20, True).items()}
         finally:
             device.close()
         report[board] = {"instructions": r}
-        table.add_row(board, f"{r['x25519']:,.0f}", f"{r['aead_encrypt_1k']:,.0f}",
-                      f"{r['aead_decrypt_1k']:,.0f}")
+        table.add_row(board, *(f"{r[k]:,.0f}" for k in columns))
     console.print(table)
 
     table = Table(title="unix firmware: microseconds per operation (wall time, this machine)")

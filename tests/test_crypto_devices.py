@@ -9,6 +9,7 @@ once per module; calls go over its REPL.
 """
 
 import binascii
+import hashlib
 import json
 import random
 from pathlib import Path
@@ -47,6 +48,20 @@ def _t(op, *a):
         print('B', binascii.hexlify(r).decode())
     else:
         print('V', repr(r))
+try:
+    from sealink import ed25519
+except Exception as e:
+    ed25519 = None
+def _e(op, *a):
+    try:
+        r = getattr(ed25519, op)(*a)
+    except Exception as e:
+        print('E', type(e).__name__)
+        return
+    if isinstance(r, (bytes, bytearray)):
+        print('B', binascii.hexlify(r).decode())
+    else:
+        print('V', repr(r))
 """
 
 
@@ -70,6 +85,20 @@ class Target:
 
     def call(self, op, *args):
         return self.calls([(op, *args)])[0]
+
+    def signing(self, calls):
+        """Like calls(), for sealink.ed25519."""
+        code = "\n".join(f"_e({op!r}, {', '.join(repr(a) for a in args)})"
+                         for op, *args in calls)
+        lines = self.device.exec(code, timeout=600).strip().splitlines()
+        assert len(lines) == len(calls), lines
+        return [(kind, binascii.unhexlify(value) if kind == "B" else value)
+                for kind, _, value in (line.partition(" ") for line in lines)]
+
+    @property
+    def signs(self):
+        """Whether the target has Ed25519 (Sealink firmware or CPython)."""
+        return self.device.exec("print(ed25519.BACKEND)").strip() != "None"
 
 
 @pytest.fixture(scope="module", params=TARGETS, ids=[t[0] for t in TARGETS])
@@ -253,6 +282,80 @@ def test_compare_and_wipe(target):
         "print(b == bytearray(19), crypto.compare(b'abc', b'abc'), crypto.compare(b'abc', b'abd'),"
         " crypto.compare(b'ab', b'abc'))")
     assert out.strip() == "True True False False"
+
+
+# --- Ed25519 and SHA-512 (attestation, credentials) -----------------------------------
+
+WYCHEPROOF = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "wycheproof"
+
+
+def test_ed25519_exists_wherever_sealink_firmware_or_cpython_runs(target):
+    backend = target.device.exec("print(ed25519.BACKEND)").strip()
+    if isinstance(target.device, CPythonDevice):
+        assert backend == "cryptography"
+    elif target.device.board.endswith("_STOCK"):
+        # No C module, no pure-Python Ed25519: a clear error, not a wrong answer.
+        assert backend == "None"
+        assert target.signing([("sign", bytes(32), b"m")]) == [("E", "CryptoError")]
+    else:
+        assert backend == "native"
+
+
+def test_rfc8032_ed25519_and_fips180_sha512(target):
+    if not target.signs:
+        return  # the stock firmware: see the test above
+    vectors = _load("rfc8032_ed25519.json")
+    calls, expected = [], []
+    for v in vectors["ed25519"]:
+        secret, public = bytes.fromhex(v["secret"]), bytes.fromhex(v["public"])
+        message, signature = bytes.fromhex(v["message"]), bytes.fromhex(v["signature"])
+        calls += [("public_key", secret), ("sign", secret, message),
+                  ("sign", secret, message, public), ("verify", public, signature, message),
+                  ("verify", public, signature, message + b"x")]
+        expected += [("B", public), ("B", signature), ("B", signature), ("V", "True"),
+                     ("V", "False")]
+    for v in vectors["sha512"]:
+        calls.append(("sha512", bytes.fromhex(v["message"])))
+        expected.append(("B", bytes.fromhex(v["digest"])))
+    assert target.signing(calls) == expected
+
+
+def test_wycheproof_ed25519(target):
+    """All 151 cases of Wycheproof's Ed25519 verification set: every valid signature
+    verifies, every invalid one (non-canonical S, bad encodings, wrong lengths,
+    malleated signatures) is refused."""
+    if not target.signs:
+        return
+    data = json.loads((WYCHEPROOF / "ed25519_test.json").read_text())
+    cases = [(bytes.fromhex(g["publicKey"]["pk"]), t) for g in data["testGroups"]
+             for t in g["tests"]]
+    assert len(cases) == data["numberOfTests"] == 151
+    for start in range(0, len(cases), 25):
+        batch = cases[start:start + 25]
+        got = target.signing([("verify", pk, bytes.fromhex(t["sig"]), bytes.fromhex(t["msg"]))
+                              for pk, t in batch])
+        for (_, t), result in zip(batch, got):
+            assert result == ("V", str(t["result"] == "valid")), t
+
+
+def test_ed25519_differential_and_bad_input(target):
+    if not target.signs:
+        return
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    rng = random.Random(8032)
+    calls, expected = [], []
+    for size in (0, 1, 31, 64, 127, 128, 129, 255, 1000):
+        secret, message = rng.randbytes(32), rng.randbytes(size)
+        key = Ed25519PrivateKey.from_private_bytes(secret)
+        public = key.public_key().public_bytes_raw()
+        calls += [("sign", secret, message), ("sha512", message)]
+        expected += [("B", key.sign(message)), ("B", hashlib.sha512(message).digest())]
+    calls += [("sign", bytes(31), b"m"), ("public_key", "not bytes"),
+              ("verify", bytes(32), bytes(63), b"m"), ("verify", bytes(31), bytes(64), b"m")]
+    expected += [("E", "CryptoError"), ("E", "CryptoError"), ("V", "False"),
+                 ("E", "CryptoError")]
+    assert target.signing(calls) == expected
 
 
 def test_cpython_reference_matches_vectors():

@@ -16,13 +16,16 @@ def test_make_and_cmake_list_the_same_sources():
     mk_sources = re.findall(r"^SRC_USERMOD(?:_LIB)?_C \+= (\S+\.c)$", mk, re.M)
     block = re.search(r"target_sources\([^)]*\)", cmake, re.S).group(0)
     cmake_sources = re.findall(r"(\S+\.c)", block)
-    assert _basenames(mk_sources) == ["modsealink_crypto.c", "monocypher.c"]
+    assert _basenames(mk_sources) == ["ed25519.c", "hash_sha512_cp.c", "modsealink_crypto.c",
+                                      "monocypher.c", "sodium_utils.c"]
     assert _basenames(mk_sources) == _basenames(cmake_sources)
 
 
-def test_monocypher_reached_inside_the_module_folder():
+def test_fetched_sources_reached_inside_the_module_folder():
     # Objects are placed by their path below USER_C_MODULES: a source outside the module
     # folder would put one shared object outside every board's build folder.
-    link = MODULE / "monocypher"
-    assert link.is_symlink()
-    assert (link / "monocypher.c").exists(), "run `make setup` to fetch Monocypher"
+    for name, source in (("monocypher", "monocypher.c"),
+                         ("libsodium", "crypto_hash/sha512/cp/hash_sha512_cp.c")):
+        link = MODULE / name
+        assert link.is_symlink()
+        assert (link / source).exists(), f"run `make setup` to fetch {name}"

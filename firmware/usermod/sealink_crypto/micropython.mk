@@ -9,7 +9,17 @@ SEALINK_CRYPTO_DIR := $(USERMOD_DIR)
 # source's path below USER_C_MODULES).
 MONOCYPHER_DIR := $(SEALINK_CRYPTO_DIR)/monocypher
 
+# libsodium 1.0.18's SHA-512 (one file and the headers it includes), fetched and
+# checksum-verified into deps/libsodium by tools/fetch-libsodium.sh, via the libsodium
+# symlink.  CONFIGURED=1: built without libsodium's configure script, which only picks
+# the byte order (all Sealink targets are little-endian).
+LIBSODIUM_DIR := $(SEALINK_CRYPTO_DIR)/libsodium
+
 SRC_USERMOD_C += $(SEALINK_CRYPTO_DIR)/modsealink_crypto.c
 SRC_USERMOD_LIB_C += $(MONOCYPHER_DIR)/monocypher.c
+SRC_USERMOD_LIB_C += $(SEALINK_CRYPTO_DIR)/ed25519.c
+SRC_USERMOD_LIB_C += $(SEALINK_CRYPTO_DIR)/sodium_utils.c
+SRC_USERMOD_LIB_C += $(LIBSODIUM_DIR)/crypto_hash/sha512/cp/hash_sha512_cp.c
 
-CFLAGS_USERMOD += -I$(MONOCYPHER_DIR)
+CFLAGS_USERMOD += -I$(MONOCYPHER_DIR) -I$(LIBSODIUM_DIR)/include/sodium
+CFLAGS_USERMOD += -DCONFIGURED=1 -DNATIVE_LITTLE_ENDIAN=1

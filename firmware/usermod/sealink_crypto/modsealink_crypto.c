@@ -1,7 +1,8 @@
 // _sealink_crypto: thin MicroPython bindings over Monocypher 4.0.3.
 //
 // No cryptographic math lives here: X25519, ChaCha20-Poly1305 (IETF, 96-bit nonce),
-// constant-time comparison and wiping are Monocypher's.  This file only moves bytes in
+// constant-time comparison and wiping are Monocypher's; SHA-512 is libsodium's, and
+// Ed25519 is Monocypher's EdDSA over it (ed25519.c).  This file only moves bytes in
 // and out, checks lengths exactly, and wipes every secret it copied.  The public face
 // is lib/sealink/crypto.py, which validates types and maps errors to Sealink's own.
 
@@ -10,6 +11,7 @@
 #include "py/runtime.h"
 #include "py/objstr.h"
 #include "monocypher.h"
+#include "ed25519.h"
 
 #define SEALINK_KEY_SIZE (32)
 #define SEALINK_NONCE_SIZE (12)
@@ -139,6 +141,57 @@ static mp_obj_t sealink_crypto_wipe(mp_obj_t buf_in) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_1(sealink_crypto_wipe_obj, sealink_crypto_wipe);
 
+// sha512(data) -> 64-byte digest.
+static mp_obj_t sealink_crypto_sha512(mp_obj_t data_in) {
+    mp_buffer_info_t data;
+    mp_get_buffer_raise(data_in, &data, MP_BUFFER_READ);
+    vstr_t digest;
+    vstr_init_len(&digest, 64);
+    sealink_sha512((uint8_t *)digest.buf, data.buf, data.len);
+    return mp_obj_new_bytes_from_vstr(&digest);
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(sealink_crypto_sha512_obj, sealink_crypto_sha512);
+
+// ed25519_public(private) -> public key (RFC 8032: the private key is 32 bytes).
+static mp_obj_t sealink_crypto_ed25519_public(mp_obj_t secret_in) {
+    const uint8_t *secret = sealink_buffer(secret_in, SEALINK_KEY_SIZE, "private key");
+    vstr_t public;
+    vstr_init_len(&public, SEALINK_KEY_SIZE);
+    sealink_ed25519_public_key((uint8_t *)public.buf, secret);
+    return mp_obj_new_bytes_from_vstr(&public);
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(sealink_crypto_ed25519_public_obj, sealink_crypto_ed25519_public);
+
+// ed25519_sign(private, public, message) -> 64-byte signature.
+static mp_obj_t sealink_crypto_ed25519_sign(mp_obj_t secret_in, mp_obj_t public_in,
+    mp_obj_t message_in) {
+    const uint8_t *secret = sealink_buffer(secret_in, SEALINK_KEY_SIZE, "private key");
+    const uint8_t *public = sealink_buffer(public_in, SEALINK_KEY_SIZE, "public key");
+    mp_buffer_info_t message;
+    mp_get_buffer_raise(message_in, &message, MP_BUFFER_READ);
+    vstr_t signature;
+    vstr_init_len(&signature, 64);
+    sealink_ed25519_sign((uint8_t *)signature.buf, secret, public, message.buf, message.len);
+    return mp_obj_new_bytes_from_vstr(&signature);
+}
+static MP_DEFINE_CONST_FUN_OBJ_3(sealink_crypto_ed25519_sign_obj, sealink_crypto_ed25519_sign);
+
+// ed25519_verify(public, signature, message) -> bool.
+static mp_obj_t sealink_crypto_ed25519_verify(mp_obj_t public_in, mp_obj_t signature_in,
+    mp_obj_t message_in) {
+    const uint8_t *public = sealink_buffer(public_in, SEALINK_KEY_SIZE, "public key");
+    mp_buffer_info_t signature;
+    mp_get_buffer_raise(signature_in, &signature, MP_BUFFER_READ);
+    mp_buffer_info_t message;
+    mp_get_buffer_raise(message_in, &message, MP_BUFFER_READ);
+    if (signature.len != 64) {
+        return mp_const_false;  // a malformed signature is an invalid one
+    }
+    return mp_obj_new_bool(
+        sealink_ed25519_check(signature.buf, public, message.buf, message.len) == 0);
+}
+static MP_DEFINE_CONST_FUN_OBJ_3(sealink_crypto_ed25519_verify_obj, sealink_crypto_ed25519_verify);
+
 static const mp_rom_map_elem_t sealink_crypto_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR__sealink_crypto) },
     { MP_ROM_QSTR(MP_QSTR_x25519), MP_ROM_PTR(&sealink_crypto_x25519_obj) },
@@ -147,6 +200,10 @@ static const mp_rom_map_elem_t sealink_crypto_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_aead_open), MP_ROM_PTR(&sealink_crypto_aead_open_obj) },
     { MP_ROM_QSTR(MP_QSTR_compare), MP_ROM_PTR(&sealink_crypto_compare_obj) },
     { MP_ROM_QSTR(MP_QSTR_wipe), MP_ROM_PTR(&sealink_crypto_wipe_obj) },
+    { MP_ROM_QSTR(MP_QSTR_sha512), MP_ROM_PTR(&sealink_crypto_sha512_obj) },
+    { MP_ROM_QSTR(MP_QSTR_ed25519_public), MP_ROM_PTR(&sealink_crypto_ed25519_public_obj) },
+    { MP_ROM_QSTR(MP_QSTR_ed25519_sign), MP_ROM_PTR(&sealink_crypto_ed25519_sign_obj) },
+    { MP_ROM_QSTR(MP_QSTR_ed25519_verify), MP_ROM_PTR(&sealink_crypto_ed25519_verify_obj) },
 };
 static MP_DEFINE_CONST_DICT(sealink_crypto_module_globals, sealink_crypto_module_globals_table);
 
