@@ -334,7 +334,7 @@ def test_wycheproof_ed25519(target):
         batch = cases[start:start + 25]
         got = target.signing([("verify", pk, bytes.fromhex(t["sig"]), bytes.fromhex(t["msg"]))
                               for pk, t in batch])
-        for (_, t), result in zip(batch, got):
+        for (_, t), result in zip(batch, got, strict=True):
             assert result == ("V", str(t["result"] == "valid")), t
 
 
@@ -349,8 +349,10 @@ def test_ed25519_differential_and_bad_input(target):
         secret, message = rng.randbytes(32), rng.randbytes(size)
         key = Ed25519PrivateKey.from_private_bytes(secret)
         public = key.public_key().public_bytes_raw()
-        calls += [("sign", secret, message), ("sha512", message)]
-        expected += [("B", key.sign(message)), ("B", hashlib.sha512(message).digest())]
+        calls += [("sign", secret, message), ("sha512", message),
+                  ("verify", public, key.sign(message), message)]
+        expected += [("B", key.sign(message)), ("B", hashlib.sha512(message).digest()),
+                     ("V", "True")]
     calls += [("sign", bytes(31), b"m"), ("public_key", "not bytes"),
               ("verify", bytes(32), bytes(63), b"m"), ("verify", bytes(31), bytes(64), b"m")]
     expected += [("E", "CryptoError"), ("E", "CryptoError"), ("V", "False"),

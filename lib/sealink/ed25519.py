@@ -35,7 +35,9 @@ if _c is None:
 
         from cryptography.exceptions import InvalidSignature
         from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-            Ed25519PrivateKey, Ed25519PublicKey)
+            Ed25519PrivateKey,
+            Ed25519PublicKey,
+        )
 
         BACKEND = "cryptography"
     except ImportError:
