@@ -64,7 +64,7 @@ def main() -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print("flash cost of _sealink_crypto (Monocypher X25519 + ChaCha20-Poly1305 + bindings)")
+    print("flash cost of _sealink_crypto (X25519, ChaCha20-Poly1305, Ed25519, SHA-512, bindings)")
     print(f"{'board':<18}{'text':>10}{'baseline':>10}{'module':>10}{'data':>7}{'bss':>7}")
     for r in rows:
         print(f"{r['board']:<18}{r['text']:>10}{r['text_baseline']:>10}{r['module_text']:>10}"
