@@ -33,7 +33,7 @@ from sealink_gateway.authority import Authority
 from sealink_gateway.service import Gateway, HandshakeLimiter
 from sealink_gateway.store import Store
 from sealink_gateway.transport.semtech_udp import SemtechUdpTransport
-from sim import scenario
+from sim import qemu, scenario
 from sim.attacker import Attacker
 from sim.concentrator import EU868_CHANNELS, Concentrator
 from sim.lora import Clock, LoRaAir, Params, Radio
@@ -42,12 +42,6 @@ from sim.scenario import ScenarioError
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build"
-BOARDS = {
-    "CPYTHON": "cpython",  # the device stack (lib/sealink) on CPython: BLE devices
-    "UNIX": "unix",
-    "QEMU_MPS2_AN385": ["qemu-system-arm", "-machine", "mps2-an385"],
-    "QEMU_VIRT_RV32": ["qemu-system-riscv32", "-machine", "virt", "-bios", "none"],
-}
 COMMAND = b"led=on"
 
 
@@ -186,11 +180,7 @@ async def _read_until(stream: asyncio.StreamReader, marker: bytes, timeout: floa
 
 
 async def _start_qemu(run: DeviceRun, scenario: Scenario) -> None:
-    elf = BUILD / run.spec.board / "firmware.elf"
-    if not elf.exists():
-        raise FileNotFoundError(f"{elf} is missing: run `make firmware`")
-    cmd = BOARDS[run.spec.board] + ["-display", "none", "-monitor", "none", "-semihosting",
-                                    "-serial", "stdio", "-kernel", str(elf)]
+    cmd = qemu.command(run.spec.board, "stdio")
     run.process = p = await asyncio.create_subprocess_exec(
         *cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)

@@ -20,12 +20,17 @@ import os
 import re
 import select
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build"
 LIB = ROOT / "lib"
+if str(ROOT) not in sys.path:  # sim/ (the benchmarks import this module too)
+    sys.path.insert(0, str(ROOT))
+
+from sim import qemu as sim_qemu  # noqa: E402
 
 
 class DeviceError(Exception):
@@ -140,36 +145,26 @@ class UnixDevice:
                 self.proc.wait(5)
 
 
-QEMU_MACHINES = {
-    "QEMU_MPS2_AN385": ["qemu-system-arm", "-machine", "mps2-an385"],
-    "QEMU_VIRT_RV32": ["qemu-system-riscv32", "-machine", "virt", "-bios", "none"],
-}
-
-
-def qemu_command(board: str, icount: int | None = None) -> list[str]:
+def qemu_command(board: str, icount: int | None = None,
+                 flash: Path | None = None) -> list[str]:
     """The qemu port's standard command line for `board`, serial on a pty."""
-    elf = BUILD / board / "firmware.elf"
-    cmd = QEMU_MACHINES[board] + ["-nographic", "-monitor", "null", "-semihosting",
-                                  "-serial", "pty", "-kernel", str(elf)]
-    if icount is not None:
-        cmd += ["-icount", f"shift={icount}"]
-    return cmd
+    return sim_qemu.command(board, "pty", icount, flash)
 
 
 class QemuDevice:
     def __init__(self, board: str, icount: int | None = None, boot_timeout: float = 30.0,
-                 timeout: float = 300.0):
+                 timeout: float = 300.0, flash: Path | None = None):
         from mpremote.transport_serial import SerialTransport
 
         self.board = board
         self.name = board
-        elf = BUILD / board / "firmware.elf"
-        if not elf.exists():
-            raise FileNotFoundError(f"{elf} is missing: run `make firmware`")
         self.timeout = timeout
-        self.proc = subprocess.Popen(qemu_command(board, icount), stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.flash = flash
+        self.proc = subprocess.Popen(qemu_command(board, icount, flash),
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT)
         pty = self._wait_for_pty(boot_timeout)
+        self.pty = pty
         self.transport = SerialTransport(pty, baudrate=115200, timeout=timeout)
         self._settle(boot_timeout)
         self.transport.enter_raw_repl(soft_reset=False, timeout_overall=boot_timeout)
@@ -210,6 +205,18 @@ class QemuDevice:
                     return m.group(1).decode()
         self.close()
         raise TimeoutError(f"{self.board}: QEMU printed no pty: {seen!r}")
+
+    def release_console(self) -> str:
+        """Close our end of the console (QEMU runs on) so another tool can open the pty;
+        returns its path."""
+        self.transport.close()
+        return self.pty
+
+    def power_cut(self) -> None:
+        """Kill QEMU at once: whatever the guest was writing stops mid-way."""
+        self.proc.kill()
+        self.proc.wait(10)
+        self.close()
 
     def exec(self, code: str, timeout: float | None = None) -> str:
         from mpremote.transport import TransportExecError

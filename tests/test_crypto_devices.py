@@ -286,7 +286,7 @@ def test_compare_and_wipe(target):
 
 # --- Ed25519 and SHA-512 (attestation, credentials) -----------------------------------
 
-WYCHEPROOF = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "wycheproof"
+WYCHEPROOF = VECTORS / "wycheproof"  # a copy of ../shared/vectors/wycheproof (README.md)
 
 
 def test_ed25519_exists_wherever_sealink_firmware_or_cpython_runs(target):

@@ -197,7 +197,7 @@ static void board_soc_init(void) {
 }
 
 // ARM semihosting: BKPT 0xAB with the operation in r0 and the argument block in r1.
-static int32_t semihosting_call(uint32_t op, const void *args) {
+int32_t board_semihosting_call(uint32_t op, const void *args) {
     register uint32_t r0 __asm__ ("r0") = op;
     register const void *r1 __asm__ ("r1") = args;
     __asm volatile ("bkpt 0xab" : "+r" (r0) : "r" (r1) : "memory");
@@ -341,7 +341,7 @@ static void board_soc_init(void) {
 
 // RISC-V semihosting: the magic slli/ebreak/srai sequence, uncompressed and in one
 // 16-byte aligned block, with the operation in a0 and the argument block in a1.
-static int32_t semihosting_call(uint32_t op, const void *args) {
+int32_t board_semihosting_call(uint32_t op, const void *args) {
     register uint32_t a0 __asm__ ("a0") = op;
     register const void *a1 __asm__ ("a1") = args;
     __asm volatile (
@@ -449,7 +449,7 @@ static int32_t entropy_handle = -1;
 static void board_entropy_open(void) {
     static const char path[] = "/dev/urandom";
     uint32_t args[3] = { (uint32_t)path, 0 /* mode "r" */, sizeof(path) - 1 };
-    entropy_handle = semihosting_call(SYS_OPEN, args);
+    entropy_handle = board_semihosting_call(SYS_OPEN, args);
 }
 
 int board_random_fill(uint8_t *buf, uint32_t len) {
@@ -459,7 +459,7 @@ int board_random_fill(uint8_t *buf, uint32_t len) {
         }
         uint32_t args[3] = { (uint32_t)entropy_handle, (uint32_t)buf, len };
         // SYS_READ returns the number of bytes NOT read.
-        int32_t left = semihosting_call(SYS_READ, args);
+        int32_t left = board_semihosting_call(SYS_READ, args);
         if (left < 0 || (uint32_t)left >= len) {
             return -1;
         }

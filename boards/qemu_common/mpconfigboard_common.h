@@ -16,11 +16,17 @@
 // Interrupt-driven stdin, the early-init hook and sleeping while idle.
 #define MICROPY_HW_BOARD_STDIO_RX (1)
 #define MICROPY_BOARD_EARLY_INIT() board_early_init()
+// Mount the semihosted flash, run boot.py and main.py (board_flash.c; patch 0004).
+#define MICROPY_BOARD_BEFORE_REPL() board_before_repl()
+// Files on that flash: open() and the os module's file functions.
+#define MICROPY_PY_IO_FILEIO (1)
+#define MICROPY_PY_OS_STATVFS (1)
 #define MICROPY_INTERNAL_WFE(TIMEOUT_MS) board_wait_for_event((int32_t)(TIMEOUT_MS))
 
 #ifndef __ASSEMBLER__
 #include <stdint.h>
 void board_early_init(void);
+void board_before_repl(void);
 void board_wait_for_event(int32_t timeout_ms);
 uint32_t board_random_seed(void);
 int board_random_fill(uint8_t *buf, uint32_t len);
