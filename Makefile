@@ -99,8 +99,18 @@ UNIX_STOCK: setup
 	@$(call MAKE_UNIX,UNIX_STOCK) BUILD=$(BUILD_ROOT)/UNIX_STOCK >$(BUILD_ROOT)/UNIX_STOCK.log 2>&1 \
 		|| { tail -40 $(BUILD_ROOT)/UNIX_STOCK.log; exit 1; }
 
+# A board's configuration (its folder, the shared QEMU code, our port patches) decides
+# which modules and qstrs the build generates; MicroPython's incremental build does not
+# notice such a change, so a board whose configuration changed is rebuilt from scratch.
+BOARD_CONFIG = cat boards/$(1)/* boards/qemu_common/* firmware/patches/*/* 2>/dev/null | sha256sum
+FRESH_BUILD = cfg=$$($(call BOARD_CONFIG,$(1))); \
+	if [ "$$(cat $(BUILD_ROOT)/$(1).config 2>/dev/null)" != "$$cfg" ]; then \
+		rm -rf $(BUILD_ROOT)/$(1) $(BUILD_ROOT)/baseline/$(1); mkdir -p $(BUILD_ROOT); \
+		echo "$$cfg" > $(BUILD_ROOT)/$(1).config; fi
+
 QEMU_MPS2_AN385 QEMU_VIRT_RV32: setup
 	@echo "firmware: $@"; mkdir -p $(BUILD_ROOT)
+	@$(call FRESH_BUILD,$@)
 	@$(call MAKE_QEMU,$@) BUILD=$(BUILD_ROOT)/$@ USER_C_MODULES=$(USERMOD) >$(BUILD_ROOT)/$@.log 2>&1 \
 		|| { tail -40 $(BUILD_ROOT)/$@.log; exit 1; }
 	@$(call MAKE_QEMU,$@) BUILD=$(BUILD_ROOT)/baseline/$@ >$(BUILD_ROOT)/$@-baseline.log 2>&1 \
