@@ -115,6 +115,7 @@ QEMU_MPS2_AN385 QEMU_VIRT_RV32: setup
 		|| { tail -40 $(BUILD_ROOT)/$@.log; exit 1; }
 	@$(call MAKE_QEMU,$@) BUILD=$(BUILD_ROOT)/baseline/$@ >$(BUILD_ROOT)/$@-baseline.log 2>&1 \
 		|| { tail -40 $(BUILD_ROOT)/$@-baseline.log; exit 1; }
+	@$(VPY) tools/reference.py $@ >/dev/null
 
 $(BOARDS_IDF):
 	@echo "firmware: $@ is built with ESP-IDF, which cannot be installed on this machine."

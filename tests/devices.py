@@ -145,22 +145,24 @@ class UnixDevice:
                 self.proc.wait(5)
 
 
-def qemu_command(board: str, icount: int | None = None,
-                 flash: Path | None = None) -> list[str]:
+def qemu_command(board: str, icount: int | None = None, flash: Path | None = None,
+                 uds: Path | None = None, monitor: Path | None = None) -> list[str]:
     """The qemu port's standard command line for `board`, serial on a pty."""
-    return sim_qemu.command(board, "pty", icount, flash)
+    return sim_qemu.command(board, "pty", icount, flash, uds, monitor)
 
 
 class QemuDevice:
     def __init__(self, board: str, icount: int | None = None, boot_timeout: float = 30.0,
-                 timeout: float = 300.0, flash: Path | None = None):
+                 timeout: float = 300.0, flash: Path | None = None,
+                 uds: Path | None = None, monitor: Path | None = None):
         from mpremote.transport_serial import SerialTransport
 
         self.board = board
         self.name = board
         self.timeout = timeout
         self.flash = flash
-        self.proc = subprocess.Popen(qemu_command(board, icount, flash),
+        self.monitor = monitor
+        self.proc = subprocess.Popen(qemu_command(board, icount, flash, uds, monitor),
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT)
         pty = self._wait_for_pty(boot_timeout)
@@ -212,6 +214,31 @@ class QemuDevice:
         self.transport.close()
         return self.pty
 
+    def guest_memory(self, address: int, size: int, into: Path) -> bytes:
+        """`size` bytes of guest memory from `address`, read by QEMU's monitor (the
+        guest does nothing and sees nothing)."""
+        import socket
+
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(self.monitor))
+            s.settimeout(30)
+
+            def prompt():
+                seen = b""
+                while not seen.endswith(b"(qemu) "):
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        raise ConnectionError(f"QEMU monitor closed: {seen!r}")
+                    seen += chunk
+                return seen
+
+            prompt()
+            s.sendall(f'pmemsave {address} {size} "{into}"\n'.encode())
+            answer = prompt()
+            if not into.exists():
+                raise RuntimeError(f"pmemsave failed: {answer[-300:]!r}")
+        return into.read_bytes()
+
     def power_cut(self) -> None:
         """Kill QEMU at once: whatever the guest was writing stops mid-way."""
         self.proc.kill()
@@ -222,7 +249,9 @@ class QemuDevice:
         from mpremote.transport import TransportExecError
 
         try:
-            out = self.transport.exec(code)
+            out, err = self.transport.exec_raw(code, timeout=timeout or 10)
+            if err:
+                raise TransportExecError(out, err.decode(errors="replace"))
         except TransportExecError as e:
             raise DeviceError(e.error_output) from None
         return out.decode(errors="replace").replace("\r\n", "\n")

@@ -294,9 +294,15 @@ def test_uplinks_committed_once_across_kill_9_of_the_gateway(tmp_path):
                 # still holds.
                 kills.pop(0)
                 relay.deaf, deaf_since = True, n
-            elif deaf_since is not None and n >= deaf_since + 4:
-                # Four uplinks committed and not acknowledged: kill -9.
-                doubtful += n - deaf_since
+                return
+            if deaf_since is None:
+                return
+            stored = set(committed())
+            held = [p for _, p in device._outbox if p in stored]
+            if held:
+                # Uplinks committed and not acknowledged (the device still holds them):
+                # kill -9 now.
+                doubtful += len(held)
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(10)
                 proc = start()
@@ -319,7 +325,7 @@ def test_uplinks_committed_once_across_kill_9_of_the_gateway(tmp_path):
         return stats
 
     try:
-        stats = asyncio.run(asyncio.wait_for(scenario(), 240))
+        stats = asyncio.run(asyncio.wait_for(scenario(), 600))
     finally:
         for p in procs:
             if p.poll() is None:
@@ -329,5 +335,5 @@ def test_uplinks_committed_once_across_kill_9_of_the_gateway(tmp_path):
     expected = [b"reading %05d" % i for i in range(total)]
     assert sorted(rows) == expected, (len(rows), len(set(rows)), stats)
     # Each kill left uplinks committed and not acknowledged, and the device came back.
-    assert stats["doubtful"] >= 4 * len(kills_at) and stats["lost_acks"] > 0, stats
+    assert stats["doubtful"] >= len(kills_at) and stats["lost_acks"] > 0, stats
     assert stats["handshakes"] >= 1 + len(kills_at), stats

@@ -31,6 +31,7 @@
 #define FLASH_BLOCK_SIZE (4096)
 
 int32_t board_semihosting_call(uint32_t op, const void *args);
+void board_dice_boot(void);
 
 static int32_t flash_handle = -1;
 static uint32_t flash_blocks;
@@ -184,13 +185,8 @@ const mp_obj_module_t board_module = {
 };
 MP_REGISTER_MODULE(MP_QSTR__board, board_module);
 
-// Mount the flash at / (formatting a blank image), then run boot.py and, at the
-// friendly REPL, main.py: called after the runtime starts, on every (soft) reboot.
-void board_before_repl(void) {
-    flash_open();
-    if (flash_handle < 0) {
-        return;
-    }
+// Mount the flash at / (formatting a blank image).
+static void flash_mount(void) {
     mp_obj_t bdev = MP_OBJ_FROM_PTR(&flash_obj);
     mp_obj_t lfs = MP_OBJ_FROM_PTR(&mp_type_vfs_lfs2);
     nlr_buf_t nlr;
@@ -213,10 +209,21 @@ void board_before_repl(void) {
     } else {
         mp_printf(&mp_plat_print, "flash: not mounted\n");
         mp_obj_print_exception(&mp_plat_print, MP_OBJ_FROM_PTR(nlr.ret_val));
-        return;
     }
-    pyexec_file_if_exists("boot.py");
-    if (pyexec_mode_kind == PYEXEC_MODE_FRIENDLY_REPL) {
-        pyexec_file_if_exists("main.py");
+}
+
+void board_before_repl(void) {
+    flash_open();
+    if (flash_handle >= 0) {
+        flash_mount();
+    }
+    #if SEALINK_DICE
+    board_dice_boot();  // measures and derives before any Python code runs
+    #endif
+    if (flash_handle >= 0) {
+        pyexec_file_if_exists("boot.py");
+        if (pyexec_mode_kind == PYEXEC_MODE_FRIENDLY_REPL) {
+            pyexec_file_if_exists("main.py");
+        }
     }
 }

@@ -12,6 +12,7 @@
 #include "py/objstr.h"
 #include "monocypher.h"
 #include "ed25519.h"
+#include "dice.h"
 
 #define SEALINK_KEY_SIZE (32)
 #define SEALINK_NONCE_SIZE (12)
@@ -192,6 +193,40 @@ static mp_obj_t sealink_crypto_ed25519_verify(mp_obj_t public_in, mp_obj_t signa
 }
 static MP_DEFINE_CONST_FUN_OBJ_3(sealink_crypto_ed25519_verify_obj, sealink_crypto_ed25519_verify);
 
+// dice() -> None when this boot measured nothing (no UDS), else
+// (state, static_key, evidence, register, [(name, digest), ...], device_id) with
+// state 2 (ready)
+// or negative (an error; static_key None and evidence empty).  The UDS and the DeviceID
+// secret were wiped at boot: nothing here can return them.
+static mp_obj_t sealink_crypto_dice(void) {
+    int state = sealink_dice_state();
+    if (state == SEALINK_DICE_OFF) {
+        return mp_const_none;
+    }
+    size_t evidence_len, count;
+    const uint8_t *evidence = sealink_dice_evidence(&evidence_len);
+    const uint8_t *key = sealink_dice_static_key();
+    const sealink_dice_event_t *events = sealink_dice_log(&count);
+    mp_obj_t log = mp_obj_new_list(0, NULL);
+    for (size_t i = 0; i < count; ++i) {
+        mp_obj_t pair[2] = {
+            mp_obj_new_str(events[i].name, strlen(events[i].name)),
+            mp_obj_new_bytes(events[i].digest, 32),
+        };
+        mp_obj_list_append(log, mp_obj_new_tuple(2, pair));
+    }
+    mp_obj_t items[6] = {
+        MP_OBJ_NEW_SMALL_INT(state),
+        key ? mp_obj_new_bytes(key, 32) : mp_const_none,
+        mp_obj_new_bytes(evidence, evidence_len),
+        mp_obj_new_bytes(sealink_dice_register(), 32),
+        log,
+        mp_obj_new_bytes(sealink_dice_device_id(), 32),
+    };
+    return mp_obj_new_tuple(6, items);
+}
+static MP_DEFINE_CONST_FUN_OBJ_0(sealink_crypto_dice_obj, sealink_crypto_dice);
+
 static const mp_rom_map_elem_t sealink_crypto_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR__sealink_crypto) },
     { MP_ROM_QSTR(MP_QSTR_x25519), MP_ROM_PTR(&sealink_crypto_x25519_obj) },
@@ -204,6 +239,7 @@ static const mp_rom_map_elem_t sealink_crypto_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_ed25519_public), MP_ROM_PTR(&sealink_crypto_ed25519_public_obj) },
     { MP_ROM_QSTR(MP_QSTR_ed25519_sign), MP_ROM_PTR(&sealink_crypto_ed25519_sign_obj) },
     { MP_ROM_QSTR(MP_QSTR_ed25519_verify), MP_ROM_PTR(&sealink_crypto_ed25519_verify_obj) },
+    { MP_ROM_QSTR(MP_QSTR_dice), MP_ROM_PTR(&sealink_crypto_dice_obj) },
 };
 static MP_DEFINE_CONST_DICT(sealink_crypto_module_globals, sealink_crypto_module_globals_table);
 
