@@ -50,6 +50,18 @@ def main(ctx: click.Context, db: str) -> None:
     ctx.obj = {"db": db}
 
 
+def _gateway_public(path: str) -> bytes:
+    """The public half of the gateway's static key file (created if missing)."""
+    from sealink import crypto
+    from sealink_gateway.keyfile import KeyFileError
+    from sealink_gateway.run import load_or_create_static_key
+
+    try:
+        return crypto.x25519_base(load_or_create_static_key(Path(path)))
+    except KeyFileError as e:
+        raise click.ClickException(str(e)) from None
+
+
 def _store(ctx: click.Context) -> Store:
     try:
         return Store(ctx.obj["db"])
@@ -78,16 +90,7 @@ def enroll_create(ctx: click.Context, attrs: tuple[str, ...], ttl: str,
     """Issue a one-time token for a device's first handshake."""
     attributes = parse_attr(attrs)
     seconds = parse_duration(ttl)
-    public = None
-    if gateway_key:
-        from sealink import crypto
-        from sealink_gateway.keyfile import KeyFileError
-        from sealink_gateway.run import load_or_create_static_key
-
-        try:
-            public = crypto.x25519_base(load_or_create_static_key(Path(gateway_key))).hex()
-        except KeyFileError as e:
-            raise click.ClickException(str(e)) from None
+    public = _gateway_public(gateway_key).hex() if gateway_key else None
     token, expires = _store(ctx).create_token(attributes, seconds)
     if as_json:
         click.echo(json.dumps({"token": token, "expires_at": expires,
@@ -130,7 +133,8 @@ def device_show(ctx: click.Context, device_id: str, as_json: bool) -> None:
         raise click.ClickException(f"no device {device_id}")
     sessions = _store(ctx).sessions(device_id)
     if as_json:
-        click.echo(json.dumps(d.as_json() | {"sessions": sessions}))
+        click.echo(json.dumps(d.as_json() | {"sessions": sessions,
+                                             "attestation": _store(ctx).attestation(device_id)}))
         return
     for key, value in d.as_json().items():
         click.echo(f"{key:<12} {value}")
@@ -139,6 +143,15 @@ def device_show(ctx: click.Context, device_id: str, as_json: bool) -> None:
                   else "open")
         click.echo(f"session      sid {x['sid']} {x['pattern']} over {x['transport']}, "
                    f"from {_when(x['established_at'])}, {closed}")
+    att = _store(ctx).attestation(device_id)
+    if att is None:
+        click.echo("attestation  none")
+    else:
+        claims = att["claims"]
+        click.echo(f"attestation  {att['decision']} ({att['reason']}) at {_when(att['at'])}, "
+                   f"{claims.get('version')}")
+        for name, digest in claims.get("components", []):
+            click.echo(f"  measured   {name:<12} {digest}")
 
 
 @device.command("revoke")
@@ -152,6 +165,141 @@ def device_revoke(ctx: click.Context, device_id: str, reason: str) -> None:
     except StoreError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"{d.id} revoked")
+
+
+@device.command("provision")
+@click.option("--port", required=True, help="The device's serial line (a QEMU pty, a USB port).")
+@click.option("--label", default="", help="Recorded with the DeviceID.")
+@click.option("--gateway-key", type=click.Path(exists=True, dir_okay=False), required=True,
+              help="The gateway's static key file: its public half goes to the device.")
+@click.option("--authority-key", type=click.Path(exists=True, dir_okay=False), required=True,
+              help="The authority's key file (authority.pem): its public half goes to the "
+                   "device.")
+@click.pass_context
+def device_provision(ctx: click.Context, port: str, label: str, gateway_key: str,
+                     authority_key: str) -> None:
+    """Provision a device over its serial line: write its config.json (the gateway's and
+    the authority's public keys), read back its DeviceID public key and register it.
+    The device must have booted with its UDS (manufacturing wrote it)."""
+    from mpremote.transport import TransportError
+    from mpremote.transport_serial import SerialTransport
+
+    from sealink_gateway import attest
+    from sealink_gateway.authority import Authority
+
+    public = _gateway_public(gateway_key)
+    authority = Authority.load_or_create(Path(authority_key))
+    config = json.dumps({"gateway_key": public.hex(),
+                         "authority_key": authority.public_key.hex()})
+    try:
+        link = SerialTransport(port, baudrate=115200, timeout=30)
+        try:
+            link.enter_raw_repl(soft_reset=False)
+            out = link.exec("import _sealink_crypto as c, binascii\n"
+                            "r = c.dice()\n"
+                            "print('none' if r is None or r[0] != 2 else"
+                            " binascii.hexlify(r[5]).decode())\n"
+                            f"with open('config.json', 'w') as f:\n    f.write({config!r})\n")
+            link.exit_raw_repl()
+        finally:
+            link.close()
+    except (TransportError, OSError) as e:
+        raise click.ClickException(f"{port}: {e}") from None
+    answer = out.decode().strip()
+    if answer == "none":
+        raise click.ClickException(f"{port}: the device has no DICE identity (no UDS)")
+    device_id = bytes.fromhex(answer)
+    ueid = attest.ueid_for(device_id)
+    try:
+        _store(ctx).provision(device_id, ueid, label)
+    except StoreError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"provisioned ueid {ueid.hex()} (DeviceID {device_id.hex()})")
+
+
+@main.group()
+def firmware() -> None:
+    """Reference values: firmware and application measurements operators vouch for."""
+
+
+@firmware.command("register")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--app", "app_name", default=None, metavar="NAME",
+              help="PATH is a file the device runs (main.py, boot.py, config.json) under NAME, "
+                   "not a reference.json.")
+@click.option("--bad", is_flag=True, help="Register it as known bad (refused), not good.")
+@click.pass_context
+def firmware_register(ctx: click.Context, path: str, app_name: str | None, bad: bool) -> None:
+    """Register build/<BOARD>/reference.json (the firmware), or with --app an
+    application file, as known good (or --bad)."""
+    import hashlib
+
+    status = "bad" if bad else "good"
+    data = Path(path).read_bytes()
+    if app_name:
+        if app_name not in ("boot.py", "main.py", "config.json"):
+            raise click.BadParameter("NAME must be boot.py, main.py or config.json")
+        name, digest, version, board = app_name, hashlib.sha256(data).digest(), "", ""
+    else:
+        try:
+            ref = json.loads(data)
+            name, digest = "firmware", bytes.fromhex(ref["firmware"])
+            version, board = str(ref["version"]), str(ref["board"])
+            if len(digest) != 32:
+                raise ValueError("firmware must be a SHA-256 digest")
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+            raise click.ClickException(f"{path} is not a reference.json: {e}") from None
+    try:
+        _store(ctx).add_reference(name, digest, status, version, board)
+    except StoreError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"{name} {digest.hex()} registered {status}")
+
+
+@firmware.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def firmware_list(ctx: click.Context, as_json: bool) -> None:
+    refs = _store(ctx).references()
+    if as_json:
+        click.echo(json.dumps(refs))
+        return
+    for r in refs:
+        click.echo(f"{r['status']:<5} {r['name']:<12} {r['digest']}  {r['board']} {r['version']}")
+
+
+@main.group()
+def attest() -> None:
+    """Attestation results."""
+
+
+@attest.command("verify")
+@click.argument("result", type=click.Path(exists=True, dir_okay=False))
+@click.option("--authority-key", required=True, metavar="HEX",
+              help="The authority's Ed25519 public key (hex), as `sealink gateway check` "
+                   "prints it (authority).")
+@click.option("--json", "as_json", is_flag=True)
+def attest_verify(result: str, authority_key: str, as_json: bool) -> None:
+    """Check an attestation result offline: the authority's signature and the expiry."""
+    from sealink_gateway import attest as verifier
+
+    try:
+        public = bytes.fromhex(authority_key)
+        if len(public) != 32:
+            raise ValueError
+    except ValueError:
+        raise click.BadParameter("--authority-key must be 32 bytes in hex") from None
+    try:
+        claims = verifier.verify_result(Path(result).read_bytes(), public)
+    except verifier.ResultError as e:
+        raise click.ClickException(str(e)) from None
+    if as_json:
+        click.echo(json.dumps(claims))
+        return
+    click.echo(f"valid: {claims['device']} {claims['decision']} ({claims['reason']}), "
+               f"{claims['version']}, until {_when(claims['expires_at'])}")
+    for name, digest in claims["components"]:
+        click.echo(f"  {name:<12} {digest}")
 
 
 @main.group()
@@ -243,6 +391,14 @@ def gateway_check(ctx: click.Context, as_json: bool) -> None:
                "mqtt": f"{cfg.mqtt_host}:{cfg.mqtt_port}" if cfg.mqtt_host else None,
                "metrics": f"{cfg.metrics_host}:{cfg.metrics_port}" if cfg.metrics_host
                else None}
+    if cfg.authority_key.exists():
+        # Public: what a third party needs to check attestation results offline.
+        from sealink_gateway.authority import Authority, CredentialError
+
+        try:
+            summary["authority"] = Authority.load_or_create(cfg.authority_key).public_key.hex()
+        except CredentialError as e:
+            raise click.ClickException(str(e)) from None
     click.echo(json.dumps(summary) if as_json else
                "\n".join(f"{k:<10} {v}" for k, v in summary.items()) + "\nconfiguration OK")
 

@@ -1,5 +1,6 @@
 """Applications over MQTT: each uplink is published to `<prefix>/<device>/up` as a JSON
-envelope; a message on `<prefix>/<device>/down` ({"payload": "<base64>"}) is queued as
+envelope (to `<prefix>/<device>/quarantine` while the device's attestation says
+quarantine); a message on `<prefix>/<device>/down` ({"payload": "<base64>"}) is queued as
 a downlink.  Uplinks are marked published only after the broker has them (QoS 1), and
 the backlog left by a restart or a broker outage is published on (re)connect."""
 
@@ -22,10 +23,13 @@ logger = logging.getLogger(__name__)
 BATCH = 1000  # uplinks in flight to the broker at once
 
 
-def envelope(uplink: dict, attributes: dict) -> bytes:
+def envelope(uplink: dict, attributes: dict, attestation: str | None = None) -> bytes:
     return json.dumps({
         "device": uplink["device_id"],
         "attributes": attributes,
+        # The device's latest appraisal (trusted, quarantine), or null for a device
+        # without a DICE identity.
+        "attestation": attestation,
         "uplink_id": uplink["id"],
         "received_at": uplink["received_at"],
         "radio": uplink["radio"],
@@ -80,13 +84,21 @@ class MqttBridge:
                 self.gateway.uplink_event.clear()
                 continue
             publishes = []
+            decisions: dict[str, str | None] = {}  # read once per batch: it can change
             for uplink in batch:
                 device_id = uplink["device_id"]
                 if device_id not in attributes:
                     device = store.device(device_id)
                     attributes[device_id] = device.attributes if device else {}
-                publishes.append(client.publish(f"{self.prefix}/{device_id}/up",
-                                                envelope(uplink, attributes[device_id]), qos=1))
+                if device_id not in decisions:
+                    att = store.attestation(device_id)
+                    decisions[device_id] = att["decision"] if att else None
+                # A quarantined device (unknown measurements) reaches only its
+                # quarantine topic: diagnostics and updates, not the application.
+                kind = "quarantine" if decisions[device_id] == "quarantine" else "up"
+                publishes.append(client.publish(
+                    f"{self.prefix}/{device_id}/{kind}",
+                    envelope(uplink, attributes[device_id], decisions[device_id]), qos=1))
             # In flight together; marked published (one commit) once the broker has
             # acknowledged every one of them.  A failure leaves them all unpublished:
             # published again after the reconnect (at least once, as QoS 1 promises).

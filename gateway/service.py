@@ -28,6 +28,7 @@ from sealink.session import (
     answer_repeats_with,
     resend_unacknowledged,
 )
+from sealink_gateway import attest
 from sealink_gateway.authority import Authority
 from sealink_gateway.store import LAST_SID, Store, TokenRefused
 from sealink_gateway.transport import Address, FrameTransport, TransportError, Uplink
@@ -46,6 +47,27 @@ COUNTER_PROBES = 4  # counters tried per frame: the closest, then up to 3 spans 
 MAX_PENDING = 4  # KK handshakes answered per sid and not yet proven live
 REJECT_RATE = 50  # REJECTs per source per 10 s (answers to frames that prove nothing)
 STATUS_CACHE_S = 1.0  # a revocation (by another process) takes effect within this
+
+
+def parse_first_contact(payload: bytes | None) -> tuple[str, bytes | None]:
+    """XX message 3's payload: an enrollment token (text), or the CBOR map
+    {1: token (text, optional), 2: evidence (COSE_Sign1 bytes)} of a device with a DICE
+    identity.  ValueError on anything else."""
+    payload = bytes(payload or b"")
+    if payload[:1] not in (b"\xa1", b"\xa2"):
+        return payload.decode(errors="replace"), None
+    import cbor2
+
+    try:
+        fields = cbor2.loads(payload)
+    except Exception:
+        raise ValueError("first-contact payload is not CBOR") from None
+    if not isinstance(fields, dict) or not set(fields) <= {1, 2} or 2 not in fields:
+        raise ValueError("first-contact payload must be {1: token, 2: evidence}")
+    token, evidence = fields.get(1, ""), fields[2]
+    if not isinstance(token, str) or not isinstance(evidence, bytes):
+        raise ValueError("first-contact token must be text and evidence bytes")
+    return token, evidence
 
 
 @dataclass
@@ -452,8 +474,27 @@ class Gateway:
             self._drop("sid_mismatch", f"session {sid}")
             self.sessions.pop(sid, None) if self.sessions.get(sid) is session else None
             return False
+        evidence = verdict = None
+        token = ""
+        if channel.pattern == "XX":
+            try:
+                token, raw_evidence = parse_first_contact(channel.peer_payload)
+            except ValueError as e:
+                self._drop("bad_first_contact", str(e))
+                await self._close(sid, wire.REJECT_HANDSHAKE_FAILED)
+                return False
+            if raw_evidence is not None:
+                evidence, verdict = await self._appraise(raw_evidence, static, sid)
+                if verdict is None:
+                    return False
+                if device is None:
+                    # The same device (its DeviceID says so) with another static key:
+                    # its measured firmware or application changed.  No token needed.
+                    known = self.store.device_for_ueid(evidence.ueid)
+                    if known is not None:
+                        self.store.rekey(known.id, static, "measurements changed")
+                        device = self.store.device(known.id)
         if device is None:
-            token = channel.peer_payload.decode(errors="replace")
             try:
                 device = self.store.enroll(token, static)
             except TokenRefused as e:
@@ -461,6 +502,8 @@ class Gateway:
                 await self._close(sid, wire.REJECT_HANDSHAKE_FAILED)
                 return False
             self.counters["enrolled"] += 1
+            if evidence is not None:
+                self.store.bind_device_id(evidence.ueid, device.id)
         elif device.status != "active":
             self._drop("revoked")
             self.store.audit("session.refused", device.id, reason="revoked")
@@ -479,6 +522,12 @@ class Gateway:
             # same frames again (the channel answers the repeat with them).
             answer_repeats_with(channel, frames)
             await self._send(session, frames)
+        if evidence is not None:
+            result = attest.issue_result(self.authority._key, device.id, evidence, verdict)
+            self.store.record_attestation(device.id, verdict.decision, verdict.reason,
+                                          evidence.as_json() | {"unknown": verdict.unknown},
+                                          result)
+            self.counters[f"attestation_{verdict.decision}"] += 1
         session.device_id = device.id
         session.authorized = True
         self.counters["handshakes_completed"] += 1
@@ -494,6 +543,30 @@ class Gateway:
             self.sessions.pop(old_sid, None)
         self._by_device[device.id] = sid
         return True
+
+    async def _appraise(self, raw: bytes, static: bytes, sid: int):
+        """Verify and appraise first-contact evidence: (evidence, verdict), or
+        (None, None) once the session is refused (counted, audited, REJECTed)."""
+        try:
+            evidence = attest.verify_evidence(raw, static, self.store.device_id_key)
+        except attest.EvidenceError as e:
+            self._drop(f"evidence_{e.reason}", f"session {sid}")
+            self.store.audit("attestation.refused", None, reason=e.reason, sid=sid)
+            await self._close(sid, wire.REJECT_HANDSHAKE_FAILED)
+            return None, None
+        verdict = attest.appraise(evidence, self.store.reference_status)
+        if verdict.decision == "refused":
+            self._drop("attestation_refused", f"session {sid}: {verdict.bad}")
+            device = self.store.device_for_ueid(evidence.ueid)
+            if device is not None:
+                self.store.record_attestation(device.id, verdict.decision, verdict.reason,
+                                              evidence.as_json() | {"bad": verdict.bad}, None)
+            else:
+                self.store.audit("attestation.refused", None, reason=verdict.reason,
+                                 ueid=evidence.ueid.hex(), bad=verdict.bad)
+            await self._close(sid, wire.REJECT_HANDSHAKE_FAILED)
+            return None, None
+        return evidence, verdict
 
     def _device_status(self, device_id: str) -> str:
         now = self._clock()

@@ -86,6 +86,35 @@ MIGRATIONS = [
     ALTER TABLE uplinks ADD COLUMN msg_id INTEGER;
     CREATE INDEX uplinks_by_device ON uplinks (device_id, id)
     """,
+    # 4: attestation (gateway/attest.py, docs/attestation.md): reference values operators
+    # register, the DeviceID public keys provisioning read from devices, and each
+    # device's latest appraisal with the authority-signed result.
+    """
+    CREATE TABLE reference_values (
+        name TEXT NOT NULL,
+        digest BLOB NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('good', 'bad')),
+        version TEXT NOT NULL DEFAULT '',
+        board TEXT NOT NULL DEFAULT '',
+        added_at REAL NOT NULL,
+        PRIMARY KEY (name, digest)
+    );
+    CREATE TABLE device_ids (
+        ueid BLOB PRIMARY KEY,
+        public_key BLOB NOT NULL UNIQUE,
+        label TEXT NOT NULL DEFAULT '',
+        device TEXT REFERENCES devices(id),
+        provisioned_at REAL NOT NULL
+    );
+    CREATE TABLE attestations (
+        device TEXT PRIMARY KEY REFERENCES devices(id),
+        decision TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        claims TEXT NOT NULL,
+        result BLOB,
+        at REAL NOT NULL
+    )
+    """,
 ]
 
 FIRST_SID, LAST_SID = 1, 0x7FFF  # enrolled devices; 0x8000.. are first-contact ids
@@ -265,6 +294,87 @@ class Store:
 
     def touch(self, device_id: str) -> None:
         self.db.execute("UPDATE devices SET last_seen = ? WHERE id = ?", (time.time(), device_id))
+
+    # --- attestation -------------------------------------------------------------------
+
+    def add_reference(self, name: str, digest: bytes, status: str, version: str = "",
+                      board: str = "") -> None:
+        """Register (or re-classify) a reference value: a measured component's digest
+        and whether it is known good or known bad."""
+        if status not in ("good", "bad") or len(digest) != 32 or not name:
+            raise StoreError("a reference value needs a name, a 32-byte digest and "
+                             "status good or bad")
+        with self.transaction():
+            self.db.execute(
+                "INSERT INTO reference_values (name, digest, status, version, board, added_at)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name, digest) DO UPDATE SET"
+                " status = excluded.status, version = excluded.version,"
+                " board = excluded.board", (name, digest, status, version, board, time.time()))
+            self.audit("reference.registered", None, name=name, digest=digest.hex(),
+                       status=status, version=version, board=board)
+
+    def reference_status(self, name: str, digest: bytes) -> str | None:
+        row = self.db.execute("SELECT status FROM reference_values WHERE name = ? AND"
+                              " digest = ?", (name, digest)).fetchone()
+        return row[0] if row else None
+
+    def references(self) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT * FROM reference_values ORDER BY added_at")
+        return [dict(r) | {"digest": bytes(r["digest"]).hex()} for r in rows]
+
+    def provision(self, public_key: bytes, ueid: bytes, label: str = "") -> None:
+        """Record a device's DeviceID public key, read from it at provisioning."""
+        if len(public_key) != 32 or len(ueid) != 17:
+            raise StoreError("a DeviceID is a 32-byte Ed25519 public key")
+        with self.transaction():
+            try:
+                self.db.execute("INSERT INTO device_ids (ueid, public_key, label,"
+                                " provisioned_at) VALUES (?, ?, ?, ?)",
+                                (ueid, public_key, label, time.time()))
+            except sqlite3.IntegrityError:
+                raise StoreError(f"DeviceID {public_key.hex()} is already provisioned") from None
+            self.audit("device.provisioned", None, ueid=ueid.hex(), label=label)
+
+    def device_id_key(self, ueid: bytes) -> bytes | None:
+        row = self.db.execute("SELECT public_key FROM device_ids WHERE ueid = ?",
+                              (ueid,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def device_for_ueid(self, ueid: bytes) -> Device | None:
+        row = self.db.execute("SELECT device FROM device_ids WHERE ueid = ?", (ueid,)).fetchone()
+        return self.device(row[0]) if row and row[0] else None
+
+    def bind_device_id(self, ueid: bytes, device_id: str) -> None:
+        self.db.execute("UPDATE device_ids SET device = ? WHERE ueid = ?", (device_id, ueid))
+
+    def rekey(self, device_id: str, static_key: bytes, reason: str) -> None:
+        """A device's static key changed (new firmware, measured): the key it proved."""
+        with self.transaction():
+            self.db.execute("UPDATE devices SET static_key = ? WHERE id = ?",
+                            (static_key, device_id))
+            self.audit("device.rekeyed", device_id, reason=reason,
+                       static_key=static_key.hex())
+
+    def record_attestation(self, device_id: str, decision: str, reason: str,
+                           claims: dict[str, Any], result: bytes | None) -> None:
+        with self.transaction():
+            self.db.execute(
+                "INSERT INTO attestations (device, decision, reason, claims, result, at)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (device) DO UPDATE SET"
+                " decision = excluded.decision, reason = excluded.reason,"
+                " claims = excluded.claims, result = excluded.result, at = excluded.at",
+                (device_id, decision, reason, json.dumps(claims, sort_keys=True), result,
+                 time.time()))
+            self.audit(f"attestation.{decision}", device_id, reason=reason,
+                       version=claims.get("version"))
+
+    def attestation(self, device_id: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT * FROM attestations WHERE device = ?",
+                              (device_id,)).fetchone()
+        if row is None:
+            return None
+        return dict(row) | {"claims": json.loads(row["claims"]),
+                            "result": bytes(row["result"]).hex() if row["result"] else None}
 
     # --- uplinks and downlinks ----------------------------------------------------------------
 

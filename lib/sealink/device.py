@@ -61,30 +61,46 @@ class Keystore:
     the session id assigned to it, the signed credential).  Saved atomically to `path`
     (replace-by-rename) when given; kept in memory otherwise."""
 
-    def __init__(self, path=None):
+    # A measured key (DICE: derived at boot from the UDS and what runs) is never written
+    # to storage: code that changed must not find the key of the code it replaced.
+    measured = False
+
+    def __init__(self, path=None, measured_secret=None):
         self.path = path
         self.secret = None
         self.gateway_key = None
         self.sid = None
         self.credential = None
         self.next_seq = 0  # message numbers from here on are unused (see Device)
+        public = None
         if path is not None:
             try:
                 with open(path) as f:
-                    self._load(json.load(f))
+                    public = self._load(json.load(f))
             except OSError:
                 pass
-        if self.secret is None:
+        if measured_secret is not None:
+            self.measured = True
+            if public is not None and public != crypto.x25519_base(measured_secret):
+                # Another key than the one enrolled: the measured code changed.  The
+                # gateway knows this device by its DeviceID: first contact again, with
+                # evidence (no token needed), then KK with the new key.
+                self.sid = self.credential = None
+            self.secret = measured_secret
+            self.save()
+        elif self.secret is None:
             self.secret = crypto.random_bytes(32)
             self.save()
 
     def _load(self, d):
         h = bytes.fromhex
-        self.secret = h(d["secret"])
+        if d.get("secret"):
+            self.secret = h(d["secret"])
         self.gateway_key = h(d["gateway_key"]) if d.get("gateway_key") else None
         self.sid = d.get("sid")
         self.credential = h(d["credential"]) if d.get("credential") else None
         self.next_seq = d.get("next_seq", 0)
+        return h(d["public"]) if d.get("public") else None
 
     @property
     def enrolled(self):
@@ -97,7 +113,8 @@ class Keystore:
     def save(self):
         if self.path is None:
             return
-        d = {"secret": self.secret.hex(), "sid": self.sid,
+        d = {"secret": None if self.measured else self.secret.hex(),
+             "public": crypto.x25519_base(self.secret).hex(), "sid": self.sid,
              "gateway_key": self.gateway_key.hex() if self.gateway_key else None,
              "credential": self.credential.hex() if self.credential else None,
              "next_seq": self.next_seq}
@@ -115,6 +132,23 @@ class Keystore:
         os.rename(tmp, self.path)
 
 
+def _cbor_head(major, n):
+    if n < 24:
+        return bytes([major << 5 | n])
+    if n < 256:
+        return bytes([major << 5 | 24, n])
+    return bytes([major << 5 | 25, n >> 8, n & 0xFF])
+
+
+def first_contact_payload(token, evidence):
+    """XX message 3's payload for a device with evidence: the CBOR map
+    {1: token (text, when it has one), 2: evidence (bytes)}."""
+    out = _cbor_head(5, 2 if token else 1)
+    if token:
+        out += b"\x01" + _cbor_head(3, len(token)) + bytes(token)
+    return out + b"\x02" + _cbor_head(2, len(evidence)) + bytes(evidence)
+
+
 def credential_fields(credential):
     """(session id, gateway static key) from a credential (the gateway's format:
     version 1 | sid (2) | issued at (4) | device key (32) | gateway key (32) | ...)."""
@@ -129,6 +163,9 @@ class Device:
         self.radio = radio
         self.keystore = keystore
         self.token = cfg.get("token", b"")
+        # DICE evidence (sealink.attestation): sent with first contact, so that the
+        # gateway knows what runs here, and knows this device again after an update.
+        self.evidence = cfg.get("evidence")
         # The gateway's X25519 public key, provisioned with the token: first contact (XX)
         # sends the token only to a responder that proves it holds this key.
         self.gateway_key = cfg.get("gateway_key")
@@ -320,7 +357,7 @@ class Device:
         if ks.enrolled:
             sid, rs, token = ks.sid, ks.gateway_key, b""
         else:
-            if not self.token:
+            if not self.token and not self.evidence:
                 raise DeviceError("not enrolled and no enrollment token")
             if self.gateway_key is None:
                 # The token may go only to the gateway: its key comes with the token.
@@ -329,6 +366,8 @@ class Device:
             if sid is None:
                 sid = FIRST_CONTACT_SID + int.from_bytes(crypto.random_bytes(2), "big") % 0x7FFF
             rs, token = None, self.token
+            if self.evidence:
+                token = first_contact_payload(self.token, self.evidence)
         # Unacknowledged uplinks of an old session are sent again on the new one.
         self._in_flight = {}
         started = now_ms()
