@@ -1,0 +1,114 @@
+"""The operator's attestation commands, as they run them: `sealink device provision`
+over an emulated board's serial line (a QEMU pty, through mpremote's API), `sealink
+firmware register/list`, `sealink attest verify`, `sealink gateway check`."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from devices import BUILD, QemuDevice
+from sealink_gateway import attest
+from sealink_gateway.authority import Authority
+from sealink_gateway.run import load_or_create_static_key
+from sealink_gateway.store import Store
+from sim import qemu
+
+SEALINK = str(Path(sys.executable).parent / "sealink")
+
+
+def _cli(db, *args, ok=True):
+    out = subprocess.run([SEALINK, "--db", str(db), *args], capture_output=True, text=True,
+                         timeout=120)
+    assert (out.returncode == 0) == ok, (args, out.stdout, out.stderr)
+    return out
+
+
+@pytest.mark.parametrize("board", ["QEMU_MPS2_AN385", "QEMU_VIRT_RV32"])
+def test_provision_over_the_serial_line_registers_the_device_id(board, tmp_path):
+    db = tmp_path / "gw.db"
+    key, authority = tmp_path / "gateway.key", tmp_path / "authority.pem"
+    flash, uds = qemu.make_flash(tmp_path / "flash.img"), qemu.make_uds(tmp_path / "uds")
+    device = QemuDevice(board, flash=flash, uds=uds)
+    try:
+        pty = device.release_console()
+        load_or_create_static_key(key)  # as the gateway creates it
+        Authority.load_or_create(authority)
+        out = _cli(db, "device", "provision", "--port", pty, "--label", "unit 7",
+                   "--gateway-key", str(key), "--authority-key", str(authority)).stdout
+        again = _cli(db, "device", "provision", "--port", pty, "--gateway-key", str(key),
+                     "--authority-key", str(authority), ok=False)
+    finally:
+        device.close()
+    assert "already provisioned" in again.stderr
+    ueid = bytes.fromhex(out.split("ueid ")[1].split()[0])
+    device_id = bytes.fromhex(out.split("DeviceID ")[1].split(")")[0])
+    assert attest.ueid_for(device_id) == ueid
+    assert Store(db).device_id_key(ueid) == device_id
+    # What provisioning wrote to the device's flash: the keys it enrolls with.
+    device = QemuDevice(board, flash=flash)
+    try:
+        config = json.loads(device.exec("print(open('config.json').read())"))
+    finally:
+        device.close()
+    assert config["authority_key"] == Authority.load_or_create(authority).public_key.hex()
+    assert len(bytes.fromhex(config["gateway_key"])) == 32
+
+
+def test_provision_refuses_a_device_without_a_uds(tmp_path):
+    db, key, authority = tmp_path / "gw.db", tmp_path / "gateway.key", tmp_path / "a.pem"
+    load_or_create_static_key(key)
+    Authority.load_or_create(authority)
+    device = QemuDevice("QEMU_MPS2_AN385", flash=qemu.make_flash(tmp_path / "f.img"))
+    try:
+        out = _cli(db, "device", "provision", "--port", device.release_console(),
+                   "--gateway-key", str(key), "--authority-key", str(authority), ok=False)
+    finally:
+        device.close()
+    assert "no DICE identity" in out.stderr
+
+
+def test_firmware_reference_values_are_registered_and_listed(tmp_path):
+    db = tmp_path / "gw.db"
+    ref = BUILD / "QEMU_MPS2_AN385" / "reference.json"
+    app = tmp_path / "main.py"
+    app.write_text("print('app')\n")
+    _cli(db, "firmware", "register", str(ref))
+    _cli(db, "firmware", "register", "--app", "main.py", "--bad", str(app))
+    listed = json.loads(_cli(db, "firmware", "list", "--json").stdout)
+    assert [(r["name"], r["status"]) for r in listed] == [("firmware", "good"),
+                                                          ("main.py", "bad")]
+    assert listed[0]["digest"] == json.loads(ref.read_text())["firmware"]
+    bad = tmp_path / "bad.json"
+    for text in ("{not json", '{"firmware": "00"}', '{"board": "x"}', "[]"):
+        bad.write_text(text)
+        assert "not a reference.json" in _cli(db, "firmware", "register", str(bad),
+                                              ok=False).stderr
+    assert "NAME must be" in _cli(db, "firmware", "register", "--app", "x.py", str(app),
+                                  ok=False).stderr
+    assert len(json.loads(_cli(db, "firmware", "list", "--json").stdout)) == 2  # kept
+
+
+def test_attest_verify_checks_a_result_offline(tmp_path):
+    from evidence import Identity
+
+    authority = Authority.load_or_create(tmp_path / "authority.pem")
+    ident = Identity(bytes(32), [("firmware", bytes(32))], "v1")
+    ev = attest.verify_evidence(ident.evidence(), ident.static_public,
+                                {ident.ueid: ident.device_id}.get)
+    result = attest.issue_result(authority._key, "dev-42", ev,
+                                 attest.appraise(ev, lambda n, d: "good"))
+    path = tmp_path / "result.cose"
+    path.write_bytes(result)
+    key = authority.public_key.hex()
+    out = _cli(tmp_path / "x.db", "attest", "verify", str(path), "--authority-key", key).stdout
+    assert out.startswith("valid: dev-42 trusted")
+    path.write_bytes(result.replace(b"dev-42", b"dev-43"))
+    out = _cli(tmp_path / "x.db", "attest", "verify", str(path), "--authority-key", key,
+               ok=False)
+    assert "signature does not verify" in out.stderr
+    path.write_bytes(b"\x00" * 10)
+    assert "not a COSE_Sign1" in _cli(tmp_path / "x.db", "attest", "verify", str(path),
+                                      "--authority-key", key, ok=False).stderr
