@@ -29,6 +29,7 @@ from rich.live import Live
 from rich.table import Table
 
 from sealink import crypto
+from sealink_gateway import attest
 from sealink_gateway.authority import Authority
 from sealink_gateway.service import Gateway, HandshakeLimiter
 from sealink_gateway.store import Store
@@ -74,6 +75,8 @@ class Scenario:
     ble_drop: list[str] = field(default_factory=list)  # BLE devices whose link drops once
     ble_interval_ms: float = 30.0
     attacker: scenario.Attack | None = None  # an attacker on the air (sim/attacker.py)
+    attested: bool = False  # QEMU devices boot with a flash and a UDS (DICE)
+    modified: list[str] = field(default_factory=list)  # main.py changed after provisioning
 
 
 def load_scenario(path: Path) -> Scenario:
@@ -90,6 +93,13 @@ def load_scenario(path: Path) -> Scenario:
                                       2 * math.pi * n / 16, g.radio,
                                       EU868_CHANNELS[n % len(EU868_CHANNELS)]))
     names = {d.name for d in devices}
+    if spec.attestation is not None:
+        qemu_names = {d.name for d in devices if d.board in qemu.MACHINES}
+        for name in spec.attestation.modified:
+            if name not in qemu_names:
+                line = scenario.line_of(path.read_text(), ("attestation", "modified"))
+                raise ScenarioError(f"{path}:{line}: attestation.modified: {name!r} is not "
+                                    "a QEMU device of this scenario")
     f = spec.faults
     for key, listed in (("uart_garbage", f.uart_garbage),
                         ("modem_error_rate", list(f.modem_error_rate)),
@@ -106,7 +116,8 @@ def load_scenario(path: Path) -> Scenario:
         rx1_delay_s=s.rx1_delay_s, stagger_s=s.stagger_s, devices=devices,
         garbage_uart=list(f.uart_garbage), ble_drop=list(f.ble_drop),
         ble_interval_ms=s.ble_interval_ms, modem_error_rate=dict(f.modem_error_rate),
-        attacker=spec.attacker)
+        attacker=spec.attacker, attested=spec.attestation is not None,
+        modified=list(spec.attestation.modified) if spec.attestation else [])
 
 
 def firmware_versions(boards: set[str]) -> dict[str, str]:
@@ -153,6 +164,49 @@ class DeviceRun:
     task: asyncio.Task | None = None
     peripheral: object = None
     ble_drops: int = 0
+    flash: Path | None = None  # QEMU with DICE: its flash image and UDS
+    uds: Path | None = None
+
+
+_DEVICE_ID = ("import _sealink_crypto as c, binascii\n"
+              "r = c.dice()\n"
+              "print('DeviceID', binascii.hexlify(r[5]).decode() if r and r[0] == 2 else '-')\n")
+
+
+async def _raw_repl(p: asyncio.subprocess.Process) -> None:
+    await _read_until(p.stdout, b">>> ", 30)
+    p.stdin.write(b"\r\x03\x03\x01")
+    await _read_until(p.stdout, b"raw REPL; CTRL-B to exit\r\n>", 10)
+
+
+async def _qemu_exec(board: str, flash: Path, uds: Path, code: str) -> bytes:
+    """Boot a QEMU device, run `code` at its raw REPL, power it off: what it printed."""
+    p = await asyncio.create_subprocess_exec(
+        *qemu.command(board, "stdio", flash=flash, uds=uds), stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        await _raw_repl(p)
+        p.stdin.write(code.encode() + b"\x04")
+        out = await _read_until(p.stdout, b"\x04>", 30)
+    finally:
+        p.kill()
+        await p.wait()
+    return out
+
+
+async def provision_qemu(run: DeviceRun, store: Store, out: Path, modified: bool) -> None:
+    """Manufacturing and provisioning, as `sealink device provision` does: a UDS and a
+    blank flash, a first boot to read the DeviceID (registered with the gateway); for a
+    `modified` device, a main.py written afterwards that nobody registered."""
+    run.flash = qemu.make_flash(out / "keys" / f"{run.spec.name}-flash.img")
+    run.uds = qemu.make_uds(out / "keys" / f"{run.spec.name}-uds.bin")
+    printed = await _qemu_exec(run.spec.board, run.flash, run.uds, _DEVICE_ID)
+    device_id = bytes.fromhex(printed.split(b"DeviceID ")[1].split()[0].decode())
+    store.provision(device_id, attest.ueid_for(device_id), run.spec.name)
+    if modified:
+        await _qemu_exec(run.spec.board, run.flash, run.uds,
+                         "with open('main.py', 'w') as f:\n"
+                         "    f.write('# changed after provisioning\\n')\n")
 
 
 def _app_call(run: DeviceRun, scenario: Scenario, keystore: str | None) -> str:
@@ -180,16 +234,15 @@ async def _read_until(stream: asyncio.StreamReader, marker: bytes, timeout: floa
 
 
 async def _start_qemu(run: DeviceRun, scenario: Scenario) -> None:
-    cmd = qemu.command(run.spec.board, "stdio")
+    cmd = qemu.command(run.spec.board, "stdio", flash=run.flash, uds=run.uds)
     run.process = p = await asyncio.create_subprocess_exec(
         *cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)
     # The console is the UART: boot to the REPL, enter raw REPL, start the application;
     # from "OK" on, the UART carries AT commands to the module.
-    await _read_until(p.stdout, b">>> ", 30)
-    p.stdin.write(b"\r\x03\x03\x01")
-    await _read_until(p.stdout, b"raw REPL; CTRL-B to exit\r\n>", 10)
-    p.stdin.write(_app_call(run, scenario, None).encode() + b"\x04")
+    await _raw_repl(p)
+    keystore = "keystore.json" if run.flash else None  # on its own flash
+    p.stdin.write(_app_call(run, scenario, keystore).encode() + b"\x04")
     await _read_until(p.stdout, b"OK", 10)
 
 
@@ -211,8 +264,9 @@ class Fleet:
         (out / "keys").mkdir(parents=True, exist_ok=True)
         for stale in ("gateway.db", "gateway.db-wal", "gateway.db-shm", "authority.pem"):
             (out / stale).unlink(missing_ok=True)
-        for stale in (out / "keys").glob("*.json"):
-            stale.unlink()
+        for pattern in ("*.json", "*-flash.img", "*-uds.bin"):
+            for stale in (out / "keys").glob(pattern):
+                stale.unlink()
         self.store = Store(out / "gateway.db")
         transport = SemtechUdpTransport("127.0.0.1", 0, rx1_delay_s=self.scenario.rx1_delay_s)
         transports = [transport]
@@ -236,6 +290,12 @@ class Fleet:
                                Authority.load_or_create(out / "authority.pem"), transports,
                                HandshakeLimiter(rate=100, per_s=10.0), retry_ms=4000)
         await self.gateway.start()
+        if self.scenario.attested:
+            # The operator registers the firmware the build made (its reference values).
+            for board in sorted({d.board for d in self.scenario.devices} & set(qemu.MACHINES)):
+                ref = json.loads((BUILD / board / "reference.json").read_text())
+                self.store.add_reference("firmware", bytes.fromhex(ref["firmware"]), "good",
+                                         ref["version"], board)
         self.concentrator = Concentrator(self.air, self.air.attach(
             Radio("concentrator", (0.0, 0.0), Params(sf=7))), ("127.0.0.1", transport.port))
         await self.concentrator.start()
@@ -285,6 +345,9 @@ class Fleet:
             if spec.board == "UNIX":
                 await _start_unix(run, self.scenario, self.out)
             else:
+                if self.scenario.attested:
+                    await provision_qemu(run, self.store, self.out,
+                                         spec.name in self.scenario.modified)
                 await _start_qemu(run, self.scenario)
         except (TimeoutError, OSError, asyncio.IncompleteReadError) as e:
             run.result = f"boot failed: {e.__class__.__name__}"
@@ -349,12 +412,11 @@ class Fleet:
                                + run.stderr.decode(errors="replace")[-800:])
 
     async def _watch_uplinks(self) -> None:
-        by_name = {r.spec.name: r for r in self.runs}
         async for message in self.gateway.uplinks():
-            run = by_name.get(message.attributes.get("name")) or next(
-                (r for r in self.runs if r.spec.name == message.attributes.get("name")), None)
+            # (Runs are added as devices power up: looked up afresh each time.)
+            run = next((r for r in self.runs if r.spec.name == message.attributes.get("name")),
+                       None)
             if run is None:
-                by_name = {r.spec.name: r for r in self.runs}
                 continue
             run.device_id = message.device_id
             run.uplinks += 1
@@ -424,6 +486,15 @@ class Fleet:
                           str(r.radio.frames_sent), f"{r.radio.airtime_s:.2f}", str(r.uplinks))
         return table
 
+    def _attestation(self, run: DeviceRun) -> str | None:
+        att = self.store.attestation(run.device_id) if run.device_id else None
+        return att["decision"] if att else None
+
+    def _expected_attestation(self, device: dict) -> str | None:
+        if not self.scenario.attested or device["board"] not in qemu.MACHINES:
+            return None
+        return "quarantine" if device["name"] in self.scenario.modified else "trusted"
+
     def _summary(self) -> dict:
         wall = time.monotonic() - self.started
         modeled = self.clock.now()
@@ -448,6 +519,7 @@ class Fleet:
                 "messages_lost": max(0, (sent if r.command_acked else r.uplinks) - delivered),
                 "messages_duplicated": duplicates,
                 "command_acknowledged": r.command_acked,
+                "attestation": self._attestation(r),
                 "lost_frames": dict(r.radio.lost),
                 "ble": ({"mtu": r.peripheral.mtu, "link_drops": r.ble_drops,
                          **r.peripheral.stats} if r.peripheral is not None else None),
@@ -464,7 +536,8 @@ class Fleet:
             "versions": firmware_versions({d.board for d in self.scenario.devices}),
             "time_scale": self.scenario.time_scale,
             "wall_s": round(wall, 2), "modeled_s": round(modeled, 2),
-            "ok": all(d["result"] == "ok" and d["messages_duplicated"] == 0 for d in devices),
+            "ok": all(d["result"] == "ok" and d["messages_duplicated"] == 0
+                      and d["attestation"] == self._expected_attestation(d) for d in devices),
             "devices": devices,
             "attacker": (None if self.attacker is None else {
                 "tried": dict(sorted(self.attacker.tried.items())),

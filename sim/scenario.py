@@ -76,6 +76,14 @@ class Faults(_Strict):
     ble_drop: list[str] = []
 
 
+class Attestation(_Strict):
+    """Every QEMU device boots with a flash and a UDS, and is provisioned (its DeviceID
+    registered) before it runs; `modified` devices get a main.py after provisioning that
+    nobody registered (they end in quarantine)."""
+
+    modified: list[str] = []
+
+
 class Attack(_Strict):
     """An attacker on the air (sim.attacker): frames per modeled hour of each kind."""
 
@@ -92,6 +100,7 @@ class FleetFile(_Strict):
     group: Annotated[list[Group], Field(min_length=1)]
     faults: Faults = Faults()
     attacker: Attack | None = None
+    attestation: Attestation | None = None
 
 
 class Air(_Strict):

@@ -46,6 +46,19 @@ def test_every_device_finishes(demo):
     assert summary["gateway"]["counters"]["enrolled"] == 5
 
 
+def test_qemu_devices_attest_and_the_modified_one_is_quarantined(demo):
+    """Both QEMU boards boot with a UDS (DICE) and are provisioned; the RV32 one's
+    main.py changed after provisioning.  The gateway verified both devices' evidence at
+    first contact: the M3 one runs registered firmware only (trusted), the RV32 one an
+    unregistered main.py (quarantine).  The others have no DICE identity."""
+    _, _, summary = demo
+    decisions = {d["name"]: d["attestation"] for d in summary["devices"]}
+    assert decisions == {"mps2_an385-1": "trusted", "virt_rv32-1": "quarantine",
+                         "unix-1": None, "unix-2": None, "ble-1": None}
+    counters = summary["gateway"]["counters"]
+    assert counters["attestation_trusted"] == counters["attestation_quarantine"] == 1
+
+
 def test_faults_were_injected_and_survived(demo):
     _, _, summary = demo
     devices = {d["name"]: d for d in summary["devices"]}

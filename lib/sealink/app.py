@@ -41,9 +41,13 @@ async def main(reader, writer, token=b"", gateway_key=None, sf=7, freq=868100000
             await asyncio.sleep(1)
     else:
         return "modem"
-    device = Device(radio, Keystore(keystore), {"token": token, "gateway_key": gateway_key,
-                                                "retry_ms": retry_ms,
-                                                "max_retries": 8})
+    # A device with a DICE identity uses its measured key and sends its evidence.
+    from sealink import attestation
+
+    ident = attestation.identity()
+    device = Device(radio, Keystore(keystore, ident[0] if ident else None),
+                    {"token": token, "gateway_key": gateway_key, "retry_ms": retry_ms,
+                     "max_retries": 8, "evidence": ident[1] if ident else None})
     result = await session(device, board, messages, interval_ms, command_timeout_ms,
                            retry_ms, poll_ms)
     radio.close()
