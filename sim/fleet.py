@@ -559,9 +559,10 @@ def summary_table(summary: dict) -> Table:
     t = Table(title=f"Summary: wall {summary['wall_s']:.1f} s, modeled "
                     f"{summary['modeled_s']:.1f} s (x{summary['time_scale']:g})")
     for col in ("device", "board", "radio", "SF", "handshake", "hs frames", "hs airtime s",
-                "bytes", "airtime s", "duty wait s", "sent", "delivered", "lost", "result"):
-        t.add_column(col, justify="left" if col in ("device", "board", "radio", "result")
-                     else "right")
+                "bytes", "airtime s", "duty wait s", "sent", "delivered", "lost", "attested",
+                "result"):
+        t.add_column(col, justify="left" if col in ("device", "board", "radio", "attested",
+                                                    "result") else "right")
     for d in summary["devices"]:
         t.add_row(d["name"], d["board"], d["radio"], str(d["sf"]) if d["radio"] == "lora"
                   else "-",
@@ -571,7 +572,7 @@ def summary_table(summary: dict) -> Table:
                   str(d["bytes_sent"]),
                   f"{d['airtime_s']:.2f}", f"{d['duty_cycle_wait_s']:.1f}",
                   str(d["messages_sent"]), str(d["messages_delivered"]),
-                  str(d["messages_lost"]), d["result"])
+                  str(d["messages_lost"]), d.get("attestation") or "-", d["result"])
     return t
 
 
