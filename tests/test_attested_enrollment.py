@@ -8,6 +8,7 @@ back under its DeviceID without a new token."""
 import asyncio
 import hashlib
 
+from test_gateway_process import mosquitto  # noqa: F401 (a fixture)
 from test_gateway_service import _start, env  # noqa: F401 (env is a fixture)
 
 from evidence import Identity
@@ -169,3 +170,46 @@ def test_first_contact_payload_is_the_cbor_the_gateway_reads():
             continue
         raise AssertionError(bad)
     assert crypto.BACKEND
+
+
+def test_quarantined_device_reaches_only_its_quarantine_topic(env, tmp_path, mosquitto):  # noqa: F811
+    """Applications see each uplink's attestation in its MQTT envelope; a quarantined
+    device's uplinks go to sealink/<device>/quarantine, never to /up (a real mosquitto
+    broker started by the test)."""
+    import json
+
+    import aiomqtt
+
+    from sealink_gateway.mqtt import MqttBridge
+
+    async def scenario():
+        gw, addr = await _start(env)
+        bridge = MqttBridge(gw, "127.0.0.1", mosquitto)
+        await bridge.start()
+        trusted = Identity(UDS, [("firmware", FIRMWARE)], VERSION)
+        modified = Identity(bytes(32), [("firmware", FIRMWARE), ("main.py", MAIN)], VERSION)
+        for ident in (trusted, modified):
+            gw.store.provision(ident.device_id, ident.ueid)
+        gw.store.add_reference("firmware", FIRMWARE, "good")
+        got = {}
+        async with aiomqtt.Client("127.0.0.1", mosquitto) as app:
+            await app.subscribe("sealink/#", qos=1)
+            for name, ident in (("t", trusted), ("q", modified)):
+                token, _ = gw.store.create_token({"name": name}, 600)
+                device = await _device(gw, addr, ident, tmp_path / f"{name}.json",
+                                       token.encode())
+                await device.connect()
+                await device.send(b"from " + name.encode())
+                assert await device.flush(10_000)
+                device.close()
+            while len(got) < 2:
+                message = await asyncio.wait_for(anext(aiter(app.messages)), 10)
+                envelope = json.loads(message.payload)
+                got[envelope["attributes"]["name"]] = (str(message.topic).split("/")[-1],
+                                                       envelope["attestation"])
+        await bridge.stop()
+        await gw.stop()
+        return got
+
+    got = asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert got == {"t": ("up", "trusted"), "q": ("quarantine", "quarantine")}

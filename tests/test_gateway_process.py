@@ -122,6 +122,7 @@ def test_gateway_process_with_mqtt_and_metrics(tmp_path, mosquitto):
                 up = json.loads(msg.payload)
                 assert base64.b64decode(up["payload"]) == b"\x01\x02 telemetry"
                 assert up["attributes"] == {"site": "pier"}
+                assert up["attestation"] is None  # no DICE identity: nothing claimed
                 device_id = up["device"]
                 assert str(msg.topic) == f"sealink/{device_id}/up"
                 # An application sends a command back through MQTT.
