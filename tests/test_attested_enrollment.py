@@ -66,6 +66,17 @@ def test_provisioned_device_enrolls_with_evidence_and_is_trusted(env, tmp_path):
         == device.id
     # The keystore on the device's flash holds no private key: it is measured.
     assert '"secret": null' in (tmp_path / "ks.json").read_text()
+    # What an operator sees.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    sealink = str(Path(sys.executable).parent / "sealink")
+    shown = subprocess.run([sealink, "--db", str(env["db"]), "device", "show", device.id],
+                           capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "attestation  trusted (reference_values_match)" in shown
+    assert f"measured   firmware     {FIRMWARE.hex()}" in shown
+    assert f"measured   main.py      {MAIN.hex()}" in shown
 
 
 def test_modified_application_is_quarantined(env, tmp_path):  # noqa: F811
