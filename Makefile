@@ -93,6 +93,7 @@ UNIX: setup
 		|| { tail -40 $(BUILD_ROOT)/UNIX.log; exit 1; }
 	@$(call MAKE_UNIX,UNIX) BUILD=$(BUILD_ROOT)/baseline/UNIX >$(BUILD_ROOT)/UNIX-baseline.log 2>&1 \
 		|| { tail -40 $(BUILD_ROOT)/UNIX-baseline.log; exit 1; }
+	@$(VPY) tools/reference.py UNIX >/dev/null
 
 UNIX_STOCK: setup
 	@echo "firmware: UNIX_STOCK"; mkdir -p $(BUILD_ROOT)

@@ -94,7 +94,8 @@ class UnixDevice:
     name = "unix"
 
     def __init__(self, board: str = "UNIX", heapsize: str | None = None,
-                 env: dict[str, str] | None = None, timeout: float = 120.0):
+                 env: dict[str, str] | None = None, timeout: float = 120.0,
+                 uds: Path | None = None, cwd: Path | None = None):
         self.board = board
         self.binary = BUILD / board / "micropython"
         if not self.binary.exists():
@@ -102,6 +103,8 @@ class UnixDevice:
         args = [str(self.binary)]
         if heapsize:
             args += ["-X", f"heapsize={heapsize}"]
+        if uds:  # the DICE boot stage: measures the executable and cwd's boot files
+            args += ["-X", f"uds={uds}"]
         args += ["-c", _UNIX_RUNNER]
         child_env = dict(os.environ)
         # Frozen modules come first on sys.path (".frozen"); MICROPYPATH adds lib/ so a
@@ -110,7 +113,8 @@ class UnixDevice:
         child_env.update(env or {})
         self.timeout = timeout
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, env=child_env, bufsize=0)
+                                     stderr=subprocess.STDOUT, env=child_env, bufsize=0,
+                                     cwd=cwd)
 
     def exec(self, code: str, timeout: float | None = None) -> str:
         self.proc.stdin.write(base64.b64encode(code.encode()) + b"\n")

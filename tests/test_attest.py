@@ -11,18 +11,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pycose.keys import OKPKey
 from pycose.keys.curves import Ed25519
 from pycose.messages import Sign1Message
+from test_dice import BOARDS, _storage, _write, boot
 
-from devices import BUILD, QemuDevice
+from devices import BUILD
 from evidence import Identity
 from sealink_gateway import attest
 from sim import qemu
 
-BOARDS = ["QEMU_MPS2_AN385", "QEMU_VIRT_RV32"]
 MAIN = b"print('hello from the application')\n"
 
 
 def _device_evidence(board, flash, uds):
-    device = QemuDevice(board, flash=flash, uds=uds)
+    device = boot(board, flash, uds)
     try:
         out = device.exec("import _sealink_crypto as c, binascii\n"
                           "r = c.dice()\n"
@@ -33,11 +33,7 @@ def _device_evidence(board, flash, uds):
 
 
 def _write_main(board, flash, text):
-    device = QemuDevice(board, flash=flash)
-    try:
-        device.exec(f"with open('main.py', 'wb') as f:\n    f.write({text!r})\n")
-    finally:
-        device.close()
+    _write(board, flash, "main.py", text.decode())
 
 
 def _reference(board):
@@ -47,7 +43,7 @@ def _reference(board):
 @pytest.mark.parametrize("board", BOARDS)
 def test_device_evidence_is_what_an_independent_encoder_writes(board, tmp_path):
     """The firmware's C CBOR/COSE encoder, byte for byte against cbor2 + pycose."""
-    flash, uds = qemu.make_flash(tmp_path / "f.img"), qemu.make_uds(tmp_path / "uds")
+    flash, uds = _storage(board, tmp_path), qemu.make_uds(tmp_path / "uds")
     _write_main(board, flash, MAIN)
     evidence = _device_evidence(board, flash, uds)
     ref = _reference(board)
@@ -60,7 +56,7 @@ def test_device_evidence_is_what_an_independent_encoder_writes(board, tmp_path):
 
 @pytest.mark.parametrize("board", BOARDS)
 def test_good_modified_and_known_bad_devices_are_told_apart(board, tmp_path):
-    flash, uds = qemu.make_flash(tmp_path / "f.img"), qemu.make_uds(tmp_path / "uds")
+    flash, uds = _storage(board, tmp_path), qemu.make_uds(tmp_path / "uds")
     ref = _reference(board)
     host = Identity(uds.read_bytes(), [], ref["version"])
     references = {("firmware", bytes.fromhex(ref["firmware"])): "good"}

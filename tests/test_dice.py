@@ -16,10 +16,18 @@ from pycose.keys import OKPKey
 from pycose.keys.curves import Ed25519
 from pycose.messages import Sign1Message
 
-from devices import BUILD, QemuDevice
+from devices import BUILD, QemuDevice, UnixDevice
 from sim import qemu
 
-BOARDS = ["QEMU_MPS2_AN385", "QEMU_VIRT_RV32"]
+# The unix firmware's boot stage (`-X uds=PATH`) measures the executable and the boot
+# files in its working directory, which stands for its flash here.
+BOARDS = ["QEMU_MPS2_AN385", "QEMU_VIRT_RV32", "UNIX"]
+
+
+def boot(board, flash, uds=None, **kw):
+    if board == "UNIX":
+        return UnixDevice(uds=uds, cwd=flash)
+    return QemuDevice(board, flash=flash, uds=uds, **kw)
 
 _READ = """
 import _sealink_crypto as c, binascii, json
@@ -31,7 +39,7 @@ print(json.dumps(None if r is None else [r[0], h(r[1]), h(r[2]), h(r[3]),
 
 
 def _identity(board, flash, uds):
-    device = QemuDevice(board, flash=flash, uds=uds)
+    device = boot(board, flash, uds)
     try:
         out = device.exec(_READ).strip()
     finally:
@@ -47,6 +55,9 @@ def _identity(board, flash, uds):
 
 
 def _write(board, flash, name, text):
+    if board == "UNIX":
+        (flash / name).write_text(text)
+        return
     device = QemuDevice(board, flash=flash)
     try:
         device.exec(f"with open({name!r}, 'w') as f:\n    f.write({text!r})\n")
@@ -54,9 +65,17 @@ def _write(board, flash, name, text):
         device.close()
 
 
+def _storage(board, tmp_path):
+    """A QEMU board's flash image, or the unix device's working directory."""
+    if board == "UNIX":
+        (tmp_path / "fs").mkdir(exist_ok=True)
+        return tmp_path / "fs"
+    return qemu.make_flash(tmp_path / "flash.img")
+
+
 @pytest.fixture
-def provisioned(tmp_path):
-    return qemu.make_flash(tmp_path / "flash.img"), qemu.make_uds(tmp_path / "uds.bin")
+def provisioned(tmp_path, board):
+    return _storage(board, tmp_path), qemu.make_uds(tmp_path / "uds.bin")
 
 
 @pytest.mark.parametrize("board", BOARDS)
@@ -129,7 +148,7 @@ def test_evidence_is_a_cose_sign1_eat_a_standard_verifier_accepts(board, provisi
 
 @pytest.mark.parametrize("board", BOARDS)
 def test_uds_of_the_wrong_size_gives_no_identity(board, tmp_path):
-    flash = qemu.make_flash(tmp_path / "flash.img")
+    flash = _storage(board, tmp_path)
     uds = tmp_path / "uds.bin"
     uds.write_bytes(bytes(31))
     ident = _identity(board, flash, uds)
@@ -154,23 +173,45 @@ def _ram(board):
     return ranges
 
 
+def _unix_ram(pid):
+    """A unix device's writable memory, read from outside through /proc."""
+    chunks = []
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb") as mem:
+        for line in maps:
+            fields = line.split()
+            if "w" not in fields[1] or (len(fields) > 5 and fields[5].startswith("[v")):
+                continue
+            lo, hi = (int(x, 16) for x in fields[0].split("-"))
+            try:
+                mem.seek(lo)
+                chunks.append(mem.read(hi - lo))
+            except OSError:
+                pass
+    return b"".join(chunks)
+
+
 @pytest.mark.parametrize("board", BOARDS)
 def test_uds_and_device_id_secret_are_gone_from_memory(board, provisioned, tmp_path):
     """After boot no copy of the UDS, the DeviceID secret or the CDI is left anywhere in
-    the guest's RAM (static data, heap, stack), as QEMU's monitor reads it from outside
-    the guest.  The static key (layer 1's) is there, as it must be."""
+    the device's writable memory (static data, heap, stack), read from outside it:
+    QEMU's monitor for the boards, /proc/PID/mem for the unix firmware.  The static key
+    (layer 1's) is there, as it must be."""
     flash, uds = provisioned
     secret = uds.read_bytes()
     seed = hmac.new(secret, b"sealink DeviceID v1", hashlib.sha256).digest()
-    device = QemuDevice(board, flash=flash, uds=uds, monitor=tmp_path / "monitor.sock")
+    device = boot(board, flash, uds, **({} if board == "UNIX"
+                                        else {"monitor": tmp_path / "monitor.sock"}))
     try:
         out = device.exec("import _sealink_crypto as c, binascii\n"
                           "r = c.dice()\n"
                           "h = lambda b: binascii.hexlify(b).decode()\n"
                           "print(h(r[3]), h(r[1]))")
         register, static = (bytes.fromhex(x) for x in out.split())
-        ram = b"".join(device.guest_memory(lo, hi - lo, tmp_path / f"ram-{lo:x}.bin")
-                       for lo, hi in _ram(board))
+        if board == "UNIX":
+            ram = _unix_ram(device.proc.pid)
+        else:
+            ram = b"".join(device.guest_memory(lo, hi - lo, tmp_path / f"ram-{lo:x}.bin")
+                           for lo, hi in _ram(board))
     finally:
         device.close()
     cdi = hmac.new(secret, register, hashlib.sha256).digest()

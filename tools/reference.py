@@ -3,7 +3,8 @@
 
 Reads build/<BOARD>/firmware.elf, takes the bytes the DICE boot stage measures (the
 code and read-only data between _sealink_image_start and _sealink_image_end, frozen
-modules included) and writes build/<BOARD>/reference.json:
+modules included; for UNIX the whole build/UNIX/micropython executable) and writes
+build/<BOARD>/reference.json:
 
     {"board": ..., "version": ..., "firmware": "<sha-256 hex>", "image": [start, size]}
 
@@ -35,6 +36,9 @@ def version() -> str:
 
 
 def measure(elf_path: Path) -> tuple[str, int, int]:
+    if elf_path.name == "micropython":  # the unix port measures its whole executable
+        data = elf_path.read_bytes()
+        return hashlib.sha256(data).hexdigest(), 0, len(data)
     with elf_path.open("rb") as f:
         elf = ELFFile(f)
         symbols = {s.name: s["st_value"] for s in elf.get_section_by_name(".symtab").iter_symbols()
@@ -58,7 +62,8 @@ def main() -> int:
         print(__doc__, file=sys.stderr)
         return 2
     for board in boards:
-        digest, start, size = measure(ROOT / "build" / board / "firmware.elf")
+        elf = ROOT / "build" / board / ("micropython" if board == "UNIX" else "firmware.elf")
+        digest, start, size = measure(elf)
         out = ROOT / "build" / board / "reference.json"
         out.write_text(json.dumps({"board": board, "version": version(), "firmware": digest,
                                    "image": [start, size]}, indent=2) + "\n")

@@ -7,3 +7,8 @@ MICROPY_PY_BTREE = 0
 MICROPY_PY_SSL = 0
 MICROPY_SSL_MBEDTLS = 0
 MICROPY_PY_FFI = 0
+
+# The DICE boot stage states the Sealink version it was built with in the evidence.
+SEALINK_VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' \
+	$(VARIANT_DIR)/../../lib/sealink/__init__.py)
+CFLAGS += -DSEALINK_VERSION='"$(SEALINK_VERSION)"'

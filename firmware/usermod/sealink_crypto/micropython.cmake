@@ -12,6 +12,7 @@ target_sources(usermod_sealink_crypto INTERFACE
     ${MONOCYPHER_DIR}/monocypher.c
     ${CMAKE_CURRENT_LIST_DIR}/ed25519.c
     ${CMAKE_CURRENT_LIST_DIR}/dice.c
+    ${CMAKE_CURRENT_LIST_DIR}/dice_unix.c
     ${CMAKE_CURRENT_LIST_DIR}/sodium_utils.c
     ${LIBSODIUM_DIR}/crypto_hash/sha512/cp/hash_sha512_cp.c
 )
