@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import math
+import shutil
 import subprocess
 import sys
 import time
@@ -77,6 +79,7 @@ class Scenario:
     attacker: scenario.Attack | None = None  # an attacker on the air (sim/attacker.py)
     attested: bool = False  # QEMU devices boot with a flash and a UDS (DICE)
     modified: list[str] = field(default_factory=list)  # main.py changed after provisioning
+    updated: list[str] = field(default_factory=list)  # unix: application updated after its run
 
 
 def load_scenario(path: Path) -> Scenario:
@@ -94,12 +97,15 @@ def load_scenario(path: Path) -> Scenario:
                                       EU868_CHANNELS[n % len(EU868_CHANNELS)]))
     names = {d.name for d in devices}
     if spec.attestation is not None:
-        qemu_names = {d.name for d in devices if d.board in qemu.MACHINES}
-        for name in spec.attestation.modified:
-            if name not in qemu_names:
-                line = scenario.line_of(path.read_text(), ("attestation", "modified"))
-                raise ScenarioError(f"{path}:{line}: attestation.modified: {name!r} is not "
-                                    "a QEMU device of this scenario")
+        boards = {d.name: d.board for d in devices}
+        for key, listed, allowed in (
+                ("modified", spec.attestation.modified, {*qemu.MACHINES, "UNIX"}),
+                ("updated", spec.attestation.updated, {"UNIX"})):
+            for name in listed:
+                if boards.get(name) not in allowed:
+                    line = scenario.line_of(path.read_text(), ("attestation", key))
+                    raise ScenarioError(f"{path}:{line}: attestation.{key}: {name!r} is not "
+                                        f"a {' or '.join(sorted(allowed))} device here")
     f = spec.faults
     for key, listed in (("uart_garbage", f.uart_garbage),
                         ("modem_error_rate", list(f.modem_error_rate)),
@@ -117,7 +123,8 @@ def load_scenario(path: Path) -> Scenario:
         garbage_uart=list(f.uart_garbage), ble_drop=list(f.ble_drop),
         ble_interval_ms=s.ble_interval_ms, modem_error_rate=dict(f.modem_error_rate),
         attacker=spec.attacker, attested=spec.attestation is not None,
-        modified=list(spec.attestation.modified) if spec.attestation else [])
+        modified=list(spec.attestation.modified) if spec.attestation else [],
+        updated=list(spec.attestation.updated) if spec.attestation else [])
 
 
 def firmware_versions(boards: set[str]) -> dict[str, str]:
@@ -219,14 +226,36 @@ def _app_call(run: DeviceRun, scenario: Scenario, keystore: str | None) -> str:
     return f"import sealink.app\nsealink.app.run({args})\n"
 
 
+UNIX_EXE = BUILD / "UNIX" / "micropython"
+
+
+def _unix_args(run: DeviceRun) -> list[str]:
+    if not UNIX_EXE.exists():
+        raise FileNotFoundError(f"{UNIX_EXE} is missing: run `make firmware`")
+    return [str(UNIX_EXE), *(["-X", f"uds={run.uds}"] if run.uds else [])]
+
+
 async def _start_unix(run: DeviceRun, scenario: Scenario, out: Path) -> None:
-    exe = BUILD / "UNIX" / "micropython"
-    if not exe.exists():
-        raise FileNotFoundError(f"{exe} is missing: run `make firmware`")
     keystore = str(out / "keys" / f"{run.spec.name}.json")
     run.process = await asyncio.create_subprocess_exec(
-        str(exe), "-c", _app_call(run, scenario, keystore), stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        *_unix_args(run), "-c", _app_call(run, scenario, keystore),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, cwd=run.flash)
+
+
+async def provision_unix(run: DeviceRun, store: Store, out: Path, modified: bool) -> None:
+    """As provision_qemu for a unix device: its UDS file, a working directory for its
+    boot files, its DeviceID read at a first run and registered."""
+    run.flash = out / "keys" / f"{run.spec.name}-fs"
+    run.flash.mkdir(exist_ok=True)
+    run.uds = qemu.make_uds(out / "keys" / f"{run.spec.name}-uds.bin")
+    p = await asyncio.create_subprocess_exec(
+        *_unix_args(run), "-c", _DEVICE_ID, stdout=asyncio.subprocess.PIPE, cwd=run.flash)
+    printed, _ = await asyncio.wait_for(p.communicate(), 30)
+    device_id = bytes.fromhex(printed.split(b"DeviceID ")[1].split()[0].decode())
+    store.provision(device_id, attest.ueid_for(device_id), run.spec.name)
+    if modified:
+        (run.flash / "main.py").write_text("# changed after provisioning\n")
 
 
 async def _read_until(stream: asyncio.StreamReader, marker: bytes, timeout: float) -> bytes:
@@ -267,6 +296,8 @@ class Fleet:
         for pattern in ("*.json", "*-flash.img", "*-uds.bin"):
             for stale in (out / "keys").glob(pattern):
                 stale.unlink()
+        for stale in (out / "keys").glob("*-fs"):
+            shutil.rmtree(stale)
         self.store = Store(out / "gateway.db")
         transport = SemtechUdpTransport("127.0.0.1", 0, rx1_delay_s=self.scenario.rx1_delay_s)
         transports = [transport]
@@ -292,7 +323,8 @@ class Fleet:
         await self.gateway.start()
         if self.scenario.attested:
             # The operator registers the firmware the build made (its reference values).
-            for board in sorted({d.board for d in self.scenario.devices} & set(qemu.MACHINES)):
+            for board in sorted({d.board for d in self.scenario.devices}
+                                & {*qemu.MACHINES, "UNIX"}):
                 ref = json.loads((BUILD / board / "reference.json").read_text())
                 self.store.add_reference("firmware", bytes.fromhex(ref["firmware"]), "good",
                                          ref["version"], board)
@@ -314,7 +346,7 @@ class Fleet:
                 deadline = time.monotonic() + self.scenario.timeout_s
                 while time.monotonic() < deadline:
                     live.update(self._progress())
-                    if all(r.result is not None for r in self.runs):
+                    if all(self._complete(r) for r in self.runs):
                         break
                     await asyncio.sleep(0.25)
                 for r in self.runs:
@@ -322,6 +354,9 @@ class Fleet:
                         r.result = "timeout"
                 live.update(self._progress())
             summary = self._summary()
+            summary["updates"] = [await self._update(r) for r in self.runs
+                                  if r.spec.name in self.scenario.updated]
+            summary["ok"] = summary["ok"] and all(u["ok"] for u in summary["updates"])
         finally:
             watcher.cancel()
             await self._shutdown()
@@ -343,6 +378,9 @@ class Fleet:
             return
         try:
             if spec.board == "UNIX":
+                if self.scenario.attested:
+                    await provision_unix(run, self.store, self.out,
+                                         spec.name in self.scenario.modified)
                 await _start_unix(run, self.scenario, self.out)
             else:
                 if self.scenario.attested:
@@ -364,6 +402,48 @@ class Fleet:
             # Line noise towards the device: its driver counts and ignores it.
             run.module.garbage(b"\x00\xffnoise\r\n+EVT:RXP2P:-1:2:ZZ\r\nAT_MAYBE\r\n")
         asyncio.ensure_future(self._wait_exit(run))
+
+    async def _update(self, run: DeviceRun) -> dict:
+        """An application update after the device's run: the operator registers the new
+        config.json, the device restarts with it (another measurement, so another static
+        key) and no token; it must come back as the same device, trusted, with KK
+        reconnects from then on."""
+        if run.process is not None and run.process.returncode is None:
+            await asyncio.wait_for(run.process.wait(), 30)
+        config = b'{"report_every_s": 600}\n'
+        (run.flash / "config.json").write_bytes(config)
+        self.store.add_reference("config.json", hashlib.sha256(config).digest(), "good")
+        devices_before = len(self.store.devices())
+        uplinks_before = len(self.store.uplinks(run.device_id, limit=1000))
+        run.token = ""  # spent: an update must not need a new one
+        run.telemetry, run.command_acked = 0, False  # the watcher commands it again
+        keystore = str(self.out / "keys" / f"{run.spec.name}.json")
+        p = await asyncio.create_subprocess_exec(
+            *_unix_args(run), "-c", _app_call(run, self.scenario, keystore),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, cwd=run.flash)
+        run.module = Rak3172Model(self.air, run.radio, p.stdout, p.stdin,
+                                  seed=self.scenario.seed + 1000)
+        run.module.start()
+        try:
+            await asyncio.wait_for(p.wait(), self.scenario.timeout_s)
+        except TimeoutError:
+            p.kill()
+            await p.wait()
+        att = self.store.attestation(run.device_id) or {}
+        components = [n for n, _ in att.get("claims", {}).get("components", [])]
+        rekeyed = any(e["event"] == "device.rekeyed" and e["device_id"] == run.device_id
+                      for e in self.store.audit_log(limit=10_000))
+        result = {"device": run.spec.name, "exit": p.returncode,
+                  "same_device": len(self.store.devices()) == devices_before,
+                  "rekeyed": rekeyed, "attestation": att.get("decision"),
+                  "components": components,
+                  "uplinks_after": len(self.store.uplinks(run.device_id, limit=1000))
+                  - uplinks_before}
+        result["ok"] = (p.returncode == 0 and result["same_device"] and rekeyed
+                        and result["attestation"] == "trusted"
+                        and "config.json" in components and result["uplinks_after"] > 0)
+        return result
 
     async def _run_ble(self, run: DeviceRun) -> None:
         from sealink import app
@@ -486,12 +566,22 @@ class Fleet:
                           str(r.radio.frames_sent), f"{r.radio.airtime_s:.2f}", str(r.uplinks))
         return table
 
+    def _complete(self, run: DeviceRun) -> bool:
+        """Finished, and (when it finished well) everything it sent is committed: its
+        "done" can overtake an earlier uplink whose frame was lost and sent again."""
+        if run.result is None:
+            return False
+        if run.result != "ok" or not run.device_id:
+            return True
+        stored = {u["payload"] for u in self.store.uplinks(run.device_id, limit=1000)}
+        return len(stored) >= 2 + self.scenario.messages
+
     def _attestation(self, run: DeviceRun) -> str | None:
         att = self.store.attestation(run.device_id) if run.device_id else None
         return att["decision"] if att else None
 
     def _expected_attestation(self, device: dict) -> str | None:
-        if not self.scenario.attested or device["board"] not in qemu.MACHINES:
+        if not self.scenario.attested or device["board"] not in {*qemu.MACHINES, "UNIX"}:
             return None
         return "quarantine" if device["name"] in self.scenario.modified else "trusted"
 

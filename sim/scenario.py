@@ -77,11 +77,14 @@ class Faults(_Strict):
 
 
 class Attestation(_Strict):
-    """Every QEMU device boots with a flash and a UDS, and is provisioned (its DeviceID
-    registered) before it runs; `modified` devices get a main.py after provisioning that
-    nobody registered (they end in quarantine)."""
+    """Every QEMU and unix device boots with a UDS (and a QEMU one with a flash), and is
+    provisioned (its DeviceID registered) before it runs; `modified` devices get a
+    main.py after provisioning that nobody registered (they end in quarantine);
+    `updated` unix devices, once their run is done, get an application update the
+    operator registered, and must come back under their DeviceID without a token."""
 
     modified: list[str] = []
+    updated: list[str] = []
 
 
 class Attack(_Strict):
