@@ -80,6 +80,7 @@ class Scenario:
     attested: bool = False  # QEMU devices boot with a flash and a UDS (DICE)
     modified: list[str] = field(default_factory=list)  # main.py changed after provisioning
     updated: list[str] = field(default_factory=list)  # unix: application updated after its run
+    without_uds: list[str] = field(default_factory=list)  # no DICE identity
 
 
 def load_scenario(path: Path) -> Scenario:
@@ -100,7 +101,8 @@ def load_scenario(path: Path) -> Scenario:
         boards = {d.name: d.board for d in devices}
         for key, listed, allowed in (
                 ("modified", spec.attestation.modified, {*qemu.MACHINES, "UNIX"}),
-                ("updated", spec.attestation.updated, {"UNIX"})):
+                ("updated", spec.attestation.updated, {"UNIX"}),
+                ("without_uds", spec.attestation.without_uds, {*qemu.MACHINES, "UNIX"})):
             for name in listed:
                 if boards.get(name) not in allowed:
                     line = scenario.line_of(path.read_text(), ("attestation", key))
@@ -124,7 +126,8 @@ def load_scenario(path: Path) -> Scenario:
         ble_interval_ms=s.ble_interval_ms, modem_error_rate=dict(f.modem_error_rate),
         attacker=spec.attacker, attested=spec.attestation is not None,
         modified=list(spec.attestation.modified) if spec.attestation else [],
-        updated=list(spec.attestation.updated) if spec.attestation else [])
+        updated=list(spec.attestation.updated) if spec.attestation else [],
+        without_uds=list(spec.attestation.without_uds) if spec.attestation else [])
 
 
 def firmware_versions(boards: set[str]) -> dict[str, str]:
@@ -377,13 +380,14 @@ class Fleet:
             run.task = asyncio.ensure_future(self._run_ble(run))
             return
         try:
+            attested = self.scenario.attested and spec.name not in self.scenario.without_uds
             if spec.board == "UNIX":
-                if self.scenario.attested:
+                if attested:
                     await provision_unix(run, self.store, self.out,
                                          spec.name in self.scenario.modified)
                 await _start_unix(run, self.scenario, self.out)
             else:
-                if self.scenario.attested:
+                if attested:
                     await provision_qemu(run, self.store, self.out,
                                          spec.name in self.scenario.modified)
                 await _start_qemu(run, self.scenario)
@@ -581,7 +585,8 @@ class Fleet:
         return att["decision"] if att else None
 
     def _expected_attestation(self, device: dict) -> str | None:
-        if not self.scenario.attested or device["board"] not in {*qemu.MACHINES, "UNIX"}:
+        if (not self.scenario.attested or device["board"] not in {*qemu.MACHINES, "UNIX"}
+                or device["name"] in self.scenario.without_uds):
             return None
         return "quarantine" if device["name"] in self.scenario.modified else "trusted"
 

@@ -85,6 +85,7 @@ class Attestation(_Strict):
 
     modified: list[str] = []
     updated: list[str] = []
+    without_uds: list[str] = []  # QEMU/unix devices that boot with no DICE identity
 
 
 class Attack(_Strict):

@@ -154,6 +154,17 @@ def test_uds_of_the_wrong_size_gives_no_identity(board, tmp_path):
     ident = _identity(board, flash, uds)
     assert ident["state"] == -1 and ident["static_key"] is None and ident["evidence"] == b""
     assert _identity(board, flash, None) is None  # not provisioned: no DICE at all
+    # What layer 1 sees: a typed error, not a key.
+    device = boot(board, flash, uds)
+    try:
+        out = device.exec("from sealink import attestation\n"
+                          "try:\n"
+                          "    attestation.identity()\n"
+                          "except attestation.AttestationError as e:\n"
+                          "    print(type(e).__name__, e)\n")
+    finally:
+        device.close()
+    assert out.strip() == "AttestationError DICE boot stage: the UDS is not 32 bytes"
 
 
 def _ram(board):

@@ -44,7 +44,10 @@ async def main(reader, writer, token=b"", gateway_key=None, sf=7, freq=868100000
     # A device with a DICE identity uses its measured key and sends its evidence.
     from sealink import attestation
 
-    ident = attestation.identity()
+    try:
+        ident = attestation.identity()
+    except attestation.AttestationError:
+        ident = None  # a broken UDS: no evidence; the gateway's policy decides
     device = Device(radio, Keystore(keystore, ident[0] if ident else None),
                     {"token": token, "gateway_key": gateway_key, "retry_ms": retry_ms,
                      "max_retries": 8, "evidence": ident[1] if ident else None})
