@@ -487,6 +487,8 @@ class Fleet:
     async def _wait_exit(self, run: DeviceRun) -> None:
         run.stderr = await run.process.stderr.read()
         await run.process.wait()
+        if run.module is not None:
+            run.module.silent = True  # nobody on its UART any more
         if run.result is None:
             run.result = "ok" if run.command_acked else f"exited {run.process.returncode}"
             run.state = "done" if run.command_acked else "failed"
@@ -729,6 +731,11 @@ def main(argv: list[str] | None = None) -> int:
                       f"dropped and counted {sum(drops.values())} frames ({dict(drops)}); "
                       f"duplicates delivered: "
                       f"{sum(d['messages_duplicated'] for d in summary['devices'])}")
+    for u in summary.get("updates", []):
+        console.print(f"update: {u['device']} restarted with a registered application update "
+                      f"and no token: {'the same device' if u['same_device'] else 'A NEW DEVICE'}"
+                      f"{', rekeyed' if u['rekeyed'] else ''}, {u['attestation']} "
+                      f"({', '.join(u['components'])}), {u['uplinks_after']} uplinks after")
     console.print(f"wrote {args.out / 'summary.json'}, {args.out / 'airtime.png'}, "
                   f"{args.out / 'air.pcap'}")
     if not summary["ok"]:

@@ -60,6 +60,8 @@ class Rak3172Model:
             t.cancel()
 
     def _out(self, *lines: str) -> None:
+        if self.writer.is_closing():  # the host is gone (its process exited)
+            return
         self.writer.write(b"".join(line.encode() + b"\r\n" for line in lines))
 
     def garbage(self, data: bytes) -> None:

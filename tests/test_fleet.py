@@ -24,7 +24,7 @@ def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("quick")
     r = subprocess.run([sys.executable, "-m", "sim.fleet", "sim/scenarios/quick.toml",
                         "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
-                       timeout=420)
+                       timeout=900)
     return r, out, json.loads((out / "summary.json").read_text())
 
 
