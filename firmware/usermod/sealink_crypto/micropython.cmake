@@ -17,6 +17,12 @@ target_sources(usermod_sealink_crypto INTERFACE
     ${LIBSODIUM_DIR}/crypto_hash/sha512/cp/hash_sha512_cp.c
 )
 
+# The DICE code hashes with lib/crypto-algorithms' SHA-256, which the make-based ports
+# link through their hashlib; ESP-IDF ports use mbedtls for hashlib, so it comes here.
+target_sources(usermod_sealink_crypto INTERFACE
+    ${MICROPY_DIR}/lib/crypto-algorithms/sha256.c
+)
+
 target_include_directories(usermod_sealink_crypto INTERFACE
     ${CMAKE_CURRENT_LIST_DIR}
     ${MONOCYPHER_DIR}
