@@ -189,6 +189,11 @@ class Gateway:
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
+        # Sessions live in memory only: what was sent on one before a restart and not
+        # acknowledged goes out again on the device's next session.
+        for downlink in self.store.downlinks(states=("sent",)):
+            self.store.set_downlink_state(downlink["id"], "queued")
+            self._queued_hint = True
         for t in self.transports:
             await t.start(self._on_uplink)
         self._poller = asyncio.create_task(self._poll_loop())
@@ -369,6 +374,7 @@ class Gateway:
                 # Proven live: it replaces whatever session the sid had, and the other
                 # pending ones (the store marks the old session superseded).
                 del self.pending[sid]
+                self._requeue(session)
                 self.sessions[sid] = pending
                 pending.address, pending.last_uplink, pending.last_heard = up.source, up, now
                 if not await self._authorize(pending, sid):
@@ -540,7 +546,7 @@ class Gateway:
         # One session per device: an older one under another id is closed.
         old_sid = self._by_device.get(device.id)
         if old_sid is not None and old_sid != sid:
-            self.sessions.pop(old_sid, None)
+            self._requeue(self.sessions.pop(old_sid, None))
         self._by_device[device.id] = sid
         return True
 
@@ -705,6 +711,16 @@ class Gateway:
             await self._send_frame(session.transport, wire.header(wire.KIND_REJECT, reason,
                                                                   sid),
                                    session.address, session.last_uplink)
+
+    def _requeue(self, session: _Session | None) -> None:
+        """A session the device left (replaced by a newer one): what it carried and the
+        device did not acknowledge goes out again on the next session."""
+        if session is None or not session.inflight:
+            return
+        for downlink_id in session.inflight.values():
+            self.store.set_downlink_state(downlink_id, "queued")
+        session.inflight.clear()
+        self._queued_hint = True
 
     def _collect_acks(self, session: _Session) -> None:
         acked = session.channel._reliable_out.acked

@@ -626,3 +626,51 @@ def test_half_open_handshake_is_answered_once(env):
         await gw.stop()
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_downlink_sent_on_a_replaced_session_is_sent_again(env):
+    """A command sent on a session the device then replaced (a REJECT it believed, a
+    reboot) before acknowledging it was left 'sent' for good: the new session never
+    carried it, and the device waited for it forever (found by the attacked fleet).  It
+    is queued again and delivered on the new session; so are commands left 'sent' by a
+    gateway restart."""
+
+    def _downlinks(gw, device_id):
+        return gw.store.downlinks(device_id, states=("queued", "sent", "acked", "failed"))
+
+    async def scenario():
+        gw, addr, secret, enrolled, sid, device = await _enrolled_site(env)
+        old = await _kk(gw, addr, secret, sid)
+        old.transport.close()  # the device stops listening on this session: never acks
+        await gw.send(device.id, b"led=on")
+        for _ in range(100):
+            if _downlinks(gw, device.id)[0]["state"] == "sent":
+                break
+            await asyncio.sleep(0.05)
+        assert _downlinks(gw, device.id)[0]["state"] == "sent"
+        new = await _kk(gw, addr, secret, sid)  # a new session replaces the old one
+        new.send(b"poll")  # proves the new keys: the gateway switches to this session
+        await new.pump(lambda: b"led=on" in new.received)
+        for _ in range(100):
+            if _downlinks(gw, device.id)[0]["state"] == "acked":
+                break
+            await asyncio.sleep(0.05)
+        assert _downlinks(gw, device.id)[0]["state"] == "acked"
+        # A gateway restart: a command left 'sent' goes out again on the next session.
+        await gw.send(device.id, b"led=off")
+        for _ in range(100):
+            if _downlinks(gw, device.id)[-1]["state"] == "sent":
+                break
+            await asyncio.sleep(0.05)
+        new.transport.close()
+        await gw.stop()
+        gw.store.close()
+        gw, addr = await _start(env)
+        again = await _kk(gw, addr, secret, sid)
+        again.send(b"poll")
+        await again.pump(lambda: b"led=off" in again.received)
+        for d in (enrolled, again):
+            d.close()
+        await gw.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
