@@ -26,6 +26,9 @@ class Writer:
     def close(self) -> None:
         self.closed = True
 
+    def is_closing(self) -> bool:
+        return self.closed
+
 
 def pipe() -> tuple[tuple[asyncio.StreamReader, Writer], tuple[asyncio.StreamReader, Writer]]:
     """Two connected ends of a wire: what one writes, the other reads."""
