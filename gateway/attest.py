@@ -93,6 +93,16 @@ def replay(components: list[tuple[str, bytes]]) -> bytes:
     return register
 
 
+def _signed_by(message: Sign1Message, public_key: bytes) -> bool:
+    """Whether an EdDSA COSE_Sign1 verifies under an Ed25519 public key (a key or
+    signature pycose cannot even parse is a signature that does not verify)."""
+    message.key = OKPKey(crv=Ed25519, x=public_key)
+    try:
+        return bool(message.verify_signature())
+    except Exception:
+        return False
+
+
 def _malformed(message: str) -> EvidenceError:
     return EvidenceError("malformed", message)
 
@@ -131,13 +141,7 @@ def verify_evidence(data: bytes, session_static: bytes,
         raise EvidenceError("unknown_device", f"no DeviceID provisioned for ueid {kid.hex()}")
     if ueid_for(device_id) != kid:
         raise EvidenceError("unknown_device", "kid does not match the provisioned DeviceID")
-    message = Sign1Message.decode(data)
-    message.key = OKPKey(crv=Ed25519, x=device_id)
-    try:
-        valid = message.verify_signature()
-    except Exception:
-        valid = False
-    if not valid:
+    if not _signed_by(Sign1Message.decode(data), device_id):
         raise EvidenceError("bad_signature", "the DeviceID signature does not verify")
     # Signed by a known device: now read what it says.
     try:
@@ -231,12 +235,7 @@ def verify_result(data: bytes, authority_public: bytes, now: float | None = None
         raise ResultError(f"not a COSE_Sign1 attestation result ({e})") from None
     if message.phdr.get(Algorithm) is not EdDSA and message.phdr.get(1) != -8:
         raise ResultError("the result is not signed with EdDSA")
-    message.key = OKPKey(crv=Ed25519, x=authority_public)
-    try:
-        valid = message.verify_signature()
-    except Exception:
-        valid = False
-    if not valid:
+    if not _signed_by(message, authority_public):
         raise ResultError("the authority's signature does not verify")
     claims = cbor2.loads(message.payload)
     if not isinstance(claims, dict) or claims.get(EAT_PROFILE) != RESULT_PROFILE:

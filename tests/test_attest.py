@@ -32,10 +32,6 @@ def _device_evidence(board, flash, uds):
     return bytes.fromhex(out.strip())
 
 
-def _write_main(board, flash, text):
-    _write(board, flash, "main.py", text.decode())
-
-
 def _reference(board):
     return json.loads((BUILD / board / "reference.json").read_text())
 
@@ -44,7 +40,7 @@ def _reference(board):
 def test_device_evidence_is_what_an_independent_encoder_writes(board, tmp_path):
     """The firmware's C CBOR/COSE encoder, byte for byte against cbor2 + pycose."""
     flash, uds = _storage(board, tmp_path), qemu.make_uds(tmp_path / "uds")
-    _write_main(board, flash, MAIN)
+    _write(board, flash, "main.py", MAIN.decode())
     evidence = _device_evidence(board, flash, uds)
     ref = _reference(board)
     host = Identity(uds.read_bytes(), [("firmware", bytes.fromhex(ref["firmware"])),
@@ -69,7 +65,7 @@ def test_good_modified_and_known_bad_devices_are_told_apart(board, tmp_path):
                      ref["version"])
     ev, verdict = appraise(_device_evidence(board, flash, uds), first.static_public)
     assert verdict.decision == "trusted" and ev.version == ref["version"]
-    _write_main(board, flash, MAIN)  # main.py changed after provisioning
+    _write(board, flash, "main.py", MAIN.decode())  # main.py changed after provisioning
     changed = Identity(uds.read_bytes(), [("firmware", bytes.fromhex(ref["firmware"])),
                                           ("main.py", hashlib.sha256(MAIN).digest())],
                        ref["version"])

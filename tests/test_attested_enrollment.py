@@ -35,6 +35,15 @@ async def _device(gw, addr, ident, path, token=None, gateway_key=None):
     return device
 
 
+async def _enroll_and_send(gw, addr, ident, path, token, payload):
+    """First contact with evidence and a token, one uplink, acknowledged."""
+    device = await _device(gw, addr, ident, path, token.encode())
+    await device.connect()
+    await device.send(payload)
+    assert await device.flush(10_000)
+    device.close()
+
+
 def _provisioned(gw, ident, good=True):
     gw.store.provision(ident.device_id, ident.ueid, "bench unit")
     for name, digest in ident.components:
@@ -47,11 +56,7 @@ def test_provisioned_device_enrolls_with_evidence_and_is_trusted(env, tmp_path):
         ident = Identity(UDS, [("firmware", FIRMWARE), ("main.py", MAIN)], VERSION)
         _provisioned(gw, ident)
         token, _ = gw.store.create_token({"site": "lab"}, 600)
-        device = await _device(gw, addr, ident, tmp_path / "ks.json", token.encode())
-        await device.connect()
-        await device.send(b"reading 1")
-        assert await device.flush(10_000)
-        device.close()
+        await _enroll_and_send(gw, addr, ident, tmp_path / "ks.json", token, b"reading 1")
         await gw.stop()
         return gw
 
@@ -86,11 +91,7 @@ def test_modified_application_is_quarantined(env, tmp_path):  # noqa: F811
         gw.store.provision(ident.device_id, ident.ueid)
         gw.store.add_reference("firmware", FIRMWARE, "good")  # main.py: never registered
         token, _ = gw.store.create_token({}, 600)
-        device = await _device(gw, addr, ident, tmp_path / "ks.json", token.encode())
-        await device.connect()
-        await device.send(b"diagnostics")
-        assert await device.flush(10_000)
-        device.close()
+        await _enroll_and_send(gw, addr, ident, tmp_path / "ks.json", token, b"diagnostics")
         await gw.stop()
         return gw
 
@@ -207,12 +208,8 @@ def test_quarantined_device_reaches_only_its_quarantine_topic(env, tmp_path, mos
             await app.subscribe("sealink/#", qos=1)
             for name, ident in (("t", trusted), ("q", modified)):
                 token, _ = gw.store.create_token({"name": name}, 600)
-                device = await _device(gw, addr, ident, tmp_path / f"{name}.json",
-                                       token.encode())
-                await device.connect()
-                await device.send(b"from " + name.encode())
-                assert await device.flush(10_000)
-                device.close()
+                await _enroll_and_send(gw, addr, ident, tmp_path / f"{name}.json", token,
+                                       b"from " + name.encode())
             while len(got) < 2:
                 message = await asyncio.wait_for(anext(aiter(app.messages)), 10)
                 envelope = json.loads(message.payload)

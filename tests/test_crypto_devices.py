@@ -38,23 +38,13 @@ from sealink import crypto
 import binascii
 if crypto.BACKEND != {backend!r}:
     crypto.use_backend({backend!r})
-def _t(op, *a):
-    try:
-        r = getattr(crypto, op)(*a)
-    except Exception as e:
-        print('E', type(e).__name__)
-        return
-    if isinstance(r, (bytes, bytearray)):
-        print('B', binascii.hexlify(r).decode())
-    else:
-        print('V', repr(r))
 try:
     from sealink import ed25519
 except Exception as e:
     ed25519 = None
-def _e(op, *a):
+def _t(module, op, *a):
     try:
-        r = getattr(ed25519, op)(*a)
+        r = getattr(module, op)(*a)
     except Exception as e:
         print('E', type(e).__name__)
         return
@@ -71,29 +61,21 @@ class Target:
         self.backend = backend
         self.fast = fast
 
-    def calls(self, calls):
-        """Run [(op, args...)] in one exchange; return [('B', bytes) | ('E', name) | ...]."""
-        code = "\n".join(f"_t({op!r}, {', '.join(repr(a) for a in args)})"
+    def calls(self, calls, module="crypto", timeout=None):
+        """Run [(op, args...)] of `module` (sealink.crypto, or sealink.ed25519) in one
+        exchange; return [('B', bytes) | ('E', name) | ('V', repr)]."""
+        code = "\n".join(f"_t({module}, {op!r}, {', '.join(repr(a) for a in args)})"
                          for op, *args in calls)
-        lines = self.device.exec(code).strip().splitlines()
+        lines = self.device.exec(code, timeout=timeout).strip().splitlines()
         assert len(lines) == len(calls), lines
-        out = []
-        for line in lines:
-            kind, _, value = line.partition(" ")
-            out.append((kind, binascii.unhexlify(value) if kind == "B" else value))
-        return out
+        return [(kind, binascii.unhexlify(value) if kind == "B" else value)
+                for kind, _, value in (line.partition(" ") for line in lines)]
 
     def call(self, op, *args):
         return self.calls([(op, *args)])[0]
 
     def signing(self, calls):
-        """Like calls(), for sealink.ed25519."""
-        code = "\n".join(f"_e({op!r}, {', '.join(repr(a) for a in args)})"
-                         for op, *args in calls)
-        lines = self.device.exec(code, timeout=600).strip().splitlines()
-        assert len(lines) == len(calls), lines
-        return [(kind, binascii.unhexlify(value) if kind == "B" else value)
-                for kind, _, value in (line.partition(" ") for line in lines)]
+        return self.calls(calls, "ed25519", timeout=600)
 
     @property
     def signs(self):
