@@ -2,7 +2,9 @@
 """Bytes on the air for Sealink's protocol, measured by running the real Channel code.
 
 Prints: handshake message sizes (Noise only, and Sealink frames with headers), the
-number of link frames per handshake at MTU 20 / 51 / 222, and per-message overhead.
+number of link frames per handshake at MTU 20 / 51 / 222 (first contact also with an
+enrollment token, and with DICE evidence: docs/attestation.md), and per-message
+overhead.
 Usage: .venv/bin/python bench/air_bytes.py [--json FILE]
 """
 
@@ -16,8 +18,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lib"))
-from sealink import crypto  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "lib"))
+sys.path.insert(0, str(ROOT / "tests"))
+from evidence import Identity  # noqa: E402
+from sealink import crypto, fragment  # noqa: E402
+from sealink.device import first_contact_payload  # noqa: E402
+from sealink.errors import SealinkError  # noqa: E402
 from sealink.noise import HandshakeState, protocol_name  # noqa: E402
 from sealink.session import Channel  # noqa: E402
 
@@ -38,10 +45,11 @@ def noise_sizes(pattern):
     return sizes
 
 
-def channel_handshake(mtu, reconnect):
+def channel_handshake(mtu, reconnect, payload=b""):
     si, sr = crypto.random_bytes(32), crypto.random_bytes(32)
     pi, pr = crypto.x25519_base(si), crypto.x25519_base(sr)
-    dev = Channel(True, si, rs=pr if reconnect else None, sid=1, mtu=mtu)
+    dev = Channel(True, si, rs=pr if reconnect else None, sid=1, mtu=mtu,
+                  handshake_payload=payload)
     gw = Channel(False, sr, sid=1, mtu=mtu, peer_lookup=lambda sid: pi)
     messages = []  # (direction, frames, bytes)
     frames = dev.connect(0)
@@ -78,10 +86,27 @@ def main() -> int:
     t.add_column("handshake")
     for mtu in (20, 51, 222):
         t.add_column(f"MTU {mtu}")
-    for name, reconnect in (("XX (first contact)", False), ("KK (reconnect)", True)):
+    token = b"0" * 32  # `sealink enroll create`: 16 random bytes in hex
+    digest = bytes(32)
+    firmware = Identity(bytes(32), [("firmware", digest)], "sealink-0.1.0+micropython-1.25.0")
+    with_app = Identity(bytes(32), [("firmware", digest), ("main.py", digest)],
+                        firmware.version)
+    cases = [("XX (first contact)", False, b""), ("XX + token", False, token),
+             (f"XX + token + evidence ({len(firmware.evidence())} B: firmware)", False,
+              first_contact_payload(token, firmware.evidence())),
+             (f"XX + token + evidence ({len(with_app.evidence())} B: + main.py)", False,
+              first_contact_payload(token, with_app.evidence())),
+             ("KK (reconnect)", True, b"")]
+    for name, reconnect, payload in cases:
         row, rep = [name], {}
         for mtu in (20, 51, 222):
-            _, _, msgs = channel_handshake(mtu, reconnect)
+            try:
+                _, _, msgs = channel_handshake(mtu, reconnect, payload)
+            except (SealinkError, AssertionError):
+                # More than fragment.MAX_FRAGMENTS frames: it cannot travel at this MTU.
+                rep[mtu] = None
+                row.append(f"does not fit ({fragment.MAX_FRAGMENTS} fragments max)")
+                continue
             rep[mtu] = msgs
             row.append(" / ".join(f"{n} ({b} B)" for _, n, b in msgs))
         report["handshakes"][name] = rep
