@@ -167,6 +167,19 @@ def device_revoke(ctx: click.Context, device_id: str, reason: str) -> None:
     click.echo(f"{d.id} revoked")
 
 
+# On the device: program a blank UDS (a board with no one-time storage, or one
+# programmed already, says so by its OSError and is left as it is).
+_PROGRAM_UDS = """import _sealink_crypto as c
+try:
+    import _board
+    if c.dice() is None:
+        _board.program_uds()
+        print('programmed')
+except (ImportError, AttributeError, OSError):
+    pass
+"""
+
+
 @device.command("provision")
 @click.option("--port", required=True, help="The device's serial line (a QEMU pty, a USB port).")
 @click.option("--label", default="", help="Recorded with the DeviceID.")
@@ -178,9 +191,11 @@ def device_revoke(ctx: click.Context, device_id: str, reason: str) -> None:
 @click.pass_context
 def device_provision(ctx: click.Context, port: str, label: str, gateway_key: str,
                      authority_key: str) -> None:
-    """Provision a device over its serial line: write its config.json (the gateway's and
-    the authority's public keys), read back its DeviceID public key and register it.
-    The device must have booted with its UDS (manufacturing wrote it)."""
+    """Provision a device over its serial line.  A device whose one-time storage is
+    blank first makes its Unique Device Secret (on the device, from its own entropy:
+    it never crosses the line) and is reset to boot with it.  Then: write its
+    config.json (the gateway's and the authority's public keys), read back its DeviceID
+    public key and register it."""
     from mpremote.transport import TransportError
     from mpremote.transport_serial import SerialTransport
 
@@ -195,6 +210,13 @@ def device_provision(ctx: click.Context, port: str, label: str, gateway_key: str
         link = SerialTransport(port, baudrate=115200, timeout=30)
         try:
             link.enter_raw_repl(soft_reset=False)
+            if link.exec(_PROGRAM_UDS).decode().strip() == "programmed":
+                click.echo("UDS programmed on the device; resetting it")
+                link.exec_raw_no_follow("import _board\n_board.reset()\n")
+                booted = link.read_until(1, b">>> ", timeout=120)  # measured again
+                if not booted.endswith(b">>> "):
+                    raise click.ClickException(f"{port}: the device did not boot again")
+                link.enter_raw_repl(soft_reset=False)
             out = link.exec("import _sealink_crypto as c, binascii\n"
                             "r = c.dice()\n"
                             "print('none' if r is None or r[0] != 2 else"

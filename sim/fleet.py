@@ -408,22 +408,23 @@ class Fleet:
         asyncio.ensure_future(self._wait_exit(run))
 
     async def _update(self, run: DeviceRun) -> dict:
-        """An application update after the device's run: the operator registers the new
-        config.json, the device restarts with it (another measurement, so another static
-        key) and no token; it must come back as the same device, trusted, with KK
-        reconnects from then on."""
+        """An application update after the device's run: a new main.py (the application
+        it runs from then on), which the operator registers; the device restarts with it
+        (another measurement, so another static key) and no token; it must come back as
+        the same device, trusted, with KK reconnects from then on."""
         if run.process is not None and run.process.returncode is None:
             await asyncio.wait_for(run.process.wait(), 30)
-        config = b'{"report_every_s": 600}\n'
-        (run.flash / "config.json").write_bytes(config)
-        self.store.add_reference("config.json", hashlib.sha256(config).digest(), "good")
+        run.token = ""  # spent: an update must not need a new one
+        keystore = str(self.out / "keys" / f"{run.spec.name}.json")
+        app = ("# Sealink field application, release 2\n"
+               + _app_call(run, self.scenario, keystore)).encode()
+        (run.flash / "main.py").write_bytes(app)
+        self.store.add_reference("main.py", hashlib.sha256(app).digest(), "good")
         devices_before = len(self.store.devices())
         uplinks_before = len(self.store.uplinks(run.device_id, limit=1000))
-        run.token = ""  # spent: an update must not need a new one
         run.telemetry, run.command_acked = 0, False  # the watcher commands it again
-        keystore = str(self.out / "keys" / f"{run.spec.name}.json")
         p = await asyncio.create_subprocess_exec(
-            *_unix_args(run), "-c", _app_call(run, self.scenario, keystore),
+            *_unix_args(run), "main.py",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, cwd=run.flash)
         run.module = Rak3172Model(self.air, run.radio, p.stdout, p.stdin,
@@ -446,7 +447,7 @@ class Fleet:
                   - uplinks_before}
         result["ok"] = (p.returncode == 0 and result["same_device"] and rekeyed
                         and result["attestation"] == "trusted"
-                        and "config.json" in components and result["uplinks_after"] > 0)
+                        and "main.py" in components and result["uplinks_after"] > 0)
         return result
 
     async def _run_ble(self, run: DeviceRun) -> None:

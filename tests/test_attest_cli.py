@@ -26,11 +26,23 @@ def _cli(db, *args, ok=True):
     return out
 
 
+def _on_console(pty: str, code: str) -> str:
+    from mpremote.transport_serial import SerialTransport
+
+    link = SerialTransport(pty, baudrate=115200, timeout=30)
+    try:
+        link.enter_raw_repl(soft_reset=False)
+        return link.exec(code).decode()
+    finally:
+        link.close()
+
+
 @pytest.mark.parametrize("board", ["QEMU_MPS2_AN385", "QEMU_VIRT_RV32"])
-def test_provision_over_the_serial_line_registers_the_device_id(board, tmp_path):
+def test_provision_over_the_serial_line_programs_the_uds_and_registers_the_device_id(
+        board, tmp_path):
     db = tmp_path / "gw.db"
     key, authority = tmp_path / "gateway.key", tmp_path / "authority.pem"
-    flash, uds = qemu.make_flash(tmp_path / "flash.img"), qemu.make_uds(tmp_path / "uds")
+    flash, uds = qemu.make_flash(tmp_path / "flash.img"), tmp_path / "uds"  # blank
     device = QemuDevice(board, flash=flash, uds=uds)
     try:
         pty = device.release_console()
@@ -38,15 +50,28 @@ def test_provision_over_the_serial_line_registers_the_device_id(board, tmp_path)
         Authority.load_or_create(authority)
         out = _cli(db, "device", "provision", "--port", pty, "--label", "unit 7",
                    "--gateway-key", str(key), "--authority-key", str(authority)).stdout
+        programmed = uds.read_bytes()
         again = _cli(db, "device", "provision", "--port", pty, "--gateway-key", str(key),
                      "--authority-key", str(authority), ok=False)
+        # What a second provisioning cannot do: write the one-time storage again.
+        rewrite = _on_console(pty, "import _board\ntry:\n    _board.program_uds()\n"
+                                   "except OSError as e:\n    print('refused', e.errno)\n")
     finally:
         device.close()
-    assert "already provisioned" in again.stderr
+    assert "UDS programmed on the device" in out and len(programmed) == 32
+    assert "UDS programmed" not in again.stdout and "already provisioned" in again.stderr
+    assert rewrite.strip() == "refused 17" and uds.read_bytes() == programmed
     ueid = bytes.fromhex(out.split("ueid ")[1].split()[0])
     device_id = bytes.fromhex(out.split("DeviceID ")[1].split(")")[0])
     assert attest.ueid_for(device_id) == ueid
     assert Store(db).device_id_key(ueid) == device_id
+    # The DeviceID registered is the one the programmed UDS gives, boot after boot.
+    device = QemuDevice(board, flash=flash, uds=uds)
+    try:
+        assert device.exec("import _sealink_crypto as c\nprint(c.dice()[5].hex())").strip() \
+            == device_id.hex()
+    finally:
+        device.close()
     # What provisioning wrote to the device's flash: the keys it enrolls with.
     device = QemuDevice(board, flash=flash)
     try:

@@ -16,7 +16,7 @@ from pycose.keys import OKPKey
 from pycose.keys.curves import Ed25519
 from pycose.messages import Sign1Message
 
-from devices import BUILD, QemuDevice, UnixDevice
+from devices import BUILD, ROOT, QemuDevice, UnixDevice
 from sim import qemu
 
 # The unix firmware's boot stage (`-X uds=PATH`) measures the executable and the boot
@@ -231,3 +231,41 @@ def test_uds_and_device_id_secret_are_gone_from_memory(board, provisioned, tmp_p
     for name, value in (("UDS", secret), ("DeviceID secret", seed), ("CDI", cdi)):
         assert value not in ram, name
         assert value[:16] not in ram and value[16:] not in ram, name
+
+
+@pytest.mark.parametrize(("board", "arch"), [("QEMU_MPS2_AN385", "armv7m"),
+                                             ("QEMU_VIRT_RV32", "rv32imc")])
+def test_python_code_cannot_run_machine_code_nor_write_memory(board, arch, tmp_path):
+    # Machine code could issue the semihosting calls that reach the UDS file, and
+    # machine.mem32 could patch the boot stage's code: a QEMU board allows neither.
+    import subprocess
+
+    src = tmp_path / "fast.py"
+    src.write_text("@micropython.native\ndef f():\n    return 7\n")
+    subprocess.run([str(ROOT / "deps/micropython/mpy-cross/build/mpy-cross"),
+                    f"-march={arch}", str(src), "-o", str(tmp_path / "fast.mpy")], check=True)
+    native = (tmp_path / "fast.mpy").read_bytes()
+    device = boot(board, _storage(board, tmp_path))
+    try:
+        out = device.exec(
+            f"open('fast.mpy', 'wb').write({native!r})\n"
+            "def attempt(code):\n"
+            "    try:\n"
+            "        exec(code)\n"
+            "        print('ran')\n"
+            "    except Exception as e:\n"
+            "        print(type(e).__name__, e)\n"
+            "attempt('import fast')\n"
+            "attempt('@micropython.native\\ndef g():\\n    return 1\\n')\n"
+            "attempt('@micropython.viper\\ndef g():\\n    return 1\\n')\n"
+            f"attempt('@micropython.asm_{'rv32' if 'rv32' in arch else 'thumb'}"
+            "\\ndef g():\\n    nop()\\n')\n"
+            "import machine\n"
+            "print('mem32' if hasattr(machine, 'mem32') else 'no mem32')\n")
+    finally:
+        device.close()
+    assert out.split("\n")[:5] == ["ValueError incompatible .mpy file",
+                                   "SyntaxError invalid micropython decorator",
+                                   "SyntaxError invalid micropython decorator",
+                                   "SyntaxError invalid micropython decorator",
+                                   "no mem32"]

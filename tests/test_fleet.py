@@ -49,7 +49,7 @@ def test_every_device_finishes(demo):
 def test_devices_attest_the_modified_one_is_quarantined_the_updated_one_comes_back(demo):
     """The QEMU and unix devices boot with a UDS (DICE) and are provisioned.  The RV32
     one's main.py changed after provisioning: quarantine.  The others run registered
-    firmware only: trusted.  unix-2 gets an application update the operator registered
+    firmware only: trusted.  unix-2 gets an application update (a main.py) the operator registered
     after its run: another static key, no token, and it comes back as the same device,
     re-attested and trusted.  The BLE device (CPython) has no DICE identity."""
     _, _, summary = demo
@@ -58,7 +58,7 @@ def test_devices_attest_the_modified_one_is_quarantined_the_updated_one_comes_ba
                          "unix-1": "trusted", "unix-2": "trusted", "ble-1": None}
     [update] = summary["updates"]
     assert update == {"device": "unix-2", "exit": 0, "same_device": True, "rekeyed": True,
-                      "attestation": "trusted", "components": ["firmware", "config.json"],
+                      "attestation": "trusted", "components": ["firmware", "main.py"],
                       "uplinks_after": 4, "ok": True}
     counters = summary["gateway"]["counters"]
     assert counters["attestation_quarantine"] == 1

@@ -173,9 +173,18 @@ static MP_DEFINE_CONST_OBJ_TYPE(
     locals_dict, &flash_locals
     );
 
+#if SEALINK_DICE
+MP_DECLARE_CONST_FUN_OBJ_0(board_program_uds_obj);  // board_dice.c
+MP_DECLARE_CONST_FUN_OBJ_0(board_reset_obj);
+#endif
+
 static const mp_rom_map_elem_t board_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR__board) },
     { MP_ROM_QSTR(MP_QSTR_Flash), MP_ROM_PTR(&flash_type) },
+    #if SEALINK_DICE
+    { MP_ROM_QSTR(MP_QSTR_program_uds), MP_ROM_PTR(&board_program_uds_obj) },
+    { MP_ROM_QSTR(MP_QSTR_reset), MP_ROM_PTR(&board_reset_obj) },
+    #endif
 };
 static MP_DEFINE_CONST_DICT(board_module_globals, board_module_globals_table);
 

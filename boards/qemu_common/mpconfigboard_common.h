@@ -13,6 +13,13 @@
 #define MICROPY_PY_OS_INCLUDEFILE "board_os.c"
 #define MICROPY_PY_RANDOM_SEED_INIT_FUNC (board_random_seed())
 
+// Hardening for the DICE boot stage (board_dice.c): Python code cannot run machine
+// code (no @micropython.native/viper, no inline assembler, no native .mpy; patch
+// 0007) nor write memory (no machine.mem8/16/32), so it cannot issue the semihosting
+// calls that reach the UDS file, nor patch the code that does.
+#define MICROPY_EMIT_MACHINE_CODE_ALLOWED (0)
+#define MICROPY_PY_MACHINE_MEMX (0)
+
 // Interrupt-driven stdin, the early-init hook and sleeping while idle.
 #define MICROPY_HW_BOARD_STDIO_RX (1)
 #define MICROPY_BOARD_EARLY_INIT() board_early_init()
