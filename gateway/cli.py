@@ -295,6 +295,21 @@ def attest() -> None:
     """Attestation results."""
 
 
+@attest.command("export")
+@click.argument("device_id")
+@click.argument("out", type=click.Path(dir_okay=False, writable=True))
+@click.pass_context
+def attest_export(ctx: click.Context, device_id: str, out: str) -> None:
+    """Write the device's latest attestation result (COSE_Sign1, signed by the
+    authority) to OUT, for a third party to check with `sealink attest verify`."""
+    att = _store(ctx).attestation(device_id)
+    if att is None or not att.get("result"):
+        raise click.ClickException(f"no attestation result for {device_id}")
+    Path(out).write_bytes(bytes.fromhex(att["result"]))
+    click.echo(f"{out}: {att['decision']} ({att['reason']}), "
+               f"{len(att['result']) // 2} bytes")
+
+
 @attest.command("verify")
 @click.argument("result", type=click.Path(exists=True, dir_okay=False))
 @click.option("--authority-key", required=True, metavar="HEX",

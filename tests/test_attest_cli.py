@@ -123,14 +123,23 @@ def test_attest_verify_checks_a_result_offline(tmp_path):
     ident = Identity(bytes(32), [("firmware", bytes(32))], "v1")
     ev = attest.verify_evidence(ident.evidence(), ident.static_public,
                                 {ident.ueid: ident.device_id}.get)
-    result = attest.issue_result(authority._key, "dev-42", ev,
-                                 attest.appraise(ev, lambda n, d: "good"))
+    store = Store(tmp_path / "x.db")
+    token, _ = store.create_token({}, 60)
+    device = store.enroll(token, ident.static_public)
+    verdict = attest.appraise(ev, lambda n, d: "good")
+    result = attest.issue_result(authority._key, device.id, ev, verdict)
+    store.record_attestation(device.id, verdict.decision, verdict.reason, {}, result)
+    store.close()
+    # The operator exports the stored result; a third party checks it offline.
     path = tmp_path / "result.cose"
-    path.write_bytes(result)
+    out = _cli(tmp_path / "x.db", "attest", "export", device.id, str(path)).stdout
+    assert path.read_bytes() == result and "trusted (reference_values_match)" in out
     key = authority.public_key.hex()
     out = _cli(tmp_path / "x.db", "attest", "verify", str(path), "--authority-key", key).stdout
-    assert out.startswith("valid: dev-42 trusted")
-    path.write_bytes(result.replace(b"dev-42", b"dev-43"))
+    assert out.startswith(f"valid: {device.id} trusted")
+    assert "no attestation result" in _cli(tmp_path / "x.db", "attest", "export", "dev-none",
+                                           str(path), ok=False).stderr
+    path.write_bytes(result.replace(device.id.encode(), b"dev-000000000000"))
     out = _cli(tmp_path / "x.db", "attest", "verify", str(path), "--authority-key", key,
                ok=False)
     assert "signature does not verify" in out.stderr
