@@ -14,7 +14,8 @@ BUILD_ROOT := $(ROOT)/build
 JOBS ?= $(shell nproc)
 
 APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi gcc-riscv64-unknown-elf \
-	picolibc-riscv64-unknown-elf qemu-system-arm qemu-system-misc mosquitto xz-utils spin
+	picolibc-riscv64-unknown-elf qemu-system-arm qemu-system-misc mosquitto xz-utils spin \
+	swtpm swtpm-tools tpm2-tools
 
 # Boards built here.  ESP32_GENERIC and ESP32_GENERIC_C3 need ESP-IDF (not obtainable
 # on this machine): see boards/ESP32_GENERIC*/README.md.

@@ -50,6 +50,10 @@ class Authority:
         write_private(path, pem)
         return cls(key)
 
+    def seed(self) -> bytes:
+        """The private key's 32-byte seed (for custody: `sealink keys`)."""
+        return self._key.private_bytes_raw()
+
     def issue(self, sid: int, issued_at: int, device_key: bytes, gateway_key: bytes,
               attributes: dict[str, str]) -> bytes:
         attrs = json.dumps(attributes, separators=(",", ":"), sort_keys=True).encode()

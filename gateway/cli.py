@@ -51,12 +51,17 @@ def main(ctx: click.Context, db: str) -> None:
 
 
 def _gateway_public(path: str) -> bytes:
-    """The public half of the gateway's static key file (created if missing)."""
+    """The public half of the gateway's static key: from a custody key file's header
+    (`sealink keys init`; nothing unlocked), or from a plain key file (created if
+    missing)."""
     from sealink import crypto
+    from sealink_gateway import custody
     from sealink_gateway.keyfile import KeyFileError
     from sealink_gateway.run import load_or_create_static_key
 
     try:
+        if Path(path).exists() and Path(path).read_bytes()[:1] == b"{":
+            return bytes.fromhex(custody.read_header(Path(path))["public"]["static"])
         return crypto.x25519_base(load_or_create_static_key(Path(path)))
     except KeyFileError as e:
         raise click.ClickException(str(e)) from None
@@ -390,11 +395,18 @@ def audit(ctx: click.Context, limit: int, as_json: bool) -> None:
                    f"{json.dumps(r['detail'], sort_keys=True)}")
 
 
+_PASSPHRASE_FD = click.option(
+    "--passphrase-fd", type=int, default=None, metavar="FD",
+    help="Read the keys' passphrase from this file descriptor (else $SEALINK_PASSPHRASE, "
+         "else a prompt); never from the command line.")
+
+
 @main.group("gateway", invoke_without_command=True)
 @click.option("--config", "config_path", default="gateway.toml", show_default=True,
               type=click.Path(dir_okay=False))
+@_PASSPHRASE_FD
 @click.pass_context
-def gateway(ctx: click.Context, config_path: str) -> None:
+def gateway(ctx: click.Context, config_path: str, passphrase_fd: int | None) -> None:
     """Run the gateway service (until SIGTERM / SIGINT)."""
     ctx.obj["config"] = config_path
     if ctx.invoked_subcommand is not None:
@@ -409,7 +421,13 @@ def gateway(ctx: click.Context, config_path: str) -> None:
     except ConfigError as e:
         raise click.ClickException(str(e)) from None
     setup_logging(cfg.log_level)
-    asyncio.run(serve(cfg))
+    from sealink_gateway.custody import passphrase_source
+    from sealink_gateway.keyfile import KeyFileError
+
+    try:
+        asyncio.run(serve(cfg, passphrase=passphrase_source(passphrase_fd)))
+    except KeyFileError as e:
+        raise click.ClickException(f"not started: {e}") from None
 
 
 @gateway.command("check")
@@ -428,7 +446,15 @@ def gateway_check(ctx: click.Context, as_json: bool) -> None:
                "mqtt": f"{cfg.mqtt_host}:{cfg.mqtt_port}" if cfg.mqtt_host else None,
                "metrics": f"{cfg.metrics_host}:{cfg.metrics_port}" if cfg.metrics_host
                else None}
-    if cfg.authority_key.exists():
+    if cfg.custody is not None:
+        from sealink_gateway import custody
+
+        summary["custody"] = f"{cfg.custody} ({cfg.keys_file})"
+        try:
+            summary["authority"] = custody.read_header(cfg.keys_file)["public"]["authority"]
+        except custody.CustodyError as e:
+            raise click.ClickException(str(e)) from None
+    elif cfg.authority_key.exists():
         # Public: what a third party needs to check attestation results offline.
         from sealink_gateway.authority import Authority, CredentialError
 
@@ -442,3 +468,8 @@ def gateway_check(ctx: click.Context, as_json: bool) -> None:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+from sealink_gateway.cli_keys import keys  # noqa: E402 (the `keys` group, its own module)
+
+main.add_command(keys)

@@ -19,6 +19,12 @@
     url = "mqtt://127.0.0.1:1883"
     prefix = "sealink"
 
+    [custody]                        # optional: the keys encrypted at rest instead
+    mode = "passphrase"              # or "tpm" (docs/key-custody.md)
+    file = "gateway.keys"            # made by `sealink keys init`
+    tpm = "device:/dev/tpmrm0"       # tpm: the TCTI (swtpm:host=...,port=... for swtpm)
+    pcrs = "sha256:7"                # tpm, optional: unseal only with these PCR values
+
     [metrics]                        # optional: Prometheus metrics over HTTP
     listen = "127.0.0.1:9108"
 
@@ -26,7 +32,9 @@
     handshakes_per_source = 5
     handshake_window_s = 10.0
 
-Relative paths are relative to the configuration file.
+Relative paths are relative to the configuration file.  Without [custody] the two keys
+are the plain files static_key and authority_key (mode 0600, unencrypted: for
+development; `sealink gateway` says so in its log).
 """
 
 from __future__ import annotations
@@ -71,6 +79,10 @@ class Config:
     metrics_port: int = 0
     handshakes_per_source: int = 5
     handshake_window_s: float = 10.0
+    custody: str | None = None       # None: plain files; "passphrase" or "tpm"
+    keys_file: Path | None = None
+    tpm: str = "device:/dev/tpmrm0"
+    pcrs: str | None = None
 
 
 def _host_port(text: str, what: str) -> tuple[str, int]:
@@ -144,7 +156,7 @@ def load(path: str | Path) -> Config:
         raise ConfigError(f"cannot read {path}: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: {e}") from None
-    known = {"gateway", "transport", "mqtt", "metrics", "limits"}
+    known = {"gateway", "transport", "mqtt", "metrics", "limits", "custody"}
     unknown = set(data) - known
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}")
@@ -163,6 +175,24 @@ def load(path: str | Path) -> Config:
                 raise ConfigError(str(e)) from None
     if cfg.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"log_level {cfg.log_level!r} is not DEBUG, INFO, WARNING or ERROR")
+    if "custody" in data:
+        c = data["custody"]
+        unknown = set(c) - {"mode", "file", "tpm", "pcrs"}
+        if unknown:
+            raise ConfigError(f"[custody]: unknown key(s) {', '.join(sorted(unknown))}")
+        cfg.custody = str(c.get("mode", ""))
+        if cfg.custody not in ("passphrase", "tpm"):
+            raise ConfigError(f"[custody] mode {cfg.custody!r} is not passphrase or tpm")
+        cfg.keys_file = base / str(c.get("file", "gateway.keys"))
+        cfg.tpm = str(c.get("tpm", cfg.tpm))
+        cfg.pcrs = str(c["pcrs"]) if c.get("pcrs") else None
+        if cfg.pcrs and (cfg.custody != "tpm" or ":" not in cfg.pcrs):
+            raise ConfigError("[custody] pcrs is for mode tpm, as BANK:N,N (sha256:0,7)")
+        if cfg.keys_file.exists():
+            try:
+                require_private(cfg.keys_file)
+            except KeyFileError as e:
+                raise ConfigError(str(e)) from None
     transports = data.get("transport", [])
     if not isinstance(transports, list) or not transports:
         raise ConfigError("at least one [[transport]] with a url is needed")

@@ -9,6 +9,7 @@ import json
 import logging
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from sealink import crypto
@@ -56,7 +57,7 @@ def load_or_create_static_key(path: Path) -> bytes:
     return key
 
 
-def build(cfg: Config) -> Gateway:
+def build(cfg: Config, passphrase: Callable[[], bytes] | None = None) -> Gateway:
     transports = []
     for t in cfg.transports:
         if t.scheme == "udp":
@@ -76,15 +77,43 @@ def build(cfg: Config) -> Gateway:
         elif t.scheme == "semtech-udp":
             transports.append(SemtechUdpTransport(
                 t.host, t.port, rx1_delay_s=float(t.options.get("rx1_delay", 1.0))))
-    return Gateway(Store(cfg.database), load_or_create_static_key(cfg.static_key),
-                   Authority.load_or_create(cfg.authority_key), transports,
+    store = Store(cfg.database)
+    static, authority = load_keys(cfg, store, passphrase)
+    return Gateway(store, static, authority, transports,
                    HandshakeLimiter(cfg.handshakes_per_source, cfg.handshake_window_s))
 
 
-async def serve(cfg: Config, ready: asyncio.Event | None = None) -> None:
+def load_keys(cfg: Config, store: Store,
+              passphrase: Callable[[], bytes] | None = None) -> tuple[bytes, Authority]:
+    """The gateway's static key and the authority, from the custody the configuration
+    names; the unlock is audited.  A key file this database does not know as its own
+    is refused (CustodyError)."""
+    if cfg.custody is None:
+        logger.warning("keys in plain files (%s, %s), unencrypted at rest: configure "
+                       "[custody] for production", cfg.static_key, cfg.authority_key)
+        return (load_or_create_static_key(cfg.static_key),
+                Authority.load_or_create(cfg.authority_key))
+    from sealink_gateway import custody
+
+    assert cfg.keys_file is not None
+    try:
+        keys = custody.unlock(cfg.keys_file, passphrase=passphrase, tpm=custody.Tpm(cfg.tpm),
+                              expected=store.gateway_keys("static"))
+    except custody.CustodyError as e:
+        store.audit("keys.unlock_refused", custody=cfg.custody, file=str(cfg.keys_file),
+                    error=type(e).__name__, reason=str(e))
+        raise
+    adopted = store.adopt_gateway_keys(keys.static_public, keys.authority_public)
+    store.audit("keys.unlock", custody=cfg.custody, file=str(cfg.keys_file),
+                gateway_key=keys.static_public.hex(), first_use=adopted)
+    return keys.static, Authority(keys.authority_key)
+
+
+async def serve(cfg: Config, ready: asyncio.Event | None = None,
+                passphrase: Callable[[], bytes] | None = None) -> None:
     # `kill -USR1 <pid>` writes every thread's stack to stderr (a stuck gateway).
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    gateway = build(cfg)
+    gateway = build(cfg, passphrase)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

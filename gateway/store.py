@@ -115,6 +115,17 @@ MIGRATIONS = [
         at REAL NOT NULL
     )
     """,
+    # 5: key custody (gateway/custody.py, docs/key-custody.md): the public halves of the
+    # keys this gateway holds, so that a key file from another gateway is refused.
+    """
+    CREATE TABLE gateway_keys (
+        role TEXT NOT NULL CHECK (role IN ('static', 'authority')),
+        public BLOB NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('current', 'retired')),
+        added_at REAL NOT NULL,
+        PRIMARY KEY (role, public)
+    )
+    """,
 ]
 
 FIRST_SID, LAST_SID = 1, 0x7FFF  # enrolled devices; 0x8000.. are first-contact ids
@@ -200,6 +211,24 @@ class Store:
     def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
         rows = self.db.execute("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,))
         return [dict(r) | {"detail": json.loads(r["detail"])} for r in rows]
+
+    # --- custody ----------------------------------------------------------------------------
+
+    def gateway_keys(self, role: str = "static") -> set[bytes]:
+        """The public keys this gateway's database knows as its own, in `role`."""
+        return {bytes(r[0]) for r in self.db.execute(
+            "SELECT public FROM gateway_keys WHERE role = ? AND state = 'current'", (role,))}
+
+    def adopt_gateway_keys(self, static_public: bytes, authority_public: bytes) -> bool:
+        """Record the keys as this gateway's own (the first time); True if new."""
+        with self.transaction():
+            known = self.db.execute("SELECT count(*) FROM gateway_keys").fetchone()[0]
+            if known:
+                return False
+            for role, public in (("static", static_public), ("authority", authority_public)):
+                self.db.execute("INSERT INTO gateway_keys (role, public, state, added_at)"
+                                " VALUES (?, ?, 'current', ?)", (role, public, time.time()))
+        return True
 
     # --- enrollment -------------------------------------------------------------------------
 
