@@ -210,15 +210,15 @@ def issue_result(authority: Ed25519PrivateKey, device: str, evidence: Evidence,
               SWVERSION: [evidence.version], DECISION: verdict.decision,
               REASON: verdict.reason,
               COMPONENTS: [[n, d] for n, d in evidence.components]}
-    public = authority.public_key().public_bytes_raw()
-    from cryptography.hazmat.primitives import serialization
+    return sign_by_authority(authority, claims)
 
-    secret = authority.private_bytes(serialization.Encoding.Raw,
-                                     serialization.PrivateFormat.Raw,
-                                     serialization.NoEncryption())
+
+def sign_by_authority(authority: Ed25519PrivateKey, claims: dict) -> bytes:
+    """`claims` (deterministic CBOR) in a COSE_Sign1 the authority signs with EdDSA."""
     message = Sign1Message(phdr={Algorithm: EdDSA}, uhdr={KID: b"authority"},
                            payload=cbor2.dumps(claims, canonical=True))
-    message.key = OKPKey(crv=Ed25519, x=public, d=secret)
+    message.key = OKPKey(crv=Ed25519, x=authority.public_key().public_bytes_raw(),
+                         d=authority.private_bytes_raw())
     return message.encode()
 
 

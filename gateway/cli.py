@@ -470,6 +470,7 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-from sealink_gateway.cli_keys import keys  # noqa: E402 (the `keys` group, its own module)
+from sealink_gateway.cli_keys import keys, revocations  # noqa: E402 (their own module)
 
 main.add_command(keys)
+main.add_command(revocations)

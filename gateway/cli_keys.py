@@ -251,3 +251,232 @@ def keys_restore(config_path: str, passphrase_fd: int | None,
         store.close()
     click.echo(f"{cfg.keys_file}: restored from {len(read)} shares ({cfg.custody} custody), "
                f"gateway key {keys_.static_public.hex()}")
+
+
+def _once(source):
+    """A passphrase source asked at most once (unlock and rewrite share it)."""
+    cache: list[bytes] = []
+
+    def get() -> bytes:
+        if not cache:
+            cache.append(source())
+        return cache[0]
+    return get
+
+
+@keys.command("rotate")
+@_CONFIG
+@_PASSPHRASE_FD
+@click.option("--grace", default="7d", show_default=True,
+              help="How long devices may still reach the gateway under the old key "
+                   "(and learn the new one): 90s, 30m, 12h, 7d.")
+def keys_rotate(config_path: str, passphrase_fd: int | None, grace: str) -> None:
+    """Make a new gateway static key.  Restarted, the gateway answers first contact
+    with it, and sends every device that reconnects under the old key (during the grace
+    period) a credential, signed by the authority, that names it."""
+    import time
+
+    from sealink_gateway import custody
+    from sealink_gateway.cli import parse_duration
+
+    cfg = _config(config_path)
+    seconds = parse_duration(grace)
+    store = _open_store(cfg)
+    source = _once(custody.passphrase_source(passphrase_fd))
+    try:
+        old = custody.unlock(cfg.keys_file, passphrase=source, tpm=_tpm(cfg),
+                             expected=store.gateway_keys("static"))
+        still = store.retiring_keys("static")
+        now = time.time()
+        keep = tuple(k for k, p in zip(old.retiring, old.retiring_public, strict=False)
+                     if still.get(p, 0) > now)
+        new = custody.GatewayKeys(custody.GatewayKeys.generate().static, old.authority,
+                                  (old.static, *keep))
+        until = now + seconds
+        custody.write(cfg.keys_file, new, cfg.custody, passphrase=source, tpm=_tpm(cfg),
+                      pcrs=cfg.pcrs, replace=True)
+        store.rotate_gateway_key("static", old.static_public, new.static_public, until)
+        store.audit("keys.rotate", role="static", old=old.static_public.hex(),
+                    new=new.static_public.hex(), grace_until=until)
+    except KeyFileError as e:
+        raise _fail(e) from None
+    finally:
+        store.close()
+    click.echo(f"new gateway key  {new.static_public.hex()}\n"
+               f"old gateway key  {old.static_public.hex()} accepted until "
+               f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(until))}\n"
+               "restart the gateway to use it; `sealink keys status` shows which devices "
+               "have followed")
+
+
+@keys.command("status")
+@_CONFIG
+@click.option("--json", "as_json", is_flag=True)
+def keys_status(config_path: str, as_json: bool) -> None:
+    """Which gateway key each active device used last: the current one, a retiring one
+    (not followed yet), or none recorded."""
+    cfg = _config(config_path)
+    store = _open_store(cfg)
+    current = store.gateway_keys("static")
+    retiring = store.retiring_keys("static")
+    in_use = store.gateway_key_in_use()
+    store.close()
+    rows = {d: ("current" if k in current else "retiring" if k in retiring else "unknown")
+            for d, k in in_use.items()}
+    counts = {s: sum(1 for v in rows.values() if v == s)
+              for s in ("current", "retiring", "unknown")}
+    if as_json:
+        click.echo(json.dumps({"devices": rows, "counts": counts,
+                               "retiring_until": {k.hex(): u for k, u in retiring.items()}}))
+        return
+    click.echo(f"{counts['current']} device(s) on the current key, {counts['retiring']} on a "
+               f"retiring key, {counts['unknown']} not seen under a known key")
+    for d, state in sorted(rows.items()):
+        click.echo(f"  {d:<18} {state}")
+
+
+@keys.command("retire")
+@_CONFIG
+@_PASSPHRASE_FD
+@click.option("--force", is_flag=True,
+              help="Retire keys whose grace period has not ended (devices that have not "
+                   "followed are lost: they need a new enrollment).")
+def keys_retire(config_path: str, passphrase_fd: int | None, force: bool) -> None:
+    """Remove retiring gateway keys whose grace period has ended from the key file."""
+    import time
+
+    from sealink_gateway import custody
+
+    cfg = _config(config_path)
+    store = _open_store(cfg)
+    source = _once(custody.passphrase_source(passphrase_fd))
+    try:
+        now = time.time()
+        grace = store.retiring_keys("static")
+        stragglers = [d for d, k in store.gateway_key_in_use().items() if k in grace]
+        ended = {p for p, until in grace.items() if until <= now or force}
+        if not ended:
+            raise click.ClickException("no retiring key whose grace period has ended "
+                                       "(--force to retire them now)")
+        keys_ = custody.unlock(cfg.keys_file, passphrase=source, tpm=_tpm(cfg),
+                               expected=store.gateway_keys("static"))
+        kept = tuple(k for k, p in zip(keys_.retiring, keys_.retiring_public, strict=False)
+                     if p not in ended)
+        custody.write(cfg.keys_file, custody.GatewayKeys(keys_.static, keys_.authority, kept),
+                      cfg.custody, passphrase=source, tpm=_tpm(cfg), pcrs=cfg.pcrs,
+                      replace=True)
+        for p in ended:
+            store.retire_gateway_key("static", p)
+        store.audit("keys.retire", role="static", retired=sorted(p.hex() for p in ended),
+                    devices_not_followed=stragglers, forced=force)
+    except KeyFileError as e:
+        raise _fail(e) from None
+    finally:
+        store.close()
+    click.echo(f"retired {len(ended)} key(s); {len(stragglers)} device(s) had not followed"
+               + (": " + ", ".join(stragglers) if stragglers else ""))
+
+
+@click.group()
+def revocations() -> None:
+    """The revocation list the authority signs: export, verify, import."""
+
+
+@revocations.command("export")
+@_CONFIG
+@_PASSPHRASE_FD
+@click.argument("out", type=click.Path(dir_okay=False))
+def revocations_export(config_path: str, passphrase_fd: int | None, out: str) -> None:
+    """Write the signed revocation list to OUT (unlocks the authority's key)."""
+    from sealink_gateway import custody, revocation
+    from sealink_gateway.config import ConfigError, load
+    from sealink_gateway.run import load_keys
+
+    try:
+        cfg = load(config_path)
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
+    store = _open_store(cfg)
+    try:
+        static, authority, _ = load_keys(cfg, store, custody.passphrase_source(passphrase_fd))
+        from sealink import crypto
+
+        data = revocation.build(store, authority._key, crypto.x25519_base(static))
+        doc = revocation.verify(data, authority.public_key)
+        Path(out).write_bytes(data)
+        store.audit("revocations.export", seq=doc["seq"], entries=len(doc["revoked"]),
+                    out=out)
+    except KeyFileError as e:
+        raise _fail(e) from None
+    finally:
+        store.close()
+    click.echo(f"{out}: revocation list {doc['seq']}, {len(doc['revoked'])} device(s), "
+               f"signed by {authority.public_key.hex()}")
+
+
+def _authority_hex(value: str) -> bytes:
+    try:
+        key = bytes.fromhex(value)
+        if len(key) == 32:
+            return key
+    except ValueError:
+        pass
+    raise click.BadParameter("--authority-key must be 32 bytes in hex")
+
+
+@revocations.command("verify")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--authority-key", required=True, metavar="HEX")
+@click.option("--min-seq", default=0, show_default=True,
+              help="Refuse a list older than this sequence number (the last one seen).")
+@click.option("--json", "as_json", is_flag=True)
+def revocations_verify(path: str, authority_key: str, min_seq: int, as_json: bool) -> None:
+    """Check a revocation list offline."""
+    from sealink_gateway import revocation
+
+    try:
+        doc = revocation.verify(Path(path).read_bytes(), _authority_hex(authority_key),
+                                min_seq)
+    except revocation.RevocationError as e:
+        raise _fail(e) from None
+    if as_json:
+        click.echo(json.dumps(doc))
+        return
+    click.echo(f"valid: revocation list {doc['seq']} of gateway {doc['gateway_key'][:16]}…, "
+               f"{len(doc['revoked'])} device(s)")
+    for r in doc["revoked"]:
+        click.echo(f"  {r['device_id']:<18} {r['static_key']}  {r['reason']}")
+
+
+@revocations.command("import")
+@_CONFIG
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--authority-key", required=True, metavar="HEX",
+              help="The authority whose list this is (the other gateway's).")
+def revocations_import(config_path: str, path: str, authority_key: str) -> None:
+    """Apply another gateway's signed revocation list to this one: every device it
+    names is revoked here too.  A list older than the last one imported is refused."""
+    from sealink_gateway import revocation
+    from sealink_gateway.config import ConfigError, load
+
+    try:
+        cfg = load(config_path)
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
+    store = _open_store(cfg)
+    try:
+        authority = _authority_hex(authority_key)
+        seen = [e["detail"].get("seq", 0) for e in store.audit_log(100_000)
+                if e["event"] == "revocations.import"
+                and e["detail"].get("authority") == authority.hex()]
+        doc = revocation.verify(Path(path).read_bytes(), authority,
+                                max(seen, default=-1) + 1)
+        done = revocation.apply(store, doc)
+        store.audit("revocations.import", seq=doc["seq"], authority=authority.hex(),
+                    revoked=done)
+    except revocation.RevocationError as e:
+        store.audit("revocations.import_refused", reason=str(e))
+        raise _fail(e) from None
+    finally:
+        store.close()
+    click.echo(f"revocation list {doc['seq']}: {len(done)} device(s) revoked here")

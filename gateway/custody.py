@@ -69,6 +69,9 @@ class TpmError(CustodyError):
 class GatewayKeys:
     static: bytes      # X25519 private key
     authority: bytes   # Ed25519 seed
+    # Static keys being retired (`sealink keys rotate`): devices still reach the
+    # gateway under them during the grace period, and learn the new one.
+    retiring: tuple[bytes, ...] = ()
 
     @property
     def static_public(self) -> bytes:
@@ -82,14 +85,19 @@ class GatewayKeys:
     def authority_public(self) -> bytes:
         return self.authority_key.public_key().public_bytes_raw()
 
+    @property
+    def retiring_public(self) -> list[bytes]:
+        return [crypto.x25519_base(k) for k in self.retiring]
+
     def secret(self) -> bytes:
-        return self.static + self.authority
+        return self.static + self.authority + b"".join(self.retiring)
 
     @classmethod
     def from_secret(cls, secret: bytes) -> GatewayKeys:
-        if len(secret) != 64:
-            raise KeyFormatError(f"the key material is {len(secret)} bytes, not 64")
-        return cls(secret[:32], secret[32:])
+        if len(secret) < 64 or len(secret) % 32:
+            raise KeyFormatError(f"the key material is {len(secret)} bytes, not 64 + 32k")
+        return cls(secret[:32], secret[32:64],
+                   tuple(secret[i:i + 32] for i in range(64, len(secret), 32)))
 
     @classmethod
     def generate(cls) -> GatewayKeys:
@@ -232,14 +240,17 @@ def _aad(header: dict[str, Any]) -> bytes:
 
 def write(path: Path, keys: GatewayKeys, mode: str, *,
           passphrase: Callable[[], bytes] | None = None, tpm: Tpm | None = None,
-          pcrs: str | None = None, argon2: dict[str, int] | None = None) -> dict[str, Any]:
-    """Encrypt `keys` into a new file at `path` (mode 0600; an existing file is never
-    overwritten).  Returns the header (public)."""
+          pcrs: str | None = None, argon2: dict[str, int] | None = None,
+          replace: bool = False) -> dict[str, Any]:
+    """Encrypt `keys` into a new file at `path` (mode 0600).  An existing file is never
+    overwritten, unless `replace` (a rotation: the new file takes the old one's place
+    atomically, so a crash leaves one or the other, whole).  Returns the header."""
     if mode not in MODES:
         raise CustodyError(f"custody mode {mode!r} is not one of {', '.join(MODES)}")
     header: dict[str, Any] = {
         "format": FORMAT, "version": VERSION, "custody": mode, "created_at": int(time.time()),
-        "public": {"static": keys.static_public.hex(), "authority": keys.authority_public.hex()},
+        "public": {"static": keys.static_public.hex(), "authority": keys.authority_public.hex(),
+                   "retiring": [k.hex() for k in keys.retiring_public]},
     }
     if mode == "passphrase":
         params = dict(argon2 or ARGON2)
@@ -261,11 +272,14 @@ def write(path: Path, keys: GatewayKeys, mode: str, *,
         f.flush()
         os.fsync(f.fileno())
     try:
-        os.link(tmp, path)  # fails if `path` exists: nothing is overwritten
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # fails if `path` exists: nothing is overwritten
     except FileExistsError:
         raise CustodyError(f"{path} exists: keys are never overwritten") from None
     finally:
-        tmp.unlink()
+        tmp.unlink(missing_ok=True)
     return header
 
 
@@ -300,8 +314,13 @@ def read_header(path: Path) -> dict[str, Any]:
         ciphertext = bytes.fromhex(doc["ciphertext"])
         if doc["aead"]["name"] != "chacha20poly1305" or len(nonce) != 12:
             raise ValueError("unknown AEAD")
-        if len(ciphertext) != 64 + 16:
-            raise ValueError(f"ciphertext is {len(ciphertext)} bytes, not 80")
+        retiring = public.get("retiring", [])
+        if not isinstance(retiring, list) or any(len(bytes.fromhex(k)) != 32
+                                                 for k in retiring):
+            raise ValueError("retiring keys are not 32 bytes each")
+        if len(ciphertext) != 64 + 32 * len(retiring) + 16:
+            raise ValueError(f"ciphertext is {len(ciphertext)} bytes, not "
+                             f"{64 + 32 * len(retiring) + 16}")
         if mode == "passphrase":
             p = doc["passphrase"]
             if p["kdf"] != "argon2id" or len(bytes.fromhex(p["salt"])) < 16:
@@ -350,7 +369,9 @@ def unlock(path: Path, *, passphrase: Callable[[], bytes] | None = None,
         raise KeyFormatError(f"{path}: the sealed key does not open the file (altered?)") \
             from None
     keys = GatewayKeys.from_secret(secret)
-    if (keys.static_public.hex(), keys.authority_public.hex()) != \
-            (doc["public"]["static"], doc["public"]["authority"]):
+    if (keys.static_public.hex(), keys.authority_public.hex(),
+            [k.hex() for k in keys.retiring_public]) != \
+            (doc["public"]["static"], doc["public"]["authority"],
+             doc["public"].get("retiring", [])):
         raise KeyFormatError(f"{path}: the keys inside do not match its public keys")
     return keys

@@ -78,21 +78,23 @@ def build(cfg: Config, passphrase: Callable[[], bytes] | None = None) -> Gateway
             transports.append(SemtechUdpTransport(
                 t.host, t.port, rx1_delay_s=float(t.options.get("rx1_delay", 1.0))))
     store = Store(cfg.database)
-    static, authority = load_keys(cfg, store, passphrase)
+    static, authority, retiring = load_keys(cfg, store, passphrase)
     return Gateway(store, static, authority, transports,
-                   HandshakeLimiter(cfg.handshakes_per_source, cfg.handshake_window_s))
+                   HandshakeLimiter(cfg.handshakes_per_source, cfg.handshake_window_s),
+                   retiring=retiring)
 
 
-def load_keys(cfg: Config, store: Store,
-              passphrase: Callable[[], bytes] | None = None) -> tuple[bytes, Authority]:
-    """The gateway's static key and the authority, from the custody the configuration
-    names; the unlock is audited.  A key file this database does not know as its own
-    is refused (CustodyError)."""
+def load_keys(cfg: Config, store: Store, passphrase: Callable[[], bytes] | None = None
+              ) -> tuple[bytes, Authority, list[tuple[bytes, float]]]:
+    """The gateway's static key, the authority, and the static keys being retired (with
+    the end of their grace period), from the custody the configuration names; the
+    unlock is audited.  A key file this database does not know as its own is refused
+    (CustodyError)."""
     if cfg.custody is None:
         logger.warning("keys in plain files (%s, %s), unencrypted at rest: configure "
                        "[custody] for production", cfg.static_key, cfg.authority_key)
         return (load_or_create_static_key(cfg.static_key),
-                Authority.load_or_create(cfg.authority_key))
+                Authority.load_or_create(cfg.authority_key), [])
     from sealink_gateway import custody
 
     assert cfg.keys_file is not None
@@ -104,9 +106,13 @@ def load_keys(cfg: Config, store: Store,
                     error=type(e).__name__, reason=str(e))
         raise
     adopted = store.adopt_gateway_keys(keys.static_public, keys.authority_public)
+    grace = store.retiring_keys("static")
+    retiring = [(k, grace[p]) for k, p in zip(keys.retiring, keys.retiring_public, strict=False)
+                if p in grace]
     store.audit("keys.unlock", custody=cfg.custody, file=str(cfg.keys_file),
-                gateway_key=keys.static_public.hex(), first_use=adopted)
-    return keys.static, Authority(keys.authority_key)
+                gateway_key=keys.static_public.hex(), first_use=adopted,
+                retiring=[crypto.x25519_base(k).hex() for k, _ in retiring])
+    return keys.static, Authority(keys.authority_key), retiring
 
 
 async def serve(cfg: Config, ready: asyncio.Event | None = None,

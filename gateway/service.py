@@ -147,7 +147,8 @@ class Gateway:
     def __init__(self, store: Store, static_key: bytes, authority: Authority,
                  transports: list[FrameTransport], limiter: HandshakeLimiter | None = None,
                  retry_ms: int = 2000, reliable_retries: int = 6, poll_s: float = 0.05,
-                 pending_timeout_s: float = PENDING_TIMEOUT_S):
+                 pending_timeout_s: float = PENDING_TIMEOUT_S,
+                 retiring: list[tuple[bytes, float]] = ()):
         self.store = store
         self.poll_s = poll_s  # retransmission and downlink-queue poll period
         self.pending_timeout_s = pending_timeout_s
@@ -185,6 +186,14 @@ class Gateway:
         # Loaded once: every handshake uses it twice or more (es, ss / se).
         self._static = PrivateKey(static_key)
         self.public_key = self._static.public
+        # Static keys being rotated out (`sealink keys rotate`), each with the end of its
+        # grace period: a device not yet told the new key reaches us under one of them
+        # (KK), and is sent a credential naming the new one.
+        self._retiring = [(PrivateKey(k), until) for k, until in retiring]
+
+    def _grace_statics(self) -> list[PrivateKey]:
+        now = time.time()
+        return [k for k, until in self._retiring if until > now]
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -463,6 +472,8 @@ class Gateway:
                           peer_lookup=lookup, retry_ms=self.retry_ms,
                           reliable_retries=self.reliable_retries)
         channel.counter_probes = COUNTER_PROBES  # sparse reporters jump epochs
+        if self._retiring and sid <= LAST_SID:
+            channel.other_statics = self._grace_statics()
         session = _Session(channel, transport, up.source, now)
         if register:
             self.sessions[sid] = session
@@ -528,6 +539,18 @@ class Gateway:
             # same frames again (the channel answers the repeat with them).
             answer_repeats_with(channel, frames)
             await self._send(session, frames)
+        elif channel.s.public != self.public_key:
+            # KK under a retiring key: the device has not learned the new one yet.  A
+            # credential (signed by the authority) names it; until the device uses it,
+            # every session under the old key carries it again.
+            credential = self.authority.issue(device.sid, int(time.time()), static,
+                                              self.public_key, device.attributes)
+            await self._send(session, channel.send(CONTROL_CREDENTIAL + credential,
+                                                   self._now_ms(), wire.KIND_CONTROL))
+            self.counters["gateway_key_announced"] += 1
+            self._defer_audit("keys.announced", device.id,
+                              gateway_key=self.public_key.hex(),
+                              under=channel.s.public.hex())
         if evidence is not None:
             result = attest.issue_result(self.authority._key, device.id, evidence, verdict)
             self.store.record_attestation(device.id, verdict.decision, verdict.reason,
@@ -541,8 +564,9 @@ class Gateway:
         # Routine: written with the next group commit rather than an fsync of its own.
         self._defer_audit("session.established", device.id, sid=sid, pattern=channel.pattern)
         transport_name = session.transport.name
+        under = channel.s.public
         self._defer(lambda: self.store.session_opened(device.id, sid, channel.pattern,
-                                                      transport_name))
+                                                      transport_name, under))
         # One session per device: an older one under another id is closed.
         old_sid = self._by_device.get(device.id)
         if old_sid is not None and old_sid != sid:

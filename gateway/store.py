@@ -121,10 +121,23 @@ MIGRATIONS = [
     CREATE TABLE gateway_keys (
         role TEXT NOT NULL CHECK (role IN ('static', 'authority')),
         public BLOB NOT NULL,
-        state TEXT NOT NULL CHECK (state IN ('current', 'retired')),
+        state TEXT NOT NULL CHECK (state IN ('current', 'retiring', 'retired')),
         added_at REAL NOT NULL,
+        until REAL,
+        endorsement BLOB,
         PRIMARY KEY (role, public)
-    )
+    );
+    ALTER TABLE sessions ADD COLUMN gateway_key BLOB;
+    CREATE TABLE revocations (
+        seq INTEGER PRIMARY KEY,
+        device_id TEXT NOT NULL,
+        static_key BLOB NOT NULL,
+        reason TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    INSERT INTO revocations (device_id, static_key, reason, at)
+        SELECT id, static_key, '', coalesce(revoked_at, 0) FROM devices
+        WHERE status = 'revoked' ORDER BY revoked_at
     """,
 ]
 
@@ -218,6 +231,31 @@ class Store:
         """The public keys this gateway's database knows as its own, in `role`."""
         return {bytes(r[0]) for r in self.db.execute(
             "SELECT public FROM gateway_keys WHERE role = ? AND state = 'current'", (role,))}
+
+    def retiring_keys(self, role: str = "static") -> dict[bytes, float]:
+        """Keys being retired in `role`, with the end of their grace period."""
+        return {bytes(r[0]): r[1] for r in self.db.execute(
+            "SELECT public, until FROM gateway_keys WHERE role = ? AND state = 'retiring'",
+            (role,))}
+
+    def rotate_gateway_key(self, role: str, old: bytes, new: bytes, until: float,
+                           endorsement: bytes | None = None) -> None:
+        """`new` becomes the current key in `role`; `old` is retiring until `until`."""
+        with self.transaction():
+            self.db.execute("UPDATE gateway_keys SET state = 'retiring', until = ?"
+                            " WHERE role = ? AND public = ?", (until, role, old))
+            self.db.execute("INSERT INTO gateway_keys (role, public, state, added_at,"
+                            " endorsement) VALUES (?, ?, 'current', ?, ?)",
+                            (role, new, time.time(), endorsement))
+
+    def retire_gateway_key(self, role: str, public: bytes) -> None:
+        self.db.execute("UPDATE gateway_keys SET state = 'retired' WHERE role = ? AND"
+                        " public = ?", (role, public))
+
+    def endorsement(self, role: str, public: bytes) -> bytes | None:
+        row = self.db.execute("SELECT endorsement FROM gateway_keys WHERE role = ? AND"
+                              " public = ?", (role, public)).fetchone()
+        return bytes(row[0]) if row and row[0] else None
 
     def adopt_gateway_keys(self, static_public: bytes, authority_public: bytes) -> bool:
         """Record the keys as this gateway's own (the first time); True if new."""
@@ -318,8 +356,16 @@ class Store:
                                   " WHERE id = ? AND status = 'active'", (time.time(), device_id))
             if cur.rowcount != 1:
                 raise StoreError(f"no active device {device_id}")
+            self.db.execute("INSERT INTO revocations (device_id, static_key, reason, at)"
+                            " SELECT id, static_key, ?, ? FROM devices WHERE id = ?",
+                            (reason, time.time(), device_id))
             self.audit("device.revoked", device_id, reason=reason)
         return self.device(device_id)
+
+    def revocations(self) -> list[dict[str, Any]]:
+        """Every revocation, in order (the revocation list's entries)."""
+        return [dict(r) | {"static_key": bytes(r["static_key"])} for r in self.db.execute(
+            "SELECT * FROM revocations ORDER BY seq")]
 
     def touch(self, device_id: str) -> None:
         self.db.execute("UPDATE devices SET last_seen = ? WHERE id = ?", (time.time(), device_id))
@@ -421,14 +467,24 @@ class Store:
 
     # --- sessions ---------------------------------------------------------------------
 
-    def session_opened(self, device_id: str, sid: int, pattern: str, transport: str) -> None:
-        """Record a new session; the device's earlier open one (if any) is superseded."""
+    def session_opened(self, device_id: str, sid: int, pattern: str, transport: str,
+                       gateway_key: bytes | None = None) -> None:
+        """Record a new session (and the gateway static key it was made under); the
+        device's earlier open one (if any) is superseded."""
         now = time.time()
         self.db.execute("UPDATE sessions SET closed_at = ?, close_reason = 'superseded'"
                         " WHERE device_id = ? AND closed_at IS NULL", (now, device_id))
         self.db.execute("INSERT INTO sessions (device_id, sid, pattern, transport,"
-                        " established_at) VALUES (?, ?, ?, ?, ?)",
-                        (device_id, sid, pattern, transport, now))
+                        " established_at, gateway_key) VALUES (?, ?, ?, ?, ?, ?)",
+                        (device_id, sid, pattern, transport, now, gateway_key))
+
+    def gateway_key_in_use(self) -> dict[str, bytes | None]:
+        """Each active device's gateway static key in its latest session (None: no
+        session recorded under a known key)."""
+        rows = self.db.execute(
+            "SELECT d.id, (SELECT s.gateway_key FROM sessions s WHERE s.device_id = d.id"
+            " ORDER BY s.id DESC LIMIT 1) FROM devices d WHERE d.status = 'active'")
+        return {r[0]: bytes(r[1]) if r[1] is not None else None for r in rows}
 
     def session_closed(self, device_id: str, reason: str) -> None:
         self.db.execute("UPDATE sessions SET closed_at = ?, close_reason = ?"

@@ -28,7 +28,10 @@ def _env(passphrase=PASS, **more):
 
 
 def _sealink(config, *args, ok=True, **env):
-    out = subprocess.run([SEALINK, *args, "--config", str(config)], capture_output=True,
+    """`sealink ARGS --config CONFIG`; no --config when `config` is None or ARGS start
+    with the global --db (the database commands take no --config)."""
+    tail = [] if config is None or args[:1] == ("--db",) else ["--config", str(config)]
+    out = subprocess.run([SEALINK, *args, *tail], capture_output=True,
                          text=True, timeout=120, env=_env(**env), stdin=subprocess.DEVNULL)
     assert (out.returncode == 0) == ok, (args, out.stdout, out.stderr)
     return out
@@ -76,7 +79,7 @@ async def _talk(port, keystores, tokens, gateway_key, text):
     from sealink.device import Device, Keystore
     from sealink.drivers.udp import Udp
 
-    for path, token in zip(keystores, tokens):
+    for path, token in zip(keystores, tokens, strict=False):
         device = Device(Udp("127.0.0.1", port, mtu=51), Keystore(str(path)),
                         {"token": token, "gateway_key": gateway_key,
                          "retry_ms": 300, "max_retries": 6})

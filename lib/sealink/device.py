@@ -158,6 +158,11 @@ def credential_fields(credential):
 
 
 class Device:
+    # The authority's Ed25519 public key, when provisioned (config "authority_key"):
+    # credentials that name a new gateway key must carry its signature.  (A class
+    # default: an instance attribute costs heap on a device.)
+    authority_key = None
+
     def __init__(self, radio, keystore, config=None):
         cfg = config or {}
         self.radio = radio
@@ -169,6 +174,8 @@ class Device:
         # The gateway's X25519 public key, provisioned with the token: first contact (XX)
         # sends the token only to a responder that proves it holds this key.
         self.gateway_key = cfg.get("gateway_key")
+        if cfg.get("authority_key"):
+            self.authority_key = cfg["authority_key"]
         self.mtu = min(cfg.get("mtu", radio.mtu), radio.mtu)
         # A reliable uplink: 1-byte id + payload + 16-byte tag + 2 header bytes, split
         # into at most MAX_FRAGMENTS fragments of (mtu - 5) bytes.
@@ -241,6 +248,8 @@ class Device:
             if ch is None:
                 continue
             payloads, replies = ch.receive(frame, now_ms())
+            if ch.credential is not None and ch.pattern == "KK":
+                self._learn_gateway_key(ch)
             if frame and frame[0] >> 5 == wire.KIND_REJECT:
                 self.stats["rejects"] += 1
             for p in payloads:
@@ -251,6 +260,31 @@ class Device:
             self._kick()
             if replies:
                 await self._tx(replies)
+
+    def _learn_gateway_key(self, ch):
+        # A credential on a KK session: the gateway is rotating its static key and names
+        # the new one (sealink keys rotate).  The session was authenticated by the key
+        # we hold; the credential must be ours, and signed by the authority when we were
+        # provisioned with its key.  From the next handshake on, KK uses the new key.
+        cred, ch.credential = bytes(ch.credential), None
+        ks = self.keystore
+        try:
+            sid, key = credential_fields(cred)
+            n = 72 + cred[71]
+            if sid != ks.sid or cred[7:39] != bytes(ks.public_key) or len(cred) != n + 64:
+                raise DeviceError("not this device's credential")
+            if self.authority_key is not None:
+                from sealink import ed25519
+
+                if not ed25519.verify(self.authority_key, cred[n:], cred[:n]):
+                    raise DeviceError("credential not signed by the authority")
+        except (DeviceError, SealinkError, IndexError):
+            self.stats["credentials_refused"] = self.stats.get("credentials_refused", 0) + 1
+            return
+        if key != ks.gateway_key:
+            ks.gateway_key, ks.credential = key, cred
+            ks.save()
+            self.stats["gateway_key_updates"] = self.stats.get("gateway_key_updates", 0) + 1
 
     def _kick(self):
         self._changed.set()

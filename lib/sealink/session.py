@@ -117,6 +117,10 @@ class Channel:
     # with the device); anything else fails before message 3, and its payload (the
     # enrollment token), goes out.  None: any responder (tests only).
     expected_rs = None
+    # Responder: other static keys a KK initiator may address it under (a gateway whose
+    # key is being rotated: devices not yet told still use the old one).  Tried in order
+    # after `s` on KK message 1; the one that reads it becomes `s`.
+    other_statics = ()
 
     def __init__(self, initiator, s, rs=None, sid=0, mtu=51, peer_lookup=None,
                  rekey_after_ms=3600000, max_age_ms=86400000, retry_ms=2000, max_retries=5,
@@ -235,9 +239,11 @@ class Channel:
         try:
             payload = self._hs.read_message(body)
         except HandshakeError:
-            self._hs = None
-            self.state = "idle" if not self.initiator else "failed"
-            raise
+            payload = self._read_under_other_statics(pattern, index, body)
+            if payload is None:
+                self._hs = None
+                self.state = "idle" if not self.initiator else "failed"
+                raise
         if self.initiator and self.expected_rs is not None and self._hs.rs is not None \
                 and bytes(self._hs.rs) != bytes(self.expected_rs):
             # Not the gateway we were provisioned for: say nothing more to it.
@@ -256,6 +262,21 @@ class Channel:
             return []
         self._hs_last_in = body
         return self._write_handshake(now_ms)
+
+    def _read_under_other_statics(self, pattern, index, body):
+        # KK message 1 addressed to one of other_statics: its payload, or None.
+        if self.initiator or pattern != "KK" or index != 0:
+            return None
+        rs = self._hs.rs
+        for s in self.other_statics:
+            hs = HandshakeState(protocol_name(pattern), False, PROLOGUE, s=s, rs=rs)
+            try:
+                payload = hs.read_message(body)
+            except HandshakeError:
+                continue
+            self._hs, self.s = hs, s
+            return payload
+        return None
 
     def _establish(self, now_ms):
         to_responder, to_initiator = self._hs.split()

@@ -1,0 +1,144 @@
+"""Rotation of the gateway's static key with a fleet (`sealink gateway` processes, the
+device stack on CPython over UDP on loopback): `sealink keys rotate`, a restart, and
+every device that reconnects under the old key during the grace period is sent a
+credential (signed by the authority) naming the new one; from its next handshake on it
+uses it.  A device offline during the rotation learns it at its next contact.  After
+`sealink keys retire` only the new key is held, and no device was lost."""
+
+import asyncio
+import json
+import subprocess
+
+from test_key_backup import SEALINK, Gateway, _config, _env, _free_port, _sealink
+
+from sealink_gateway import custody
+from sealink_gateway.store import Store
+
+
+async def _session(port, keystore, gateway_key, authority_key, token=b"", text=b"hello"):
+    """One connection of a device: handshake, one acknowledged message, and any
+    credential the gateway sends on the way.  Returns the device's stats."""
+    from sealink.device import Device, Keystore
+    from sealink.drivers.udp import Udp
+
+    device = Device(Udp("127.0.0.1", port, mtu=51), Keystore(str(keystore)),
+                    {"token": token, "gateway_key": gateway_key,
+                     "authority_key": authority_key, "retry_ms": 300, "max_retries": 6})
+    await device.radio.start()
+    device.start()
+    try:
+        await device.connect(timeout_ms=30_000)
+        await device.send(text)
+        assert await device.flush(timeout_ms=30_000), device.stats
+        for _ in range(50):  # a credential, if one is coming, follows the ack closely
+            if device.stats.get("gateway_key_updates"):
+                break
+            await asyncio.sleep(0.02)
+        return dict(device.stats)
+    finally:
+        device.close()
+
+
+def _run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 120))
+
+
+def test_rotation_of_the_gateway_key_loses_no_device(tmp_path):
+    port = _free_port()
+    config = _config(tmp_path / "gw", port)
+    db, keyfile = tmp_path / "gw" / "gw.db", tmp_path / "gw" / "gateway.keys"
+    _sealink(config, "keys", "init")
+    header = custody.read_header(keyfile)["public"]
+    old_key, authority = bytes.fromhex(header["static"]), bytes.fromhex(header["authority"])
+    names = ["online-1", "online-2", "online-3", "offline"]
+    keystores = {n: tmp_path / f"{n}.json" for n in names}
+    tokens = {}
+    for n in names:
+        made = subprocess.run([SEALINK, "--db", str(db), "enroll", "create", "--json",
+                               "--gateway-key", str(keyfile)], capture_output=True, text=True,
+                              timeout=30, check=True, env=_env())
+        tokens[n] = json.loads(made.stdout)["token"].encode()
+
+    gw = Gateway(config)
+    try:
+        for n in names:  # enrollment (XX) under the first key
+            _run(_session(port, keystores[n], old_key, authority, tokens[n]))
+    finally:
+        gw.stop()
+
+    out = _sealink(config, "keys", "rotate", "--grace", "1h").stdout
+    new_key = bytes.fromhex(out.split("new gateway key")[1].split()[0])
+    assert new_key != old_key and custody.read_header(keyfile)["public"]["retiring"] == \
+        [old_key.hex()]
+
+    gw = Gateway(config)
+    try:
+        # The devices online reconnect under the old key (KK) and are told the new one.
+        for n in names[:3]:
+            stats = _run(_session(port, keystores[n], old_key, authority))
+            assert stats["gateway_key_updates"] == 1, (n, stats)
+            assert json.loads(keystores[n].read_text())["gateway_key"] == new_key.hex()
+        status = json.loads(_sealink(config, "keys", "status", "--json").stdout)
+        assert status["counts"] == {"current": 0, "retiring": 4, "unknown": 0}
+        # Their next handshake is under the new key: nothing more to learn.
+        for n in names[:3]:
+            stats = _run(_session(port, keystores[n], old_key, authority))
+            assert not stats.get("gateway_key_updates"), (n, stats)
+        # The device that was offline during the rotation comes back, within the grace
+        # period: it learns the new key at this contact, and uses it at the next.
+        stats = _run(_session(port, keystores["offline"], old_key, authority))
+        assert stats["gateway_key_updates"] == 1
+        _run(_session(port, keystores["offline"], old_key, authority))
+        status = json.loads(_sealink(config, "keys", "status", "--json").stdout)
+        assert status["counts"] == {"current": 4, "retiring": 0, "unknown": 0}
+    finally:
+        gw.stop()
+
+    out = _sealink(config, "keys", "retire", "--force").stdout
+    assert "retired 1 key(s); 0 device(s) had not followed" in out
+    assert custody.read_header(keyfile)["public"]["retiring"] == []
+
+    gw = Gateway(config)
+    try:  # only the new key now: every device still reaches the gateway
+        for n in names:
+            _run(_session(port, keystores[n], old_key, authority, text=b"after " + n.encode()))
+    finally:
+        gw.stop()
+    store = Store(db)
+    assert len(store.devices()) == 4  # no device enrolled again
+    sessions = {d.id: store.sessions(d.id, limit=1)[0] for d in store.devices()}
+    assert all(s["pattern"] == "KK" for s in sessions.values())
+    events = [e["event"] for e in store.audit_log(500)]
+    assert events.count("keys.announced") == 4
+    assert "keys.rotate" in events and "keys.retire" in events
+
+
+def test_a_credential_not_signed_by_the_authority_does_not_move_the_device(tmp_path):
+    """A device provisioned with the authority's key takes a new gateway key only from
+    a credential the authority signed (a stolen old gateway key alone cannot point the
+    fleet elsewhere)."""
+    port = _free_port()
+    config = _config(tmp_path / "gw", port)
+    db, keyfile = tmp_path / "gw" / "gw.db", tmp_path / "gw" / "gateway.keys"
+    _sealink(config, "keys", "init")
+    header = custody.read_header(keyfile)["public"]
+    old_key = bytes.fromhex(header["static"])
+    made = subprocess.run([SEALINK, "--db", str(db), "enroll", "create", "--json",
+                           "--gateway-key", str(keyfile)], capture_output=True, text=True,
+                          timeout=30, check=True, env=_env())
+    token = json.loads(made.stdout)["token"].encode()
+    keystore = tmp_path / "device.json"
+    other_authority = bytes(range(32))  # not the authority that signs
+    gw = Gateway(config)
+    try:
+        _run(_session(port, keystore, old_key, other_authority, token))
+    finally:
+        gw.stop()
+    _sealink(config, "keys", "rotate", "--grace", "1h")
+    gw = Gateway(config)
+    try:
+        stats = _run(_session(port, keystore, old_key, other_authority))
+    finally:
+        gw.stop()
+    assert stats["credentials_refused"] == 1 and not stats.get("gateway_key_updates")
+    assert json.loads(keystore.read_text())["gateway_key"] == old_key.hex()
