@@ -29,10 +29,39 @@ class CredentialError(ValueError):
     pass
 
 
+# An authority key's endorsement of its successor (`sealink keys rotate --authority`):
+#     new public key (32) | grace end, unix seconds (4) | Ed25519 signature (64)
+# signed by the old key over ENDORSEMENT_LABEL + the first 36 bytes.  During the grace
+# period the gateway sends it after each credential, so that a device provisioned
+# with the old key accepts credentials the new key signs, and keeps the new key.
+ENDORSEMENT_LABEL = b"sealink authority endorsement v1"
+ENDORSEMENT_SIZE = 100
+
+
+def endorse(old: Ed25519PrivateKey, new_public: bytes, until: int) -> bytes:
+    body = new_public + struct.pack(">I", until)
+    return body + old.sign(ENDORSEMENT_LABEL + body)
+
+
+def check_endorsement(old_public: bytes, endorsement: bytes) -> tuple[bytes, int]:
+    """(the endorsed key, its grace end) if `old_public` signed `endorsement`."""
+    if len(endorsement) != ENDORSEMENT_SIZE:
+        raise CredentialError("an endorsement is 100 bytes")
+    body, signature = endorsement[:36], endorsement[36:]
+    try:
+        Ed25519PublicKey.from_public_bytes(old_public).verify(signature,
+                                                              ENDORSEMENT_LABEL + body)
+    except InvalidSignature:
+        raise CredentialError("the endorsement is not signed by that authority") from None
+    return body[:32], struct.unpack(">I", body[32:])[0]
+
+
 class Authority:
-    def __init__(self, private_key: Ed25519PrivateKey):
+    def __init__(self, private_key: Ed25519PrivateKey, endorsement: bytes | None = None):
         self._key = private_key
         self.public_key = private_key.public_key().public_bytes_raw()
+        # The previous authority key's endorsement of this one, during its grace period.
+        self.endorsement = endorsement
 
     @classmethod
     def load_or_create(cls, path: str | Path) -> Authority:
@@ -64,15 +93,22 @@ class Authority:
 
 
 def verify(credential: bytes, authority_public_key: bytes) -> dict:
-    """Check a credential's signature and return its fields."""
+    """Check a credential's signature and return its fields.  A credential followed by
+    an endorsement (a rotation of the authority) verifies under the key that
+    `authority_public_key` endorsed."""
     if len(credential) < _HEAD.size + 64:
         raise CredentialError("credential truncated")
     version, sid, issued_at, device_key, gateway_key, n = _HEAD.unpack_from(credential)
-    if version != VERSION or len(credential) != _HEAD.size + n + 64:
+    size = _HEAD.size + n + 64
+    if version != VERSION or len(credential) not in (size, size + ENDORSEMENT_SIZE):
         raise CredentialError("malformed credential")
+    signer = authority_public_key
+    if len(credential) > size:
+        signer, _ = check_endorsement(authority_public_key, credential[size:])
+        credential = credential[:size]
     body, signature = credential[:-64], credential[-64:]
     try:
-        Ed25519PublicKey.from_public_bytes(authority_public_key).verify(signature, body)
+        Ed25519PublicKey.from_public_bytes(signer).verify(signature, body)
     except InvalidSignature:
         raise CredentialError("credential signature does not verify") from None
     return {"sid": sid, "issued_at": issued_at, "device_key": device_key,

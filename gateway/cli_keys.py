@@ -270,10 +270,16 @@ def _once(source):
 @click.option("--grace", default="7d", show_default=True,
               help="How long devices may still reach the gateway under the old key "
                    "(and learn the new one): 90s, 30m, 12h, 7d.")
-def keys_rotate(config_path: str, passphrase_fd: int | None, grace: str) -> None:
+@click.option("--authority", "authority_key", is_flag=True,
+              help="Rotate the authority's signing key instead: the new one is endorsed "
+                   "(cross-signed) by the old one.")
+def keys_rotate(config_path: str, passphrase_fd: int | None, grace: str,
+                authority_key: bool) -> None:
     """Make a new gateway static key.  Restarted, the gateway answers first contact
     with it, and sends every device that reconnects under the old key (during the grace
-    period) a credential, signed by the authority, that names it."""
+    period) a credential, signed by the authority, that names it.  With --authority,
+    a new authority key, endorsed by the old one: during the grace period every
+    credential carries the endorsement, so devices holding either key accept it."""
     import time
 
     from sealink_gateway import custody
@@ -283,6 +289,14 @@ def keys_rotate(config_path: str, passphrase_fd: int | None, grace: str) -> None
     seconds = parse_duration(grace)
     store = _open_store(cfg)
     source = _once(custody.passphrase_source(passphrase_fd))
+    if authority_key:
+        try:
+            _rotate_authority(cfg, store, source, int(time.time() + seconds))
+        except KeyFileError as e:
+            raise _fail(e) from None
+        finally:
+            store.close()
+        return
     try:
         old = custody.unlock(cfg.keys_file, passphrase=source, tpm=_tpm(cfg),
                              expected=store.gateway_keys("static"))
@@ -307,6 +321,31 @@ def keys_rotate(config_path: str, passphrase_fd: int | None, grace: str) -> None
                f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(until))}\n"
                "restart the gateway to use it; `sealink keys status` shows which devices "
                "have followed")
+
+
+def _rotate_authority(cfg, store, source, until: int) -> None:
+    import time
+
+    from sealink_gateway import custody
+    from sealink_gateway.authority import endorse
+
+    old = custody.unlock(cfg.keys_file, passphrase=source, tpm=_tpm(cfg),
+                         expected=store.gateway_keys("static"))
+    new = custody.GatewayKeys(old.static, custody.GatewayKeys.generate().authority,
+                              old.retiring)
+    endorsement = endorse(old.authority_key, new.authority_public, until)
+    custody.write(cfg.keys_file, new, cfg.custody, passphrase=source, tpm=_tpm(cfg),
+                  pcrs=cfg.pcrs, replace=True)
+    store.rotate_gateway_key("authority", old.authority_public, new.authority_public, until,
+                             endorsement)
+    store.audit("keys.rotate", role="authority", old=old.authority_public.hex(),
+                new=new.authority_public.hex(), grace_until=until,
+                endorsement=endorsement.hex())
+    click.echo(f"new authority key  {new.authority_public.hex()}\n"
+               f"endorsed by        {old.authority_public.hex()} (credentials carry the "
+               f"endorsement until {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(until))})"
+               f"\nendorsement        {endorsement.hex()}\n"
+               "restart the gateway to use it")
 
 
 @keys.command("status")

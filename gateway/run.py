@@ -112,7 +112,16 @@ def load_keys(cfg: Config, store: Store, passphrase: Callable[[], bytes] | None 
     store.audit("keys.unlock", custody=cfg.custody, file=str(cfg.keys_file),
                 gateway_key=keys.static_public.hex(), first_use=adopted,
                 retiring=[crypto.x25519_base(k).hex() for k, _ in retiring])
-    return keys.static, Authority(keys.authority_key), retiring
+    endorsement = store.endorsement("authority", keys.authority_public)
+    if endorsement is not None and authority_grace_ended(endorsement):
+        endorsement = None
+    return keys.static, Authority(keys.authority_key, endorsement), retiring
+
+
+def authority_grace_ended(endorsement: bytes) -> bool:
+    import struct
+
+    return struct.unpack(">I", endorsement[32:36])[0] <= time.time()
 
 
 async def serve(cfg: Config, ready: asyncio.Event | None = None,

@@ -531,8 +531,7 @@ class Gateway:
             # token is spent).  XX just proved the key: the credential is sent again.
             self.counters["credentials_reissued"] += 1
         if channel.pattern == "XX":
-            credential = self.authority.issue(device.sid, int(time.time()), static,
-                                              self.public_key, device.attributes)
+            credential = self._credential(device, static)
             frames = channel.send(CONTROL_CREDENTIAL + credential, self._now_ms(),
                                   wire.KIND_CONTROL)
             # Should the credential be lost, the device repeats XX message 3: it gets the
@@ -543,8 +542,7 @@ class Gateway:
             # KK under a retiring key: the device has not learned the new one yet.  A
             # credential (signed by the authority) names it; until the device uses it,
             # every session under the old key carries it again.
-            credential = self.authority.issue(device.sid, int(time.time()), static,
-                                              self.public_key, device.attributes)
+            credential = self._credential(device, static)
             await self._send(session, channel.send(CONTROL_CREDENTIAL + credential,
                                                    self._now_ms(), wire.KIND_CONTROL))
             self.counters["gateway_key_announced"] += 1
@@ -573,6 +571,14 @@ class Gateway:
             self._requeue(self.sessions.pop(old_sid, None))
         self._by_device[device.id] = sid
         return True
+
+    def _credential(self, device, static: bytes) -> bytes:
+        """The device's credential; during an authority rotation's grace period followed
+        by the old authority's endorsement of the new one (a device provisioned with
+        the old key checks the chain)."""
+        credential = self.authority.issue(device.sid, int(time.time()), static,
+                                          self.public_key, device.attributes)
+        return credential + (self.authority.endorsement or b"")
 
     async def _appraise(self, raw: bytes, static: bytes, sid: int):
         """Verify and appraise first-contact evidence: (evidence, verdict), or

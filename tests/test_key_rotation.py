@@ -9,9 +9,12 @@ import asyncio
 import json
 import subprocess
 
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from test_key_backup import SEALINK, Gateway, _config, _env, _free_port, _sealink
 
 from sealink_gateway import custody
+from sealink_gateway.authority import CredentialError, check_endorsement, endorse, verify
 from sealink_gateway.store import Store
 
 
@@ -142,3 +145,53 @@ def test_a_credential_not_signed_by_the_authority_does_not_move_the_device(tmp_p
         gw.stop()
     assert stats["credentials_refused"] == 1 and not stats.get("gateway_key_updates")
     assert json.loads(keystore.read_text())["gateway_key"] == old_key.hex()
+
+
+def test_rotation_of_the_authority_key_devices_accept_its_endorsed_successor(tmp_path):
+    """`sealink keys rotate --authority`: the new authority key is endorsed by the old
+    one.  Devices provisioned with the old key accept credentials the new one signs
+    (the endorsement travels with them), and keep the new key; a credential whose
+    endorsement another key signed is refused."""
+    port = _free_port()
+    config = _config(tmp_path / "gw", port)
+    db, keyfile = tmp_path / "gw" / "gw.db", tmp_path / "gw" / "gateway.keys"
+    _sealink(config, "keys", "init")
+    header = custody.read_header(keyfile)["public"]
+    gateway_key, old_authority = (bytes.fromhex(header["static"]),
+                                  bytes.fromhex(header["authority"]))
+    keystores = [tmp_path / f"device-{i}.json" for i in range(2)]
+    gw = Gateway(config)
+    try:
+        for ks in keystores:
+            made = subprocess.run([SEALINK, "--db", str(db), "enroll", "create", "--json",
+                                   "--gateway-key", str(keyfile)], capture_output=True,
+                                  text=True, timeout=30, check=True, env=_env())
+            _run(_session(port, ks, gateway_key, old_authority,
+                          json.loads(made.stdout)["token"].encode()))
+    finally:
+        gw.stop()
+    out = _sealink(config, "keys", "rotate", "--authority", "--grace", "1h").stdout
+    new_authority = bytes.fromhex(out.split("new authority key")[1].split()[0])
+    endorsement = bytes.fromhex(out.split("\nendorsement")[1].split()[0])
+    assert custody.read_header(keyfile)["public"]["authority"] == new_authority.hex()
+    assert check_endorsement(old_authority, endorsement)[0] == new_authority
+    # A static rotation makes the gateway send credentials (now signed by the new
+    # authority, followed by the endorsement) to the devices.
+    _sealink(config, "keys", "rotate", "--grace", "1h")
+    gw = Gateway(config)
+    try:
+        for ks in keystores:
+            stats = _run(_session(port, ks, gateway_key, old_authority))
+            assert stats["gateway_key_updates"] == 1 and not stats.get("credentials_refused")
+            assert json.loads(ks.read_text())["authority_key"] == new_authority.hex()
+    finally:
+        gw.stop()
+    # Offline: a credential the new key signed verifies under the old key with the
+    # endorsement after it; an endorsement another key made does not.
+    credential = bytes.fromhex(json.loads(keystores[0].read_text())["credential"])
+    assert verify(credential + endorsement, old_authority)["sid"] > 0
+    forged = endorse(Ed25519PrivateKey.generate(), new_authority, 2**31)
+    with pytest.raises(CredentialError, match="not signed by that authority"):
+        verify(credential + forged, old_authority)
+    events = [e["event"] for e in Store(db).audit_log(200)]
+    assert events.count("keys.rotate") == 2

@@ -64,6 +64,9 @@ class Keystore:
     # A measured key (DICE: derived at boot from the UDS and what runs) is never written
     # to storage: code that changed must not find the key of the code it replaced.
     measured = False
+    # The authority's key learned through an endorsement by the provisioned one (a
+    # rotation of the authority); None: the provisioned key holds.  (A class default.)
+    authority_key = None
 
     def __init__(self, path=None, measured_secret=None):
         self.path = path
@@ -100,6 +103,8 @@ class Keystore:
         self.sid = d.get("sid")
         self.credential = h(d["credential"]) if d.get("credential") else None
         self.next_seq = d.get("next_seq", 0)
+        if d.get("authority_key"):
+            self.authority_key = h(d["authority_key"])
         return h(d["public"]) if d.get("public") else None
 
     @property
@@ -118,6 +123,8 @@ class Keystore:
              "gateway_key": self.gateway_key.hex() if self.gateway_key else None,
              "credential": self.credential.hex() if self.credential else None,
              "next_seq": self.next_seq}
+        if self.authority_key is not None:
+            d["authority_key"] = self.authority_key.hex()
         tmp = self.path + ".new"
         try:
             os.remove(tmp)  # a leftover keeps its old mode through O_TRUNC
@@ -268,21 +275,33 @@ class Device:
         # provisioned with its key.  From the next handshake on, KK uses the new key.
         cred, ch.credential = bytes(ch.credential), None
         ks = self.keystore
+        authority = ks.authority_key or self.authority_key
         try:
             sid, key = credential_fields(cred)
             n = 72 + cred[71]
-            if sid != ks.sid or cred[7:39] != bytes(ks.public_key) or len(cred) != n + 64:
+            if sid != ks.sid or cred[7:39] != bytes(ks.public_key) or \
+                    len(cred) not in (n + 64, n + 164):
                 raise DeviceError("not this device's credential")
-            if self.authority_key is not None:
+            if authority is not None:
                 from sealink import ed25519
 
-                if not ed25519.verify(self.authority_key, cred[n:], cred[:n]):
+                if len(cred) > n + 64:
+                    # The authority rotated: our key endorses the one that signed.
+                    e = cred[n + 64:]
+                    if not ed25519.verify(authority, e[36:],
+                                          b"sealink authority endorsement v1" + e[:36]):
+                        raise DeviceError("endorsement not signed by the authority")
+                    authority = e[:32]
+                if not ed25519.verify(authority, cred[n:n + 64], cred[:n]):
                     raise DeviceError("credential not signed by the authority")
         except (DeviceError, SealinkError, IndexError):
             self.stats["credentials_refused"] = self.stats.get("credentials_refused", 0) + 1
             return
-        if key != ks.gateway_key:
-            ks.gateway_key, ks.credential = key, cred
+        if key != ks.gateway_key or (authority is not None
+                                     and authority != (ks.authority_key or self.authority_key)):
+            ks.gateway_key, ks.credential = key, cred[:n + 64]
+            if authority != self.authority_key:
+                ks.authority_key = authority
             ks.save()
             self.stats["gateway_key_updates"] = self.stats.get("gateway_key_updates", 0) + 1
 
