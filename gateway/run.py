@@ -118,6 +118,29 @@ def load_keys(cfg: Config, store: Store, passphrase: Callable[[], bytes] | None 
     return keys.static, Authority(keys.authority_key, endorsement), retiring
 
 
+def reload_keys(cfg: Config, gateway: Gateway,
+                passphrase: Callable[[], bytes] | None = None) -> None:
+    """SIGHUP: read the key file again; a static key rotated meanwhile (`sealink keys
+    rotate`) takes effect without a restart: live sessions go on, and each device is
+    told the new key at its next frame."""
+    from sealink_gateway.custody import CustodyError
+
+    try:
+        static, authority, _ = load_keys(cfg, gateway.store, passphrase)
+    except CustodyError as e:
+        logger.error("keys not reloaded: %s", e)
+        return
+    gateway.authority = authority
+    if static != gateway.static_key:
+        grace = gateway.store.retiring_keys("static").get(gateway.public_key, time.time())
+        gateway.rotate_static(static, grace)
+        logger.info("gateway key rotated to %s; the old one is accepted until %s",
+                    gateway.public_key.hex(), time.strftime("%Y-%m-%d %H:%M:%S",
+                                                            time.localtime(grace)))
+    else:
+        logger.info("keys reloaded; gateway key unchanged")
+
+
 def authority_grace_ended(endorsement: bytes) -> bool:
     import struct
 
@@ -133,6 +156,7 @@ async def serve(cfg: Config, ready: asyncio.Event | None = None,
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: reload_keys(cfg, gateway, passphrase))
     await gateway.start()
     bridge = None
     if cfg.mqtt_host:

@@ -94,6 +94,7 @@ class _Session:
     attributes: dict[str, str] = field(default_factory=dict)
     last_uplink: Uplink | None = None
     inflight: dict[int, int] = field(default_factory=dict)  # reliable id -> downlink id
+    announce: bool = False  # the gateway key rotated: tell it at the device's next frame
 
 
 def _proof(ch: Channel) -> tuple:
@@ -335,6 +336,11 @@ class Gateway:
             for f in replies:  # answers go where the question came from
                 await self._send_frame(session.transport, f, up.source, up)
         self._collect_acks(session)
+        if session.announce and session.authorized and authentic:
+            session.announce = False
+            device = self.store.device(session.device_id)
+            if device is not None:
+                await self._announce(session, device)
         windowed = getattr(session.transport, "needs_window", False)
         if session.inflight and windowed and authentic:
             # The device just transmitted: its receive window is open for what it has
@@ -542,13 +548,7 @@ class Gateway:
             # KK under a retiring key: the device has not learned the new one yet.  A
             # credential (signed by the authority) names it; until the device uses it,
             # every session under the old key carries it again.
-            credential = self._credential(device, static)
-            await self._send(session, channel.send(CONTROL_CREDENTIAL + credential,
-                                                   self._now_ms(), wire.KIND_CONTROL))
-            self.counters["gateway_key_announced"] += 1
-            self._defer_audit("keys.announced", device.id,
-                              gateway_key=self.public_key.hex(),
-                              under=channel.s.public.hex())
+            await self._announce(session, device)
         if evidence is not None:
             result = attest.issue_result(self.authority._key, device.id, evidence, verdict)
             self.store.record_attestation(device.id, verdict.decision, verdict.reason,
@@ -571,6 +571,29 @@ class Gateway:
             self._requeue(self.sessions.pop(old_sid, None))
         self._by_device[device.id] = sid
         return True
+
+    async def _announce(self, session: _Session, device) -> None:
+        """Send the device a credential naming the gateway's current static key."""
+        channel = session.channel
+        credential = self._credential(device, channel.remote_static)
+        await self._send(session, channel.send(CONTROL_CREDENTIAL + credential,
+                                               self._now_ms(), wire.KIND_CONTROL))
+        self.counters["gateway_key_announced"] += 1
+        self._defer_audit("keys.announced", device.id, gateway_key=self.public_key.hex(),
+                          under=channel.s.public.hex())
+
+    def rotate_static(self, static_key: bytes, grace_until: float) -> None:
+        """Make `static_key` the gateway's static key now (`sealink keys rotate` and a
+        SIGHUP): the old one is accepted until `grace_until`, and every device with a
+        session is told the new one at its next authenticated frame (in its receive
+        window, on a class A link)."""
+        self._retiring.insert(0, (self._static, grace_until))
+        self.static_key = static_key
+        self._static = PrivateKey(static_key)
+        self.public_key = self._static.public
+        for session in self.sessions.values():
+            session.announce = session.authorized
+        self.counters["gateway_key_rotations"] += 1
 
     def _credential(self, device, static: bytes) -> bytes:
         """The device's credential; during an authority rotation's grace period followed

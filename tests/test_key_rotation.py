@@ -195,3 +195,62 @@ def test_rotation_of_the_authority_key_devices_accept_its_endorsed_successor(tmp
         verify(credential + forged, old_authority)
     events = [e["event"] for e in Store(db).audit_log(200)]
     assert events.count("keys.rotate") == 2
+
+
+def test_rotation_without_a_restart_tells_live_sessions_at_their_next_frame(tmp_path):
+    """`sealink keys rotate`, then SIGHUP: the running gateway takes the new key; a
+    device with a live session keeps it, and is told the new key in the answer to its
+    next frame (what a class A device can hear)."""
+    import signal
+
+    from sealink.device import Device, Keystore
+    from sealink.drivers.udp import Udp
+
+    port = _free_port()
+    config = _config(tmp_path / "gw", port)
+    db, keyfile = tmp_path / "gw" / "gw.db", tmp_path / "gw" / "gateway.keys"
+    _sealink(config, "keys", "init")
+    header = custody.read_header(keyfile)["public"]
+    old_key, authority = bytes.fromhex(header["static"]), bytes.fromhex(header["authority"])
+    made = subprocess.run([SEALINK, "--db", str(db), "enroll", "create", "--json",
+                           "--gateway-key", str(keyfile)], capture_output=True, text=True,
+                          timeout=30, check=True, env=_env())
+    token = json.loads(made.stdout)["token"].encode()
+    keystore = tmp_path / "device.json"
+    gw = Gateway(config)
+
+    async def scenario():
+        device = Device(Udp("127.0.0.1", port, mtu=51), Keystore(str(keystore)),
+                        {"token": token, "gateway_key": old_key, "authority_key": authority,
+                         "retry_ms": 300, "max_retries": 6})
+        await device.radio.start()
+        device.start()
+        try:
+            await device.connect(timeout_ms=30_000)
+            await device.send(b"before the rotation")
+            assert await device.flush(timeout_ms=30_000)
+            session = device.channel
+            out = await asyncio.to_thread(_sealink, config, "keys", "rotate", "--grace", "1h")
+            gw.proc.send_signal(signal.SIGHUP)
+            seen = ""
+            while "gateway key rotated" not in seen:
+                seen = await asyncio.wait_for(asyncio.to_thread(gw.proc.stderr.readline), 30)
+                assert seen, "the gateway exited"
+            await device.send(b"after the rotation")
+            assert await device.flush(timeout_ms=30_000)
+            for _ in range(100):
+                if device.stats.get("gateway_key_updates"):
+                    break
+                await asyncio.sleep(0.02)
+            assert device.channel is session  # the same session throughout
+            return out.stdout, dict(device.stats)
+        finally:
+            device.close()
+
+    try:
+        out, stats = asyncio.run(asyncio.wait_for(scenario(), 120))
+    finally:
+        gw.stop()
+    new_key = out.split("new gateway key")[1].split()[0]
+    assert stats["gateway_key_updates"] == 1 and stats["handshakes"] == 1
+    assert json.loads(keystore.read_text())["gateway_key"] == new_key

@@ -255,7 +255,8 @@ class Device:
             if ch is None:
                 continue
             payloads, replies = ch.receive(frame, now_ms())
-            if ch.credential is not None and ch.pattern == "KK":
+            if ch.credential is not None and self.keystore.enrolled:
+                # (During first contact connect() takes the credential.)
                 self._learn_gateway_key(ch)
             if frame and frame[0] >> 5 == wire.KIND_REJECT:
                 self.stats["rejects"] += 1
