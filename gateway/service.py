@@ -39,9 +39,12 @@ logger = logging.getLogger(__name__)
 # EU868's 1 % duty cycle spaces an SF12 device's frames by 100x their time on air (up
 # to 247 s for 51 bytes), so a first contact in several fragments needs minutes.
 PENDING_TIMEOUT_S = 300.0
-# Reliable ids remembered per device.  Ids are 8 bits: a device (4 messages in flight at
-# most) that reboots starts 64 to 128 past its last id (sealink.device.SEQ_RESERVE),
-# clear of the 64 remembered.
+# Reliable ids remembered per device.  Ids are 8 bits: a device (16 messages in its
+# outbox at most) that reboots starts 64 to 128 past its last id
+# (sealink.device.SEQ_RESERVE), so an id that far from the newest committed one starts
+# a new boot, and the ids remembered from earlier boots are forgotten (Gateway._remember):
+# after 256 they come round again (a third boot that sends few messages reaches the
+# ids of the first), and taken for repeats they would be acknowledged and dropped.
 DEDUP_IDS = 64
 COUNTER_PROBES = 4  # counters tried per frame: the closest, then up to 3 spans ahead
 MAX_PENDING = 4  # KK handshakes answered per sid and not yet proven live
@@ -649,7 +652,7 @@ class Gateway:
             # A device keeps a message's id across its sessions: one committed already
             # (its ack lost, the message sent again on a new session, perhaps after a
             # restart of this gateway) is acknowledged, not committed again.
-            if msg_id in self._committed_ids(session.device_id):
+            if self._is_repeat(session.device_id, msg_id):
                 self.counters["duplicates"] += 1
                 for f in replies:
                     await self._send_frame(session.transport, f, up.source, up)
@@ -669,9 +672,28 @@ class Gateway:
         store after a restart)."""
         ids = self._msg_ids.get(device_id)
         if ids is None:
-            ids = self._msg_ids[device_id] = collections.deque(
-                self.store.recent_msg_ids(device_id, DEDUP_IDS), maxlen=DEDUP_IDS)
+            ids = self._msg_ids[device_id] = collections.deque(maxlen=DEDUP_IDS)
+            for msg_id in self.store.recent_msg_ids(device_id, DEDUP_IDS):
+                if msg_id is not None:
+                    self._remember(device_id, msg_id)
         return ids
+
+    def _is_repeat(self, device_id: str, msg_id: int) -> bool:
+        """Whether `msg_id` is a message of this device committed already (see
+        DEDUP_IDS)."""
+        return msg_id in self._committed_ids(device_id)
+
+    def _remember(self, device_id: str, msg_id: int) -> None:
+        """Remember a committed id.  One far from the newest (DEDUP_IDS or more either
+        way, ids being 8 bits) starts a new boot of the device: the ids of its earlier
+        boots are forgotten, since it holds none of their messages any more (and after
+        256 they come round again as new ones)."""
+        ids = self._committed_ids(device_id)
+        if ids:
+            d = (msg_id - ids[-1]) % 256
+            if min(d, 256 - d) >= DEDUP_IDS:
+                ids.clear()
+        ids.append(msg_id)
 
     def _defer(self, action) -> None:
         """A routine write, committed with the next group commit (no fsync of its own)."""
@@ -704,7 +726,7 @@ class Gateway:
             self.uplink_event.set()
         for uplink_id, (session, payload, up, replies, msg_id) in zip(ids, batch, strict=True):
             if msg_id is not None:
-                self._committed_ids(session.device_id).append(msg_id)
+                self._remember(session.device_id, msg_id)
             message = Message(uplink_id, session.device_id, session.attributes,
                               payload, up.radio, up.received_at)
             for queue in self._subscribers:

@@ -81,6 +81,7 @@ class Scenario:
     modified: list[str] = field(default_factory=list)  # main.py changed after provisioning
     updated: list[str] = field(default_factory=list)  # unix: application updated after its run
     without_uds: list[str] = field(default_factory=list)  # no DICE identity
+    rotation: scenario.Rotation | None = None  # the gateway key rotated mid-run
 
 
 def load_scenario(path: Path) -> Scenario:
@@ -108,6 +109,13 @@ def load_scenario(path: Path) -> Scenario:
                     line = scenario.line_of(path.read_text(), ("attestation", key))
                     raise ScenarioError(f"{path}:{line}: attestation.{key}: {name!r} is not "
                                         f"a {' or '.join(sorted(allowed))} device here")
+    if spec.rotation is not None:
+        lora = {d.name for d in devices if d.radio == "lora"}
+        for name in spec.rotation.offline:
+            if name not in lora:
+                line = scenario.line_of(path.read_text(), ("rotation", "offline"))
+                raise ScenarioError(f"{path}:{line}: rotation.offline: {name!r} is not a "
+                                    "LoRa device here")
     f = spec.faults
     for key, listed in (("uart_garbage", f.uart_garbage),
                         ("modem_error_rate", list(f.modem_error_rate)),
@@ -127,7 +135,8 @@ def load_scenario(path: Path) -> Scenario:
         attacker=spec.attacker, attested=spec.attestation is not None,
         modified=list(spec.attestation.modified) if spec.attestation else [],
         updated=list(spec.attestation.updated) if spec.attestation else [],
-        without_uds=list(spec.attestation.without_uds) if spec.attestation else [])
+        without_uds=list(spec.attestation.without_uds) if spec.attestation else [],
+        rotation=spec.rotation)
 
 
 def firmware_versions(boards: set[str]) -> dict[str, str]:
@@ -286,6 +295,7 @@ class Fleet:
         self.runs: list[DeviceRun] = []
         self.started = 0.0
         self.clock = Clock(scenario.time_scale)
+        self.rotated_at: float | None = None  # modeled time of the key rotation
         self.air = LoRaAir(self.clock, loss=scenario.loss, corrupt=scenario.corrupt,
                            seed=scenario.seed, pcap=out / "air.pcap")
 
@@ -349,6 +359,7 @@ class Fleet:
                 deadline = time.monotonic() + self.scenario.timeout_s
                 while time.monotonic() < deadline:
                     live.update(self._progress())
+                    self._maybe_rotate()
                     if all(self._complete(r) for r in self.runs):
                         break
                     await asyncio.sleep(0.25)
@@ -357,6 +368,9 @@ class Fleet:
                         r.result = "timeout"
                 live.update(self._progress())
             summary = self._summary()
+            if self.scenario.rotation is not None:
+                summary["rotation"] = await self._follow_rotation()
+                summary["ok"] = summary["ok"] and summary["rotation"]["ok"]
             summary["updates"] = [await self._update(r) for r in self.runs
                                   if r.spec.name in self.scenario.updated]
             summary["ok"] = summary["ok"] and all(u["ok"] for u in summary["updates"])
@@ -407,6 +421,108 @@ class Fleet:
             run.module.garbage(b"\x00\xffnoise\r\n+EVT:RXP2P:-1:2:ZZ\r\nAT_MAYBE\r\n")
         asyncio.ensure_future(self._wait_exit(run))
 
+    # --- rotation of the gateway key --------------------------------------------------------
+
+    def _lora_runs(self) -> list[DeviceRun]:
+        return [r for r in self.runs if r.spec.radio == "lora" and r.process is not None]
+
+    def _maybe_rotate(self) -> None:
+        """Rotate once every LoRa device has enrolled and the `offline` ones are off the
+        air (their run finished): what `sealink keys rotate` and a SIGHUP do."""
+        rot = self.scenario.rotation
+        if rot is None or self.rotated_at is not None:
+            return
+        lora = [r for r in self.runs if r.spec.radio == "lora"]
+        if len(lora) < sum(1 for d in self.scenario.devices if d.radio == "lora"):
+            return
+        if not all(r.device_id for r in lora) or any(
+                r.result is None for r in lora if r.spec.name in rot.offline):
+            return
+        old = self.gateway.public_key
+        self.store.adopt_gateway_keys(old, self.gateway.authority.public_key)
+        until = time.time() + rot.grace_s
+        self.gateway.rotate_static(crypto.random_bytes(32), until)
+        self.store.rotate_gateway_key("static", old, self.gateway.public_key, until)
+        self.store.audit("keys.rotate", role="static", old=old.hex(),
+                         new=self.gateway.public_key.hex(), grace_until=until)
+        for r in self.runs:
+            r.gateway_key = self.gateway.public_key  # what provisioning gives from now on
+        self.rotated_at = self.clock.now()
+        self.console.print(f"[bold]gateway key rotated[/bold] at modeled "
+                           f"{self.rotated_at:.0f} s; offline: {', '.join(rot.offline)}")
+
+    def _followed(self) -> set[str]:
+        """Devices whose latest authorized session is under the current gateway key (the
+        gateway's own view: its store records sessions at the next group commit)."""
+        gw, followed = self.gateway, set()
+        for r in self._lora_runs():
+            session = gw.sessions.get(gw._by_device.get(r.device_id, -1))
+            if session is not None and session.channel.s.public == gw.public_key:
+                followed.add(r.spec.name)
+        return followed
+
+    async def _follow_rotation(self) -> dict:
+        """After the run: every LoRa device not yet seen under the new key is started
+        again (a device that was told the new key reconnects under it; one that was
+        offline reconnects under the old key, is told, and uses it at the next start)."""
+        rot = self.scenario.rotation
+        assert rot is not None
+        self._maybe_rotate()  # (the run may have ended before the loop saw the moment)
+        if self.rotated_at is None:
+            return {"ok": False, "why": "the rotation never happened"}
+        told_live = sum(1 for e in self.store.audit_log(100_000)
+                        if e["event"] == "keys.announced")
+        rounds = 0
+        while rounds < rot.rounds and self._followed() != {r.spec.name
+                                                            for r in self._lora_runs()}:
+            rounds += 1
+            late = [r for r in self._lora_runs() if r.spec.name not in self._followed()]
+            await asyncio.gather(*(self._again(r) for r in late))
+        announced = [e["device_id"] for e in self.store.audit_log(100_000)
+                     if e["event"] == "keys.announced"]
+        names = {r.device_id: r.spec.name for r in self.runs}
+        followed = self._followed()
+        devices = [r.spec.name for r in self._lora_runs()]
+        # The grace period ends: the old key is no longer held.
+        self.gateway._retiring.clear()
+        self.store.audit("keys.retire", role="static", devices_not_followed=sorted(
+            set(devices) - followed))
+        return {"at_modeled_s": round(self.rotated_at, 1), "devices": len(devices),
+                "told_in_session": told_live, "told": sorted({names.get(d, d)
+                                                              for d in announced}),
+                "offline": list(rot.offline), "rounds": rounds,
+                "followed": len(followed), "lost": sorted(set(devices) - followed),
+                "same_devices": len(self.store.devices()) == len(self.runs),
+                "ok": followed == set(devices)
+                and len(self.store.devices()) == len(self.runs)}
+
+    async def _again(self, run: DeviceRun) -> None:
+        """Power a LoRa device off (a QEMU board idles in its REPL after its run) and on
+        again, its storage kept, and let it run to the end: hello, telemetry, the
+        command acknowledged."""
+        if run.process is not None and run.process.returncode is None:
+            run.process.kill()
+            await run.process.wait()
+        if run.module is not None:
+            run.module.stop()
+        run.token = ""  # spent: the device reconnects with what it kept (KK)
+        run.telemetry, run.command_acked = 0, False
+        if run.spec.board == "UNIX":
+            await _start_unix(run, self.scenario, self.out)
+        else:
+            await _start_qemu(run, self.scenario)
+        p = run.process
+        run.module = Rak3172Model(self.air, run.radio, p.stdout, p.stdin,
+                                  seed=self.scenario.seed + 2000 + len(self.runs))
+        run.module.start()
+        deadline = time.monotonic() + self.scenario.timeout_s
+        while not run.command_acked and p.returncode is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.25)
+        if p.returncode is None:
+            p.kill()
+        await p.wait()
+        run.module.stop()
+
     async def _update(self, run: DeviceRun) -> dict:
         """An application update after the device's run: a new main.py (the application
         it runs from then on), which the operator registers; the device restarts with it
@@ -414,6 +530,8 @@ class Fleet:
         the same device, trusted, with KK reconnects from then on."""
         if run.process is not None and run.process.returncode is None:
             await asyncio.wait_for(run.process.wait(), 30)
+        if run.module is not None:
+            run.module.stop()
         run.token = ""  # spent: an update must not need a new one
         keystore = str(self.out / "keys" / f"{run.spec.name}.json")
         app = ("# Sealink field application, release 2\n"
@@ -486,12 +604,14 @@ class Fleet:
         run.ble_drops += 1
 
     async def _wait_exit(self, run: DeviceRun) -> None:
-        run.stderr = await run.process.stderr.read()
-        await run.process.wait()
-        if run.module is not None:
-            run.module.silent = True  # nobody on its UART any more
+        # (This boot's process and module: a device started again has others.)
+        process, module = run.process, run.module
+        run.stderr = await process.stderr.read()
+        await process.wait()
+        if module is not None:
+            module.silent = True  # nobody on its UART any more
         if run.result is None:
-            run.result = "ok" if run.command_acked else f"exited {run.process.returncode}"
+            run.result = "ok" if run.command_acked else f"exited {process.returncode}"
             run.state = "done" if run.command_acked else "failed"
         run.finished_at = run.finished_at or time.monotonic()
         if run.result != "ok" and run.stderr:
@@ -732,6 +852,16 @@ def main(argv: list[str] | None = None) -> int:
                       f"dropped and counted {sum(drops.values())} frames ({dict(drops)}); "
                       f"duplicates delivered: "
                       f"{sum(d['messages_duplicated'] for d in summary['devices'])}")
+    rot = summary.get("rotation")
+    if rot and "followed" in rot:
+        console.print(f"rotation: gateway key rotated at modeled {rot['at_modeled_s']} s with "
+                      f"{', '.join(rot['offline']) or 'no device'} off the air; told "
+                      f"{len(rot['told'])} device(s) ({rot['told_in_session']} in a live "
+                      f"session); {rot['followed']} of {rot['devices']} LoRa devices now "
+                      f"connect under the new key after {rot['rounds']} restart round(s); "
+                      f"lost: {', '.join(rot['lost']) or 'none'}")
+    elif rot:
+        console.print(f"[red]rotation: {rot.get('why')}[/red]")
     for u in summary.get("updates", []):
         console.print(f"update: {u['device']} restarted with a registered application update "
                       f"and no token: {'the same device' if u['same_device'] else 'A NEW DEVICE'}"

@@ -54,6 +54,11 @@ class Rak3172Model:
         self._task = asyncio.ensure_future(self._run())
 
     def stop(self) -> None:
+        """Power the module off: its host is gone.  Its pending receive-window timers
+        then find nothing to close (the radio may already serve a module started in
+        its place)."""
+        self.silent = True
+        self.rx = 0
         if self._task:
             self._task.cancel()
         for t in self._tx_tasks:

@@ -99,12 +99,25 @@ class Attack(_Strict):
     distance_m: Positive = 50.0  # from the concentrator
 
 
+class Rotation(_Strict):
+    """The gateway's static key is rotated mid-run, once every LoRa device has enrolled
+    and every `offline` device has finished its run (it is off the air during the
+    rotation); the old key stays accepted for `grace_s`.  Devices with a session learn
+    the new key at their next frame; afterwards every LoRa device is started again until
+    it has reconnected under the new key (at most `rounds` times)."""
+
+    grace_s: Positive = 3600.0
+    offline: list[str] = []
+    rounds: Annotated[int, Field(ge=1, le=4)] = 2
+
+
 class FleetFile(_Strict):
     scenario: ScenarioHeader = ScenarioHeader()
     group: Annotated[list[Group], Field(min_length=1)]
     faults: Faults = Faults()
     attacker: Attack | None = None
     attestation: Attestation | None = None
+    rotation: Rotation | None = None
 
 
 class Air(_Strict):

@@ -193,3 +193,75 @@ def test_udp_driver_on_firmware_against_the_gateway(tmp_path):
     assert f"RESULT True {row.sid}" in out, out
     assert payloads == [b"over ip", b"done reboot"]
     assert json.loads((tmp_path / "device.json").read_text())["sid"] == row.sid
+
+
+ROTATION_DEVICE = """
+import asyncio
+from sealink.device import Device, Keystore
+from sealink.drivers.udp import Udp
+
+async def main():
+    radio = Udp("127.0.0.1", {port})
+    await radio.start()
+    device = Device(radio, Keystore({keystore!r}),
+                    {{"token": {token!r}, "gateway_key": {gateway_key!r}, "retry_ms": 500}})
+    await device.connect(20000)
+    await device.send({text!r})
+    ok = await device.flush(20000)
+    for _ in range(50):
+        if device.stats.get("gateway_key_updates"):
+            break
+        await asyncio.sleep(0.05)
+    print("RESULT", ok, device.stats.get("gateway_key_updates", 0),
+          device.keystore.gateway_key.hex())
+
+asyncio.run(main())
+"""
+
+
+def test_gateway_key_rotation_on_firmware(tmp_path):
+    """The unix firmware (frozen device stack) follows a rotation of the gateway key:
+    enrolled under the first key, told the new one in a session under the old key,
+    then reconnecting under the new one, across three boots."""
+    binary = BUILD / "UNIX" / "micropython"
+    keystore = str(tmp_path / "device.json")
+
+    async def boot(port, token, gateway_key, text):
+        code = ROTATION_DEVICE.format(port=port, token=token, gateway_key=gateway_key,
+                                      keystore=keystore, text=text)
+        proc = await asyncio.create_subprocess_exec(
+            str(binary), "-c", code, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, env=dict(os.environ, MICROPYPATH=".frozen"))
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), 40)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+        return out.decode()
+
+    async def scenario():
+        transport = UdpTransport("127.0.0.1", 0)
+        gw = Gateway(Store(tmp_path / "gw.db"), crypto.random_bytes(32),
+                     Authority.load_or_create(tmp_path / "authority.pem"), [transport])
+        await gw.start()
+        try:
+            token, _ = gw.store.create_token({"net": "ip"}, 3600)
+            old = gw.public_key
+            outs = [await boot(transport.port, token.encode(), old, b"enrolled")]
+            gw.rotate_static(crypto.random_bytes(32), time.time() + 3600)
+            outs.append(await boot(transport.port, b"", old, b"told"))
+            outs.append(await boot(transport.port, b"", old, b"followed"))
+            (row,) = gw.store.devices()
+            await asyncio.sleep(0.2)  # the group commit
+            sessions = gw.store.sessions(row.id)
+            return outs, old, gw.public_key, sessions, [
+                u["payload"] for u in gw.store.uplinks(row.id)]
+        finally:
+            await gw.stop()
+
+    outs, old, new, sessions, payloads = asyncio.run(asyncio.wait_for(scenario(), 150))
+    assert f"RESULT True 0 {old.hex()}" in outs[0], outs[0]
+    assert f"RESULT True 1 {new.hex()}" in outs[1], outs[1]
+    assert f"RESULT True 0 {new.hex()}" in outs[2], outs[2]
+    assert payloads == [b"enrolled", b"told", b"followed"]
+    assert [s["pattern"] for s in sessions] == ["KK", "KK", "XX"]

@@ -674,3 +674,19 @@ def test_downlink_sent_on_a_replaced_session_is_sent_again(env):
         await gw.stop()
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_a_third_boot_is_not_taken_for_a_repeat_of_the_first(env):
+    """Reliable ids are 8 bits and each boot starts 128 further on: a device that sends
+    one message per boot reaches, at its third boot, the id of its first message.  The
+    gateway must commit it (it once acknowledged and dropped it as a repeat), and still
+    take a real repeat within a boot only once.  (End to end on the firmware, across
+    three boots: tests/test_device_drivers.py::test_gateway_key_rotation_on_firmware.)"""
+    gw = Gateway(Store(env["db"]), env["gw_secret"], Authority.load_or_create(env["authority"]),
+                 [])
+    device_id = "dev-boots"
+    for msg_id, expect in ((1, False), (129, False), (1, False), (2, False), (1, True),
+                           (130, False), (131, False), (130, True), (2, False)):
+        assert gw._is_repeat(device_id, msg_id) is expect, (msg_id, gw._msg_ids[device_id])
+        if not expect:
+            gw._remember(device_id, msg_id)
