@@ -46,6 +46,7 @@ PENDING_TIMEOUT_S = 300.0
 # after 256 they come round again (a third boot that sends few messages reaches the
 # ids of the first), and taken for repeats they would be acknowledged and dropped.
 DEDUP_IDS = 64
+ANNOUNCE_REPEATS = 3  # times a session is sent the credential naming a rotated key
 COUNTER_PROBES = 4  # counters tried per frame: the closest, then up to 3 spans ahead
 MAX_PENDING = 4  # KK handshakes answered per sid and not yet proven live
 REJECT_RATE = 50  # REJECTs per source per 10 s (answers to frames that prove nothing)
@@ -97,7 +98,10 @@ class _Session:
     attributes: dict[str, str] = field(default_factory=dict)
     last_uplink: Uplink | None = None
     inflight: dict[int, int] = field(default_factory=dict)  # reliable id -> downlink id
-    announce: bool = False  # the gateway key rotated: tell it at the device's next frame
+    # The gateway key rotated and this device may not know: the credential naming the
+    # new key goes with the answers to its next frames, this many more times (a control
+    # frame is not acknowledged, and a LoRa downlink can be lost).
+    announce: int = 0
 
 
 def _proof(ch: Channel) -> tuple:
@@ -340,7 +344,7 @@ class Gateway:
                 await self._send_frame(session.transport, f, up.source, up)
         self._collect_acks(session)
         if session.announce and session.authorized and authentic:
-            session.announce = False
+            session.announce -= 1
             device = self.store.device(session.device_id)
             if device is not None:
                 await self._announce(session, device)
@@ -549,9 +553,11 @@ class Gateway:
             await self._send(session, frames)
         elif channel.s.public != self.public_key:
             # KK under a retiring key: the device has not learned the new one yet.  A
-            # credential (signed by the authority) names it; until the device uses it,
-            # every session under the old key carries it again.
+            # credential (signed by the authority) names it, now and with the answers
+            # to the device's next frames; until the device uses it, every session
+            # under the old key carries it again.
             await self._announce(session, device)
+            session.announce = ANNOUNCE_REPEATS - 1
         if evidence is not None:
             result = attest.issue_result(self.authority._key, device.id, evidence, verdict)
             self.store.record_attestation(device.id, verdict.decision, verdict.reason,
@@ -595,7 +601,7 @@ class Gateway:
         self._static = PrivateKey(static_key)
         self.public_key = self._static.public
         for session in self.sessions.values():
-            session.announce = session.authorized
+            session.announce = ANNOUNCE_REPEATS if session.authorized else 0
         self.counters["gateway_key_rotations"] += 1
 
     def _credential(self, device, static: bytes) -> bytes:

@@ -470,8 +470,8 @@ class Fleet:
         self._maybe_rotate()  # (the run may have ended before the loop saw the moment)
         if self.rotated_at is None:
             return {"ok": False, "why": "the rotation never happened"}
-        told_live = sum(1 for e in self.store.audit_log(100_000)
-                        if e["event"] == "keys.announced")
+        told_live = len({e["device_id"] for e in self.store.audit_log(100_000)
+                         if e["event"] == "keys.announced"})
         rounds = 0
         while rounds < rot.rounds and self._followed() != {r.spec.name
                                                             for r in self._lora_runs()}:

@@ -66,6 +66,19 @@ def test_devices_attest_the_modified_one_is_quarantined_the_updated_one_comes_ba
     # attacked device may re-attest)
 
 
+def test_gateway_key_rotation_mid_run_loses_no_device(demo):
+    """The gateway's static key is rotated mid-run (as `sealink keys rotate` and a SIGHUP
+    do), with unix-1 off the air.  Devices with a session are told at their next frame;
+    after the run each LoRa device starts again until it reconnects under the new key:
+    every one does, none enrolled again (the firmware's frozen stack on QEMU and unix,
+    with the attacker on the air)."""
+    _, _, summary = demo
+    rot = summary["rotation"]
+    assert rot["ok"] and rot["devices"] == 4 and rot["followed"] == 4 and rot["lost"] == []
+    assert rot["offline"] == ["unix-1"] and rot["same_devices"]
+    assert set(rot["told"]) == {"mps2_an385-1", "virt_rv32-1", "unix-1", "unix-2"}
+
+
 def test_faults_were_injected_and_survived(demo):
     _, _, summary = demo
     devices = {d["name"]: d for d in summary["devices"]}
