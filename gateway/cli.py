@@ -148,6 +148,10 @@ def device_show(ctx: click.Context, device_id: str, as_json: bool) -> None:
                   else "open")
         click.echo(f"session      sid {x['sid']} {x['pattern']} over {x['transport']}, "
                    f"from {_when(x['established_at'])}, {closed}")
+    rotation, next_key = _store(ctx).key_rotation(device_id)
+    if rotation:
+        click.echo(f"key rotation {rotation}" + (f", next key {next_key.hex()}" if next_key
+                                                 else ""))
     att = _store(ctx).attestation(device_id)
     if att is None:
         click.echo("attestation  none")
@@ -183,6 +187,21 @@ try:
 except (ImportError, AttributeError, OSError):
     pass
 """
+
+
+@device.command("rotate-key")
+@click.argument("device_id")
+@click.pass_context
+def device_rotate_key(ctx: click.Context, device_id: str) -> None:
+    """Ask the device for a new static key: at its next session it makes one and offers
+    it (the session under its current key proves the offer is its own); its next
+    handshake under the new key completes the rotation.  Devices with a measured key
+    (DICE) change keys only with what they run."""
+    try:
+        _store(ctx).request_key_rotation(device_id)
+    except StoreError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"{device_id}: key rotation requested (`sealink device show` follows it)")
 
 
 @device.command("provision")

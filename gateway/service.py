@@ -24,6 +24,8 @@ from sealink.keys import PrivateKey
 from sealink.reliable import DeliveryError
 from sealink.session import (
     CONTROL_CREDENTIAL,
+    CONTROL_NEXT_KEY,
+    CONTROL_ROTATE_KEY,
     Channel,
     answer_repeats_with,
     resend_unacknowledged,
@@ -102,6 +104,7 @@ class _Session:
     # new key goes with the answers to its next frames, this many more times (a control
     # frame is not acknowledged, and a LoRa downlink can be lost).
     announce: int = 0
+    ask_rotate: int = 0  # the same, for a requested rotation of the device's own key
 
 
 def _proof(ch: Channel) -> tuple:
@@ -343,6 +346,9 @@ class Gateway:
             for f in replies:  # answers go where the question came from
                 await self._send_frame(session.transport, f, up.source, up)
         self._collect_acks(session)
+        if session.authorized and authentic and (session.ask_rotate
+                                                 or session.channel.key_control):
+            await self._key_rotation(session)
         if session.announce and session.authorized and authentic:
             session.announce -= 1
             device = self.store.device(session.device_id)
@@ -456,7 +462,7 @@ class Gateway:
         if not self.limiter.allow(self._source_key(up), now):
             self._drop("handshake_flood")
             return None
-        lookup = None
+        lookup = rotation = next_key = None
         if sid <= LAST_SID and kind == wire.KIND_HANDSHAKE and (
                 wire.PATTERN_NAMES[bits >> 3] != "KK" or bits & 0x07):
             # An enrolled session id takes KK only: XX is first contact, on 0x8000-0xFFFE.
@@ -477,6 +483,7 @@ class Gateway:
                 return None
             key = device.static_key
             lookup = lambda _sid: key  # noqa: E731
+            rotation, next_key = self.store.key_rotation(device.id)
         transport = self._transport(up.source)
         # A link with its own negotiated frame size (BLE ATT MTU) says so.
         per_link = getattr(transport, "max_frame_for", None)
@@ -487,6 +494,8 @@ class Gateway:
         channel.counter_probes = COUNTER_PROBES  # sparse reporters jump epochs
         if self._retiring and sid <= LAST_SID:
             channel.other_statics = self._grace_statics()
+        if lookup is not None and rotation == "offered" and next_key is not None:
+            channel.other_peers = (next_key,)  # the device proves its next key with KK
         session = _Session(channel, transport, up.source, now)
         if register:
             self.sessions[sid] = session
@@ -498,6 +507,13 @@ class Gateway:
         channel = session.channel
         static = channel.remote_static
         device = self.store.device_by_key(static)
+        if device is None and sid <= LAST_SID and channel.pattern == "KK":
+            # KK under the next key a device offered: it holds it; the rotation is done.
+            holder = self.store.device_by_sid(sid)
+            if holder is not None and self.store.key_rotation(holder.id) == ("offered", static):
+                self.store.complete_key_rotation(holder.id, static)
+                self.counters["device_keys_rotated"] += 1
+                device = self.store.device(holder.id)
         if sid <= LAST_SID and (device is None or device.sid != sid):
             # An enrolled session id belongs to one device: nobody else's key may hold it
             # (KK's lookup already binds the key; this also covers any other way in).
@@ -566,6 +582,9 @@ class Gateway:
             self.counters[f"attestation_{verdict.decision}"] += 1
         session.device_id = device.id
         session.authorized = True
+        if channel.pattern == "KK" and self.store.key_rotation(device.id)[0] == "requested":
+            session.ask_rotate = ANNOUNCE_REPEATS
+
         self.counters["handshakes_completed"] += 1
         session.attributes = device.attributes
         # Routine: written with the next group commit rather than an fsync of its own.
@@ -580,6 +599,24 @@ class Gateway:
             self._requeue(self.sessions.pop(old_sid, None))
         self._by_device[device.id] = sid
         return True
+
+    async def _key_rotation(self, session: _Session) -> None:
+        """A requested rotation of the device's own key: ask (with the answers to its
+        next frames), and record the next key it offers on this session, which its key
+        authenticates (the proof that the offer comes from the holder of the old key)."""
+        control, session.channel.key_control = session.channel.key_control, None
+        device_id = session.device_id
+        state, _ = self.store.key_rotation(device_id)
+        if control is not None and control[:1] == CONTROL_NEXT_KEY and len(control) == 33 \
+                and state in ("requested", "offered"):
+            self.store.offer_next_key(device_id, bytes(control[1:]))
+            session.ask_rotate = 0
+            self.counters["device_keys_offered"] += 1
+            return
+        if session.ask_rotate and state == "requested":
+            session.ask_rotate -= 1
+            await self._send(session, session.channel.send(
+                CONTROL_ROTATE_KEY, self._now_ms(), wire.KIND_CONTROL))
 
     async def _announce(self, session: _Session, device) -> None:
         """Send the device a credential naming the gateway's current static key."""

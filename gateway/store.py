@@ -128,6 +128,8 @@ MIGRATIONS = [
         PRIMARY KEY (role, public)
     );
     ALTER TABLE sessions ADD COLUMN gateway_key BLOB;
+    ALTER TABLE devices ADD COLUMN key_rotation TEXT;
+    ALTER TABLE devices ADD COLUMN next_static_key BLOB;
     CREATE TABLE revocations (
         seq INTEGER PRIMARY KEY,
         device_id TEXT NOT NULL,
@@ -332,6 +334,8 @@ class Store:
         d = dict(row)
         d["attributes"] = json.loads(d["attributes"])
         d["static_key"] = bytes(d["static_key"])
+        for column in ("key_rotation", "next_static_key"):  # (store.key_rotation())
+            d.pop(column, None)
         return Device(**d)
 
     def device(self, device_id: str) -> Device | None:
@@ -428,6 +432,39 @@ class Store:
             self.db.execute("UPDATE devices SET static_key = ? WHERE id = ?",
                             (static_key, device_id))
             self.audit("device.rekeyed", device_id, reason=reason,
+                       static_key=static_key.hex())
+
+    # A device's own key, rotated on request (`sealink device rotate-key`): requested ->
+    # offered (the device sent its next public key on a session under the old one) ->
+    # done when it completes a handshake under the next key (store.rekey).
+
+    def request_key_rotation(self, device_id: str) -> None:
+        with self.transaction():
+            cur = self.db.execute("UPDATE devices SET key_rotation = 'requested',"
+                                  " next_static_key = NULL WHERE id = ? AND status = 'active'",
+                                  (device_id,))
+            if cur.rowcount != 1:
+                raise StoreError(f"no active device {device_id}")
+            self.audit("device.key_rotation_requested", device_id)
+
+    def key_rotation(self, device_id: str) -> tuple[str | None, bytes | None]:
+        row = self.db.execute("SELECT key_rotation, next_static_key FROM devices"
+                              " WHERE id = ?", (device_id,)).fetchone()
+        if row is None:
+            return None, None
+        return row[0], bytes(row[1]) if row[1] is not None else None
+
+    def offer_next_key(self, device_id: str, next_static: bytes) -> None:
+        with self.transaction():
+            self.db.execute("UPDATE devices SET key_rotation = 'offered',"
+                            " next_static_key = ? WHERE id = ?", (next_static, device_id))
+            self.audit("device.key_offered", device_id, next_static_key=next_static.hex())
+
+    def complete_key_rotation(self, device_id: str, static_key: bytes) -> None:
+        with self.transaction():
+            self.db.execute("UPDATE devices SET static_key = ?, key_rotation = NULL,"
+                            " next_static_key = NULL WHERE id = ?", (static_key, device_id))
+            self.audit("device.rekeyed", device_id, reason="rotation requested",
                        static_key=static_key.hex())
 
     def record_attestation(self, device_id: str, decision: str, reason: str,

@@ -13,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from test_key_backup import SEALINK, Gateway, _config, _env, _free_port, _sealink
 
+from sealink import crypto
 from sealink_gateway import custody
 from sealink_gateway.authority import CredentialError, check_endorsement, endorse, verify
 from sealink_gateway.store import Store
@@ -255,3 +256,53 @@ def test_rotation_without_a_restart_tells_live_sessions_at_their_next_frame(tmp_
     new_key = out.split("new gateway key")[1].split()[0]
     assert stats["gateway_key_updates"] == 1 and stats["handshakes"] == 1
     assert json.loads(keystore.read_text())["gateway_key"] == new_key
+
+
+def test_a_device_rotates_its_own_key_on_request(tmp_path):
+    """`sealink device rotate-key`: at its next session the device makes a new static
+    key and offers it on that session (its current key authenticates the offer); its
+    next handshake, under the new key, proves it holds it and completes the rotation.
+    The old key opens nothing after that."""
+    port = _free_port()
+    config = _config(tmp_path / "gw", port)
+    db, keyfile = tmp_path / "gw" / "gw.db", tmp_path / "gw" / "gateway.keys"
+    _sealink(config, "keys", "init")
+    header = custody.read_header(keyfile)["public"]
+    gateway_key, authority = bytes.fromhex(header["static"]), bytes.fromhex(header["authority"])
+    made = subprocess.run([SEALINK, "--db", str(db), "enroll", "create", "--json",
+                           "--gateway-key", str(keyfile)], capture_output=True, text=True,
+                          timeout=30, check=True, env=_env())
+    keystore = tmp_path / "device.json"
+    gw = Gateway(config)
+    try:
+        _run(_session(port, keystore, gateway_key, authority,
+                      json.loads(made.stdout)["token"].encode(), text=b"enrolled"))
+        old = json.loads(keystore.read_text())
+        (device_id,) = [d.id for d in Store(db).devices()]
+        _sealink(None, "--db", str(db), "device", "rotate-key", device_id)
+        _run(_session(port, keystore, gateway_key, authority, text=b"asked"))
+        offered = json.loads(keystore.read_text())
+        show = _sealink(None, "--db", str(db), "device", "show", device_id).stdout
+        stats = _run(_session(port, keystore, gateway_key, authority, text=b"rotated"))
+        after = json.loads(keystore.read_text())
+        _run(_session(port, keystore, gateway_key, authority, text=b"and again"))
+        # A copy of the old keystore (the old key) reaches nothing any more.
+        stale = tmp_path / "stale.json"
+        stale.write_text(json.dumps(old))
+        with pytest.raises(Exception, match="handshake did not complete"):
+            _run(_session(port, stale, gateway_key, authority, text=b"stale"))
+    finally:
+        gw.stop()
+    assert offered["secret"] == old["secret"] and offered["next_secret"]
+    assert f"next key {crypto.x25519_base(bytes.fromhex(offered['next_secret'])).hex()}" \
+        in show and "key rotation offered" in show
+    assert stats["key_rotations"] == 1
+    assert after["secret"] == offered["next_secret"] and "next_secret" not in after
+    store = Store(db)
+    (device,) = store.devices()
+    assert device.static_key == crypto.x25519_base(bytes.fromhex(after["secret"]))
+    assert [u["payload"] for u in store.uplinks(device.id)] == [
+        b"enrolled", b"asked", b"rotated", b"and again"]
+    events = [(e["event"], e["detail"].get("reason")) for e in store.audit_log(100)]
+    assert ("device.rekeyed", "rotation requested") in events
+    assert ("device.key_offered", None) in events

@@ -19,6 +19,8 @@ import time
 from sealink import crypto, fragment, wire
 from sealink.errors import SealinkError
 from sealink.session import (
+    CONTROL_NEXT_KEY,
+    CONTROL_ROTATE_KEY,
     Channel,
     delivery_report,
     last_reliable_id,
@@ -67,6 +69,10 @@ class Keystore:
     # The authority's key learned through an endorsement by the provisioned one (a
     # rotation of the authority); None: the provisioned key holds.  (A class default.)
     authority_key = None
+    # The next static key, made when the gateway asked for a rotation and offered to it
+    # on a session under the current one; it replaces `secret` once a handshake under
+    # it succeeds.  (A class default.)
+    next_secret = None
 
     def __init__(self, path=None, measured_secret=None):
         self.path = path
@@ -105,6 +111,8 @@ class Keystore:
         self.next_seq = d.get("next_seq", 0)
         if d.get("authority_key"):
             self.authority_key = h(d["authority_key"])
+        if d.get("next_secret"):
+            self.next_secret = h(d["next_secret"])
         return h(d["public"]) if d.get("public") else None
 
     @property
@@ -125,6 +133,8 @@ class Keystore:
              "next_seq": self.next_seq}
         if self.authority_key is not None:
             d["authority_key"] = self.authority_key.hex()
+        if self.next_secret is not None:
+            d["next_secret"] = self.next_secret.hex()
         tmp = self.path + ".new"
         try:
             os.remove(tmp)  # a leftover keeps its old mode through O_TRUNC
@@ -169,6 +179,9 @@ class Device:
     # credentials that name a new gateway key must carry its signature.  (A class
     # default: an instance attribute costs heap on a device.)
     authority_key = None
+    # Handshakes under the next key (a rotation of our own key) that failed: after two,
+    # the current key again (the gateway may never have received the offer).
+    _next_key_failures = 0
 
     def __init__(self, radio, keystore, config=None):
         cfg = config or {}
@@ -258,6 +271,8 @@ class Device:
             if ch.credential is not None and self.keystore.enrolled:
                 # (During first contact connect() takes the credential.)
                 self._learn_gateway_key(ch)
+            if ch.key_control is not None:
+                replies = replies + self._rotate_own_key(ch)
             if frame and frame[0] >> 5 == wire.KIND_REJECT:
                 self.stats["rejects"] += 1
             for p in payloads:
@@ -268,6 +283,23 @@ class Device:
             self._kick()
             if replies:
                 await self._tx(replies)
+
+    def _rotate_own_key(self, ch):
+        # The gateway asks this device to rotate its static key (sealink device
+        # rotate-key): make the next key (once), keep it, and offer its public half on
+        # this session, which the current key authenticates.  A measured key (DICE)
+        # changes only with what runs: nothing to offer.
+        control, ch.key_control = ch.key_control, None
+        ks = self.keystore
+        if control[:1] != CONTROL_ROTATE_KEY or ks.measured or not ks.enrolled \
+                or ch.pattern != "KK":
+            return []
+        if ks.next_secret is None:
+            ks.next_secret = crypto.random_bytes(32)
+            ks.save()
+        self._next_key_failures = 0  # asked again: the offer may not have arrived
+        return ch.send(CONTROL_NEXT_KEY + crypto.x25519_base(ks.next_secret), now_ms(),
+                       wire.KIND_CONTROL)
 
     def _learn_gateway_key(self, ch):
         # A credential on a KK session: the gateway is rotating its static key and names
@@ -408,8 +440,11 @@ class Device:
         with the pinned gateway key afterwards.  Raises DeviceError on failure."""
         self.start()
         ks = self.keystore
+        secret = ks.secret
         if ks.enrolled:
             sid, rs, token = ks.sid, ks.gateway_key, b""
+            if ks.next_secret is not None and self._next_key_failures < 2:
+                secret = ks.next_secret  # offered: prove it (the old one after failures)
         else:
             if not self.token and not self.evidence:
                 raise DeviceError("not enrolled and no enrollment token")
@@ -428,7 +463,7 @@ class Device:
         # Uplinks are never given up on within a session: each keeps its reliable id
         # until acknowledged, so the gateway recognizes every repeat (a new id would
         # make a repeat of a message it committed, whose ack was lost, a new message).
-        ch = Channel(True, ks.secret, rs=rs, sid=sid, mtu=self.mtu, handshake_payload=token,
+        ch = Channel(True, secret, rs=rs, sid=sid, mtu=self.mtu, handshake_payload=token,
                      retry_ms=self.retry_ms, max_retries=self.max_retries,
                      reliable_retries=None)
         if rs is None:
@@ -455,7 +490,15 @@ class Device:
         if not ok:
             state = ch.state if ch.reject_reason is None else "rejected %d" % ch.reject_reason
             self.channel = None
+            if secret is not ks.secret:
+                self._next_key_failures += 1  # the gateway may not have the offer
             raise DeviceError("handshake did not complete (%s)" % state)
+        if secret is not ks.secret:
+            # The gateway took the next key: it is this device's key from now on.
+            ks.secret, ks.next_secret = secret, None
+            ks.save()
+            self._next_key_failures = 0
+            self.stats["key_rotations"] = self.stats.get("key_rotations", 0) + 1
         if rs is None:
             new_sid, gateway_key = credential_fields(ch.credential)
             if gateway_key != ch.remote_static:
