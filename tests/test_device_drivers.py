@@ -265,3 +265,54 @@ def test_gateway_key_rotation_on_firmware(tmp_path):
     assert f"RESULT True 0 {new.hex()}" in outs[2], outs[2]
     assert payloads == [b"enrolled", b"told", b"followed"]
     assert [s["pattern"] for s in sessions] == ["KK", "KK", "XX"]
+
+
+def test_device_key_rotation_on_firmware(tmp_path):
+    """The unix firmware rotates its own static key on request: enrolled at the first
+    boot, asked and offering its next key at the second, under the new key from the
+    third on (the gateway's record follows)."""
+    binary = BUILD / "UNIX" / "micropython"
+    keystore = tmp_path / "device.json"
+
+    async def boot(port, token, gateway_key, text):
+        code = ROTATION_DEVICE.format(port=port, token=token, gateway_key=gateway_key,
+                                      keystore=str(keystore), text=text)
+        proc = await asyncio.create_subprocess_exec(
+            str(binary), "-c", code, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, env=dict(os.environ, MICROPYPATH=".frozen"))
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), 40)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+        return out.decode()
+
+    async def scenario():
+        transport = UdpTransport("127.0.0.1", 0)
+        gw = Gateway(Store(tmp_path / "gw.db"), crypto.random_bytes(32),
+                     Authority.load_or_create(tmp_path / "authority.pem"), [transport])
+        await gw.start()
+        try:
+            token, _ = gw.store.create_token({"net": "ip"}, 3600)
+            outs = [await boot(transport.port, token.encode(), gw.public_key, b"enrolled")]
+            (row,) = gw.store.devices()
+            first = json.loads(keystore.read_text())
+            gw.store.request_key_rotation(row.id)
+            outs.append(await boot(transport.port, b"", gw.public_key, b"asked"))
+            offered = json.loads(keystore.read_text())
+            outs.append(await boot(transport.port, b"", gw.public_key, b"rotated"))
+            await asyncio.sleep(0.2)  # the group commit
+            return (outs, first, offered, json.loads(keystore.read_text()),
+                    gw.store.device(row.id), gw.store.key_rotation(row.id),
+                    [u["payload"] for u in gw.store.uplinks(row.id)])
+        finally:
+            await gw.stop()
+
+    outs, first, offered, after, device, rotation, payloads = asyncio.run(
+        asyncio.wait_for(scenario(), 150))
+    assert all("RESULT True" in o for o in outs), outs
+    assert offered["secret"] == first["secret"] and offered["next_secret"]
+    assert after["secret"] == offered["next_secret"] and "next_secret" not in after
+    assert device.static_key == crypto.x25519_base(bytes.fromhex(after["secret"]))
+    assert rotation == (None, None)
+    assert payloads == [b"enrolled", b"asked", b"rotated"]
