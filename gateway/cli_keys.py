@@ -319,8 +319,8 @@ def keys_rotate(config_path: str, passphrase_fd: int | None, grace: str,
     click.echo(f"new gateway key  {new.static_public.hex()}\n"
                f"old gateway key  {old.static_public.hex()} accepted until "
                f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(until))}\n"
-               "restart the gateway to use it; `sealink keys status` shows which devices "
-               "have followed")
+               "restart the gateway or send it SIGHUP to use it; `sealink keys status` "
+               "shows which devices have followed")
 
 
 def _rotate_authority(cfg, store, source, until: int) -> None:
