@@ -242,3 +242,29 @@ def test_tpm_custody_bound_to_pcrs_refuses_once_they_change(tmp_path, swtpm):
     assert "PCR values are not the ones the key was sealed to" in started.stderr
     swtpm.tool("tpm2_pcrreset", "16")
     assert "listening" in _start(config, passphrase="").stderr
+
+
+def test_gateway_refuses_a_tpm_in_dictionary_attack_lockout(tmp_path, swtpm):
+    config = _config(tmp_path, "tpm", swtpm.tcti)
+    _sealink("keys", "init", "--config", str(config), passphrase=None)
+    # Someone guesses a password on the TPM: one failure with max-tries 1 locks it out.
+    d = tmp_path / "guess"
+    d.mkdir()
+    swtpm.tool("tpm2_createprimary", "-Q", "-C", "o", "-g", "sha256", "-G", "ecc",
+               "-c", str(d / "p.ctx"))
+    (d / "secret").write_bytes(b"12345678")
+    swtpm.tool("tpm2_create", "-Q", "-C", str(d / "p.ctx"), "-p", "right", "-i",
+               str(d / "secret"), "-u", str(d / "o.pub"), "-r", str(d / "o.priv"))
+    swtpm.tool("tpm2_flushcontext", "-t")
+    swtpm.tool("tpm2_dictionarylockout", "-Q", "--setup-parameters", "--max-tries=1",
+               "--recovery-time=600", "--lockout-recovery-time=600")
+    swtpm.tool("tpm2_load", "-Q", "-C", str(d / "p.ctx"), "-u", str(d / "o.pub"),
+               "-r", str(d / "o.priv"), "-c", str(d / "o.ctx"))
+    swtpm.tool("tpm2_flushcontext", "-t")
+    with pytest.raises(RuntimeError):
+        swtpm.tool("tpm2_unseal", "-c", str(d / "o.ctx"), "-p", "wrong")
+    before = (tmp_path / "gateway.keys").read_bytes()
+    started = _start(config, passphrase="")
+    assert started.returncode != 0 and "listening" not in started.stderr
+    assert "is in dictionary-attack lockout" in started.stderr
+    assert (tmp_path / "gateway.keys").read_bytes() == before  # nothing overwritten
