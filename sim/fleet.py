@@ -424,7 +424,11 @@ class Fleet:
     # --- rotation of the gateway key --------------------------------------------------------
 
     def _lora_runs(self) -> list[DeviceRun]:
-        return [r for r in self.runs if r.spec.radio == "lora" and r.process is not None]
+        """The LoRa devices that keep what they learn across a power cycle: unix ones
+        (their keystore is a file) and QEMU boards with a flash.  A board without one
+        forgets its enrollment when powered off, rotation or not."""
+        return [r for r in self.runs if r.spec.radio == "lora" and r.process is not None
+                and (r.spec.board == "UNIX" or r.flash is not None)]
 
     def _maybe_rotate(self) -> None:
         """Rotate once every LoRa device has enrolled and the `offline` ones are off the
@@ -487,7 +491,10 @@ class Fleet:
         self.gateway._retiring.clear()
         self.store.audit("keys.retire", role="static", devices_not_followed=sorted(
             set(devices) - followed))
+        without_storage = sorted(r.spec.name for r in self.runs if r.spec.radio == "lora"
+                                 and r not in self._lora_runs())
         return {"at_modeled_s": round(self.rotated_at, 1), "devices": len(devices),
+                "without_storage": without_storage,
                 "told_in_session": told_live, "told": sorted({names.get(d, d)
                                                               for d in announced}),
                 "offline": list(rot.offline), "rounds": rounds,
@@ -859,7 +866,10 @@ def main(argv: list[str] | None = None) -> int:
                       f"{len(rot['told'])} device(s) ({rot['told_in_session']} in a live "
                       f"session); {rot['followed']} of {rot['devices']} LoRa devices now "
                       f"connect under the new key after {rot['rounds']} restart round(s); "
-                      f"lost: {', '.join(rot['lost']) or 'none'}")
+                      f"lost: {', '.join(rot['lost']) or 'none'}"
+                      + (f"; not restarted (no flash: a power cycle loses their "
+                         f"enrollment): {', '.join(rot['without_storage'])}"
+                         if rot["without_storage"] else ""))
     elif rot:
         console.print(f"[red]rotation: {rot.get('why')}[/red]")
     for u in summary.get("updates", []):
