@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from sealink import crypto
 from sealink_gateway import custody
 from sealink_gateway.store import Store
 from tpm import SwTpm
@@ -83,6 +84,11 @@ def test_keys_at_rest_are_encrypted_under_the_passphrase(tmp_path):
     started = _start(config)
     assert "listening" in started.stderr and public in started.stderr
     assert Store(tmp_path / "gw.db").gateway_keys("static") == {bytes.fromhex(public)}
+    # What an operator sees without unlocking anything.
+    show = json.loads(_sealink("keys", "show", "--config", str(config), "--json",
+                               passphrase=None).stdout)
+    assert show["custody"] == "passphrase" and show["gateway_key"] == public
+    assert show["database_knows"] == [public] and "salt" not in show["kdf"]
     # A second init never overwrites the keys.
     again = _sealink("keys", "init", "--config", str(config), ok=False)
     assert "never overwritten" in again.stderr
@@ -268,3 +274,21 @@ def test_gateway_refuses_a_tpm_in_dictionary_attack_lockout(tmp_path, swtpm):
     assert started.returncode != 0 and "listening" not in started.stderr
     assert "is in dictionary-attack lockout" in started.stderr
     assert (tmp_path / "gateway.keys").read_bytes() == before  # nothing overwritten
+
+
+def test_a_gateway_moves_its_plain_keys_into_custody_and_keeps_them(tmp_path):
+    """`sealink keys init --import-plain`: the same keys (so every enrolled device keeps
+    reaching the gateway), now encrypted; the plain files are named for destruction."""
+    from sealink_gateway.authority import Authority
+    from sealink_gateway.run import load_or_create_static_key
+
+    static = load_or_create_static_key(tmp_path / "gateway.key")  # as a plain gateway made
+    authority = Authority.load_or_create(tmp_path / "authority.pem")
+    config = _config(tmp_path)
+    out = _sealink("keys", "init", "--config", str(config), "--import-plain").stdout
+    assert "still hold the keys unencrypted: destroy them" in out
+    header = custody.read_header(tmp_path / "gateway.keys")["public"]
+    assert header["static"] == crypto.x25519_base(static).hex()
+    assert header["authority"] == authority.public_key.hex()
+    started = _start(config)
+    assert "listening" in started.stderr and crypto.x25519_base(static).hex() in started.stderr
