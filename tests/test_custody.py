@@ -89,6 +89,10 @@ def test_keys_at_rest_are_encrypted_under_the_passphrase(tmp_path):
                                passphrase=None).stdout)
     assert show["custody"] == "passphrase" and show["gateway_key"] == public
     assert show["database_knows"] == [public] and "salt" not in show["kdf"]
+    check = json.loads(_sealink("gateway", "--config", str(config), "check", "--json",
+                                passphrase=None).stdout)
+    assert check["authority"] == doc["public"]["authority"]
+    assert check["custody"].startswith("passphrase")
     # A second init never overwrites the keys.
     again = _sealink("keys", "init", "--config", str(config), ok=False)
     assert "never overwritten" in again.stderr
