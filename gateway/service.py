@@ -24,8 +24,6 @@ from sealink.keys import PrivateKey
 from sealink.reliable import DeliveryError
 from sealink.session import (
     CONTROL_CREDENTIAL,
-    CONTROL_NEXT_KEY,
-    CONTROL_ROTATE_KEY,
     Channel,
     answer_repeats_with,
     resend_unacknowledged,
@@ -49,6 +47,10 @@ PENDING_TIMEOUT_S = 300.0
 # ids of the first), and taken for repeats they would be acknowledged and dropped.
 DEDUP_IDS = 64
 ANNOUNCE_REPEATS = 3  # times a session is sent the credential naming a rotated key
+# Control messages of a device key rotation (sealink.session: Channel.key_control): the
+# gateway asks for one; the device answers with its next public key (32 bytes follow).
+CONTROL_ROTATE_KEY = b"\x04"
+CONTROL_NEXT_KEY = b"\x05"
 COUNTER_PROBES = 4  # counters tried per frame: the closest, then up to 3 spans ahead
 MAX_PENDING = 4  # KK handshakes answered per sid and not yet proven live
 REJECT_RATE = 50  # REJECTs per source per 10 s (answers to frames that prove nothing)
@@ -346,8 +348,8 @@ class Gateway:
             for f in replies:  # answers go where the question came from
                 await self._send_frame(session.transport, f, up.source, up)
         self._collect_acks(session)
-        if session.authorized and authentic and (session.ask_rotate
-                                                 or session.channel.key_control):
+        if session.authorized and authentic and (
+                session.ask_rotate or getattr(session.channel, "key_control", None)):
             await self._key_rotation(session)
         if session.announce and session.authorized and authentic:
             session.announce -= 1
@@ -604,7 +606,8 @@ class Gateway:
         """A requested rotation of the device's own key: ask (with the answers to its
         next frames), and record the next key it offers on this session, which its key
         authenticates (the proof that the offer comes from the holder of the old key)."""
-        control, session.channel.key_control = session.channel.key_control, None
+        control = getattr(session.channel, "key_control", None)
+        session.channel.key_control = None
         device_id = session.device_id
         state, _ = self.store.key_rotation(device_id)
         if control is not None and control[:1] == CONTROL_NEXT_KEY and len(control) == 33 \

@@ -368,6 +368,9 @@ class Fleet:
                         r.result = "timeout"
                 live.update(self._progress())
             summary = self._summary()
+            # The run proper (what the modeled time covers); wall_s below adds the
+            # rotation rounds and the updates.
+            summary["run_wall_s"] = round(time.monotonic() - self.started, 2)
             if self.scenario.rotation is not None:
                 summary["rotation"] = await self._follow_rotation()
                 summary["ok"] = summary["ok"] and summary["rotation"]["ok"]

@@ -109,7 +109,9 @@ def test_duty_cycle_is_kept_and_reported(demo):
         # airtime): they agree to that precision.
         assert d["duty_cycle_used_of_hourly_budget"] == pytest.approx(d["airtime_s"] / 36.0,
                                                                       abs=0.5e-4 + 0.5e-4 / 36)
-    assert summary["modeled_s"] > summary["wall_s"] * 10  # compressed 50x, stated
+    # Compressed 50x, stated (the run proper: the rotation rounds and the update after it
+    # restart devices in their own time).
+    assert summary["modeled_s"] > summary["run_wall_s"] * 10
 
 
 def test_outputs_pcap_and_plot(demo):

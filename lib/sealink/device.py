@@ -19,8 +19,6 @@ import time
 from sealink import crypto, fragment, wire
 from sealink.errors import SealinkError
 from sealink.session import (
-    CONTROL_NEXT_KEY,
-    CONTROL_ROTATE_KEY,
     Channel,
     delivery_report,
     last_reliable_id,
@@ -66,13 +64,12 @@ class Keystore:
     # A measured key (DICE: derived at boot from the UDS and what runs) is never written
     # to storage: code that changed must not find the key of the code it replaced.
     measured = False
-    # The authority's key learned through an endorsement by the provisioned one (a
-    # rotation of the authority); None: the provisioned key holds.  (A class default.)
-    authority_key = None
-    # The next static key, made when the gateway asked for a rotation and offered to it
-    # on a session under the current one; it replaces `secret` once a handshake under
-    # it succeeds.  (A class default.)
-    next_secret = None
+    # (Set only when there is one; read with getattr: a class default costs heap.)
+    # - authority_key: the authority's key learned through an endorsement by the
+    #   provisioned one (a rotation of the authority).
+    # - next_secret: the next static key, made when the gateway asked for a rotation
+    #   and offered on a session under the current one; it replaces `secret` once a
+    #   handshake under it succeeds.
 
     def __init__(self, path=None, measured_secret=None):
         self.path = path
@@ -131,10 +128,10 @@ class Keystore:
              "gateway_key": self.gateway_key.hex() if self.gateway_key else None,
              "credential": self.credential.hex() if self.credential else None,
              "next_seq": self.next_seq}
-        if self.authority_key is not None:
-            d["authority_key"] = self.authority_key.hex()
-        if self.next_secret is not None:
-            d["next_secret"] = self.next_secret.hex()
+        for name in ("authority_key", "next_secret"):
+            value = getattr(self, name, None)
+            if value is not None:
+                d[name] = value.hex()
         tmp = self.path + ".new"
         try:
             os.remove(tmp)  # a leftover keeps its old mode through O_TRUNC
@@ -175,13 +172,11 @@ def credential_fields(credential):
 
 
 class Device:
-    # The authority's Ed25519 public key, when provisioned (config "authority_key"):
-    # credentials that name a new gateway key must carry its signature.  (A class
-    # default: an instance attribute costs heap on a device.)
-    authority_key = None
-    # Handshakes under the next key (a rotation of our own key) that failed: after two,
-    # the current key again (the gateway may never have received the offer).
-    _next_key_failures = 0
+    # (Set only when used, read with getattr: class defaults cost heap on a device.)
+    # - authority_key: the authority's Ed25519 public key, when provisioned (config
+    #   "authority_key"): credentials naming a new gateway key must carry its signature.
+    # - _next_key_failures: handshakes under the next key (a rotation of our own key)
+    #   that failed; after two, the current key again (the offer may not have arrived).
 
     def __init__(self, radio, keystore, config=None):
         cfg = config or {}
@@ -271,7 +266,7 @@ class Device:
             if ch.credential is not None and self.keystore.enrolled:
                 # (During first contact connect() takes the credential.)
                 self._learn_gateway_key(ch)
-            if ch.key_control is not None:
+            if getattr(ch, "key_control", None) is not None:
                 replies = replies + self._rotate_own_key(ch)
             if frame and frame[0] >> 5 == wire.KIND_REJECT:
                 self.stats["rejects"] += 1
@@ -291,14 +286,13 @@ class Device:
         # changes only with what runs: nothing to offer.
         control, ch.key_control = ch.key_control, None
         ks = self.keystore
-        if control[:1] != CONTROL_ROTATE_KEY or ks.measured or not ks.enrolled \
-                or ch.pattern != "KK":
+        if control[:1] != b"\x04" or ks.measured or not ks.enrolled or ch.pattern != "KK":
             return []
-        if ks.next_secret is None:
+        if getattr(ks, "next_secret", None) is None:
             ks.next_secret = crypto.random_bytes(32)
             ks.save()
         self._next_key_failures = 0  # asked again: the offer may not have arrived
-        return ch.send(CONTROL_NEXT_KEY + crypto.x25519_base(ks.next_secret), now_ms(),
+        return ch.send(b"\x05" + crypto.x25519_base(ks.next_secret), now_ms(),
                        wire.KIND_CONTROL)
 
     def _learn_gateway_key(self, ch):
@@ -308,7 +302,8 @@ class Device:
         # provisioned with its key.  From the next handshake on, KK uses the new key.
         cred, ch.credential = bytes(ch.credential), None
         ks = self.keystore
-        authority = ks.authority_key or self.authority_key
+        provisioned = getattr(self, "authority_key", None)
+        authority = getattr(ks, "authority_key", None) or provisioned
         try:
             sid, key = credential_fields(cred)
             n = 72 + cred[71]
@@ -330,10 +325,10 @@ class Device:
         except (DeviceError, SealinkError, IndexError):
             self.stats["credentials_refused"] = self.stats.get("credentials_refused", 0) + 1
             return
-        if key != ks.gateway_key or (authority is not None
-                                     and authority != (ks.authority_key or self.authority_key)):
+        if key != ks.gateway_key or (authority is not None and authority != (
+                getattr(ks, "authority_key", None) or provisioned)):
             ks.gateway_key, ks.credential = key, cred[:n + 64]
-            if authority != self.authority_key:
+            if authority != provisioned:
                 ks.authority_key = authority
             ks.save()
             self.stats["gateway_key_updates"] = self.stats.get("gateway_key_updates", 0) + 1
@@ -443,8 +438,9 @@ class Device:
         secret = ks.secret
         if ks.enrolled:
             sid, rs, token = ks.sid, ks.gateway_key, b""
-            if ks.next_secret is not None and self._next_key_failures < 2:
-                secret = ks.next_secret  # offered: prove it (the old one after failures)
+            nxt = getattr(ks, "next_secret", None)
+            if nxt is not None and getattr(self, "_next_key_failures", 0) < 2:
+                secret = nxt  # offered: prove it (the old one after failures)
         else:
             if not self.token and not self.evidence:
                 raise DeviceError("not enrolled and no enrollment token")
@@ -490,8 +486,8 @@ class Device:
         if not ok:
             state = ch.state if ch.reject_reason is None else "rejected %d" % ch.reject_reason
             self.channel = None
-            if secret is not ks.secret:
-                self._next_key_failures += 1  # the gateway may not have the offer
+            if secret is not ks.secret:  # the gateway may not have the offer
+                self._next_key_failures = getattr(self, "_next_key_failures", 0) + 1
             raise DeviceError("handshake did not complete (%s)" % state)
         if secret is not ks.secret:
             # The gateway took the next key: it is this device's key from now on.

@@ -25,10 +25,6 @@ from sealink.replay import ReplayError, ReplayWindow
 
 CONTROL_CREDENTIAL = b"\x02"  # control message: the authority's credential follows
 CONTROL_POLL = b"\x03"  # control message: nothing; opens a receive window (LoRa class A)
-# Control messages of a device key rotation: the gateway asks for one; the device
-# answers with its next public key (32 bytes follow), on the session under its old key.
-CONTROL_ROTATE_KEY = b"\x04"
-CONTROL_NEXT_KEY = b"\x05"
 REKEY_SHIFT = 10
 MAX_COUNTER = 1 << 24
 PROLOGUE = b"sealink/1"
@@ -121,16 +117,15 @@ class Channel:
     # with the device); anything else fails before message 3, and its payload (the
     # enrollment token), goes out.  None: any responder (tests only).
     expected_rs = None
-    # Responder: other static keys a KK initiator may address it under (a gateway whose
-    # key is being rotated: devices not yet told still use the old one).  Tried in order
-    # after `s` on KK message 1; the one that reads it becomes `s`.
-    other_statics = ()
-    # Responder: other keys the KK initiator may hold (a device rotating its key: the
-    # next key it offered), tried after the one peer_lookup gives.
-    other_peers = ()
-    # The last key-rotation control message received (CONTROL_ROTATE_KEY or
-    # CONTROL_NEXT_KEY and its key), for the application to take.
-    key_control = None
+    # (Set only where used, never as class defaults: a device's 32 KiB heap has no room
+    # for a larger class dict.)
+    # - other_statics (responder): other static keys a KK initiator may address it
+    #   under (a gateway whose key is being rotated).  Tried after `s` on KK message 1;
+    #   the one that reads it becomes `s`.
+    # - other_peers (responder): other keys the KK initiator may hold (a device rotating
+    #   its own key: the next key it offered), tried after the one peer_lookup gives.
+    # - key_control: the last key-rotation control message received (0x04: rotate your
+    #   key; 0x05: my next key follows), for the application to take.
 
     def __init__(self, initiator, s, rs=None, sid=0, mtu=51, peer_lookup=None,
                  rekey_after_ms=3600000, max_age_ms=86400000, retry_ms=2000, max_retries=5,
@@ -249,7 +244,21 @@ class Channel:
         try:
             payload = self._hs.read_message(body)
         except HandshakeError:
-            payload = self._read_under_other_statics(pattern, index, body)
+            payload = None
+            if not self.initiator and pattern == "KK" and index == 0:
+                # KK message 1 under one of other_statics, or from one of other_peers.
+                first = self._hs.rs
+                for s in (self.s,) + tuple(getattr(self, "other_statics", ())):
+                    for rs in (first,) + tuple(getattr(self, "other_peers", ())):
+                        if payload is not None or (s is self.s and rs is first):
+                            continue  # (found, or tried already)
+                        hs = HandshakeState(protocol_name(pattern), False, PROLOGUE, s=s,
+                                            rs=rs)
+                        try:
+                            payload = hs.read_message(body)
+                        except HandshakeError:
+                            continue
+                        self._hs, self.s = hs, s
             if payload is None:
                 self._hs = None
                 self.state = "idle" if not self.initiator else "failed"
@@ -272,25 +281,6 @@ class Channel:
             return []
         self._hs_last_in = body
         return self._write_handshake(now_ms)
-
-    def _read_under_other_statics(self, pattern, index, body):
-        # KK message 1 under one of other_statics, or from one of other_peers: its
-        # payload, or None.
-        if self.initiator or pattern != "KK" or index != 0:
-            return None
-        first = self._hs.rs
-        for s in (self.s,) + tuple(self.other_statics):
-            for rs in (first,) + tuple(self.other_peers):
-                if s is self.s and rs is first:
-                    continue  # (tried already)
-                hs = HandshakeState(protocol_name(pattern), False, PROLOGUE, s=s, rs=rs)
-                try:
-                    payload = hs.read_message(body)
-                except HandshakeError:
-                    continue
-                self._hs, self.s = hs, s
-                return payload
-        return None
 
     def _establish(self, now_ms):
         to_responder, to_initiator = self._hs.split()
@@ -404,7 +394,7 @@ class Channel:
                 self.credential = control[1:]
             elif control[:1] == CONTROL_POLL:
                 pass
-            elif control[:1] in (CONTROL_ROTATE_KEY, CONTROL_NEXT_KEY):
+            elif control[:1] in (b"\x04", b"\x05"):  # a key rotation (see above)
                 self.key_control = control
             else:
                 self._reliable_out.acknowledge(control)
