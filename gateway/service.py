@@ -13,17 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from sealink import wire
-from sealink.errors import SealinkError
+from sealink.errors import HandshakeError, SealinkError
 from sealink.keys import PrivateKey
+from sealink.noise import HandshakeState, protocol_name
 from sealink.reliable import DeliveryError
 from sealink.session import (
     CONTROL_CREDENTIAL,
+    PROLOGUE,
     Channel,
     answer_repeats_with,
     resend_unacknowledged,
@@ -107,6 +110,28 @@ class _Session:
     # frame is not acknowledged, and a LoRa downlink can be lost).
     announce: int = 0
     ask_rotate: int = 0  # the same, for a requested rotation of the device's own key
+
+
+def _read_under_other_keys(ch: Channel, statics: list[PrivateKey], peers: list[bytes],
+                           pattern: str, index: int, body: bytes) -> bytes | None:
+    """KK message 1 that the channel's own keys did not read: under one of `statics`
+    (retiring gateway keys), or from one of `peers` (a device's offered next key).  The
+    keys that read it become the channel's; returns its payload, or None."""
+    if pattern != "KK" or index != 0:
+        return None
+    first = ch._hs.rs
+    for s in [ch.s, *statics]:
+        for rs in [first, *peers]:
+            if s is ch.s and rs is first:
+                continue  # (tried already)
+            hs = HandshakeState(protocol_name(pattern), False, PROLOGUE, s=s, rs=rs)
+            try:
+                payload = hs.read_message(body)
+            except HandshakeError:
+                continue
+            ch._hs, ch.s = hs, s
+            return payload
+    return None
 
 
 def _proof(ch: Channel) -> tuple:
@@ -494,10 +519,12 @@ class Gateway:
                           peer_lookup=lookup, retry_ms=self.retry_ms,
                           reliable_retries=self.reliable_retries)
         channel.counter_probes = COUNTER_PROBES  # sparse reporters jump epochs
-        if self._retiring and sid <= LAST_SID:
-            channel.other_statics = self._grace_statics()
-        if lookup is not None and rotation == "offered" and next_key is not None:
-            channel.other_peers = (next_key,)  # the device proves its next key with KK
+        statics = self._grace_statics() if self._retiring and sid <= LAST_SID else []
+        # The device proves the next key it offered with KK.
+        peers = [next_key] if lookup is not None and rotation == "offered" and next_key else []
+        if statics or peers:
+            channel.read_under_other_keys = functools.partial(
+                _read_under_other_keys, channel, statics, peers)
         session = _Session(channel, transport, up.source, now)
         if register:
             self.sessions[sid] = session

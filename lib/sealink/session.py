@@ -119,11 +119,9 @@ class Channel:
     expected_rs = None
     # (Set only where used, never as class defaults: a device's 32 KiB heap has no room
     # for a larger class dict.)
-    # - other_statics (responder): other static keys a KK initiator may address it
-    #   under (a gateway whose key is being rotated).  Tried after `s` on KK message 1;
-    #   the one that reads it becomes `s`.
-    # - other_peers (responder): other keys the KK initiator may hold (a device rotating
-    #   its own key: the next key it offered), tried after the one peer_lookup gives.
+    # - read_under_other_keys (responder): (pattern, index, body) -> payload or None,
+    #   for a first message the channel's own keys do not read (the gateway's key
+    #   rotations; it sets the channel's _hs and s to the keys that read it).
     # - key_control: the last key-rotation control message received (0x04: rotate your
     #   key; 0x05: my next key follows), for the application to take.
 
@@ -244,21 +242,10 @@ class Channel:
         try:
             payload = self._hs.read_message(body)
         except HandshakeError:
-            payload = None
-            if not self.initiator and pattern == "KK" and index == 0:
-                # KK message 1 under one of other_statics, or from one of other_peers.
-                first = self._hs.rs
-                for s in (self.s,) + tuple(getattr(self, "other_statics", ())):
-                    for rs in (first,) + tuple(getattr(self, "other_peers", ())):
-                        if payload is not None or (s is self.s and rs is first):
-                            continue  # (found, or tried already)
-                        hs = HandshakeState(protocol_name(pattern), False, PROLOGUE, s=s,
-                                            rs=rs)
-                        try:
-                            payload = hs.read_message(body)
-                        except HandshakeError:
-                            continue
-                        self._hs, self.s = hs, s
+            # A responder may read message 1 under other keys (a gateway's key rotations:
+            # sealink_gateway.service sets the hook; a device never does).
+            other = getattr(self, "read_under_other_keys", None)
+            payload = other(pattern, index, body) if other is not None else None
             if payload is None:
                 self._hs = None
                 self.state = "idle" if not self.initiator else "failed"
