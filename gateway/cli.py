@@ -343,13 +343,9 @@ def attest_export(ctx: click.Context, device_id: str, out: str) -> None:
 def attest_verify(result: str, authority_key: str, as_json: bool) -> None:
     """Check an attestation result offline: the authority's signature and the expiry."""
     from sealink_gateway import attest as verifier
+    from sealink_gateway.cli_keys import authority_hex
 
-    try:
-        public = bytes.fromhex(authority_key)
-        if len(public) != 32:
-            raise ValueError
-    except ValueError:
-        raise click.BadParameter("--authority-key must be 32 bytes in hex") from None
+    public = authority_hex(authority_key)
     try:
         claims = verifier.verify_result(Path(result).read_bytes(), public)
     except verifier.ResultError as e:

@@ -46,6 +46,23 @@ def _tpm(cfg):
     return Tpm(cfg.tpm)
 
 
+def _unlock(cfg, store, source):
+    """The keys from the configured key file, refused if this database's gateway does
+    not know them as its own."""
+    from sealink_gateway import custody
+
+    return custody.unlock(cfg.keys_file, passphrase=source, tpm=_tpm(cfg),
+                          expected=store.gateway_keys("static"))
+
+
+def _rewrite(cfg, keys_, source) -> None:
+    """Replace the key file (atomically) with `keys_`, in the configured custody."""
+    from sealink_gateway import custody
+
+    custody.write(cfg.keys_file, keys_, cfg.custody, passphrase=source, tpm=_tpm(cfg),
+                  pcrs=cfg.pcrs, replace=True)
+
+
 def _fail(e: Exception) -> click.ClickException:
     return click.ClickException(str(e))
 
@@ -181,9 +198,7 @@ def keys_backup(config_path: str, passphrase_fd: int | None, shares: int, thresh
         raise click.ClickException(f"{out} is not empty: pages are never overwritten")
     store = _open_store(cfg)
     try:
-        keys_ = custody.unlock(cfg.keys_file,
-                               passphrase=custody.passphrase_source(passphrase_fd),
-                               tpm=_tpm(cfg), expected=store.gateway_keys("static"))
+        keys_ = _unlock(cfg, store, custody.passphrase_source(passphrase_fd))
         words_passphrase = (custody.passphrase_source(share_passphrase_fd,
                                                       env=SHARE_PASSPHRASE_ENV,
                                                       confirm=True, **_SHARE)()
@@ -298,8 +313,7 @@ def keys_rotate(config_path: str, passphrase_fd: int | None, grace: str,
             store.close()
         return
     try:
-        old = custody.unlock(cfg.keys_file, passphrase=source, tpm=_tpm(cfg),
-                             expected=store.gateway_keys("static"))
+        old = _unlock(cfg, store, source)
         still = store.retiring_keys("static")
         now = time.time()
         keep = tuple(k for k, p in zip(old.retiring, old.retiring_public, strict=False)
@@ -307,8 +321,7 @@ def keys_rotate(config_path: str, passphrase_fd: int | None, grace: str,
         new = custody.GatewayKeys(custody.GatewayKeys.generate().static, old.authority,
                                   (old.static, *keep))
         until = now + seconds
-        custody.write(cfg.keys_file, new, cfg.custody, passphrase=source, tpm=_tpm(cfg),
-                      pcrs=cfg.pcrs, replace=True)
+        _rewrite(cfg, new, source)
         store.rotate_gateway_key("static", old.static_public, new.static_public, until)
         store.audit("keys.rotate", role="static", old=old.static_public.hex(),
                     new=new.static_public.hex(), grace_until=until)
@@ -329,13 +342,11 @@ def _rotate_authority(cfg, store, source, until: int) -> None:
     from sealink_gateway import custody
     from sealink_gateway.authority import endorse
 
-    old = custody.unlock(cfg.keys_file, passphrase=source, tpm=_tpm(cfg),
-                         expected=store.gateway_keys("static"))
+    old = _unlock(cfg, store, source)
     new = custody.GatewayKeys(old.static, custody.GatewayKeys.generate().authority,
                               old.retiring)
     endorsement = endorse(old.authority_key, new.authority_public, until)
-    custody.write(cfg.keys_file, new, cfg.custody, passphrase=source, tpm=_tpm(cfg),
-                  pcrs=cfg.pcrs, replace=True)
+    _rewrite(cfg, new, source)
     store.rotate_gateway_key("authority", old.authority_public, new.authority_public, until,
                              endorsement)
     store.audit("keys.rotate", role="authority", old=old.authority_public.hex(),
@@ -397,13 +408,10 @@ def keys_retire(config_path: str, passphrase_fd: int | None, force: bool) -> Non
         if not ended:
             raise click.ClickException("no retiring key whose grace period has ended "
                                        "(--force to retire them now)")
-        keys_ = custody.unlock(cfg.keys_file, passphrase=source, tpm=_tpm(cfg),
-                               expected=store.gateway_keys("static"))
+        keys_ = _unlock(cfg, store, source)
         kept = tuple(k for k, p in zip(keys_.retiring, keys_.retiring_public, strict=False)
                      if p not in ended)
-        custody.write(cfg.keys_file, custody.GatewayKeys(keys_.static, keys_.authority, kept),
-                      cfg.custody, passphrase=source, tpm=_tpm(cfg), pcrs=cfg.pcrs,
-                      replace=True)
+        _rewrite(cfg, custody.GatewayKeys(keys_.static, keys_.authority, kept), source)
         for p in ended:
             store.retire_gateway_key("static", p)
         store.audit("keys.retire", role="static", retired=sorted(p.hex() for p in ended),
@@ -453,7 +461,8 @@ def revocations_export(config_path: str, passphrase_fd: int | None, out: str) ->
                f"signed by {authority.public_key.hex()}")
 
 
-def _authority_hex(value: str) -> bytes:
+def authority_hex(value: str) -> bytes:
+    """An --authority-key argument: 32 bytes in hex (BadParameter otherwise)."""
     try:
         key = bytes.fromhex(value)
         if len(key) == 32:
@@ -474,7 +483,7 @@ def revocations_verify(path: str, authority_key: str, min_seq: int, as_json: boo
     from sealink_gateway import revocation
 
     try:
-        doc = revocation.verify(Path(path).read_bytes(), _authority_hex(authority_key),
+        doc = revocation.verify(Path(path).read_bytes(), authority_hex(authority_key),
                                 min_seq)
     except revocation.RevocationError as e:
         raise _fail(e) from None
@@ -504,7 +513,7 @@ def revocations_import(config_path: str, path: str, authority_key: str) -> None:
         raise click.ClickException(str(e)) from None
     store = _open_store(cfg)
     try:
-        authority = _authority_hex(authority_key)
+        authority = authority_hex(authority_key)
         seen = [e["detail"].get("seq", 0) for e in store.audit_log(100_000)
                 if e["event"] == "revocations.import"
                 and e["detail"].get("authority") == authority.hex()]

@@ -222,25 +222,29 @@ asyncio.run(main())
 """
 
 
+async def _boot_rotation_device(keystore, port, token, gateway_key, text, wait=0):
+    """One boot of the unix firmware running ROTATION_DEVICE: its output."""
+    code = ROTATION_DEVICE.format(port=port, token=token, gateway_key=gateway_key,
+                                  keystore=str(keystore), text=text, wait=wait)
+    proc = await asyncio.create_subprocess_exec(
+        str(BUILD / "UNIX" / "micropython"), "-c", code, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT, env=dict(os.environ, MICROPYPATH=".frozen"))
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), 40)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+    return out.decode()
+
+
 def test_gateway_key_rotation_on_firmware(tmp_path):
     """The unix firmware (frozen device stack) follows a rotation of the gateway key:
     enrolled under the first key, told the new one in a session under the old key,
     then reconnecting under the new one, across three boots."""
-    binary = BUILD / "UNIX" / "micropython"
-    keystore = str(tmp_path / "device.json")
+    keystore = tmp_path / "device.json"
 
-    async def boot(port, token, gateway_key, text, wait=0):
-        code = ROTATION_DEVICE.format(port=port, token=token, gateway_key=gateway_key,
-                                      keystore=keystore, text=text, wait=wait)
-        proc = await asyncio.create_subprocess_exec(
-            str(binary), "-c", code, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, env=dict(os.environ, MICROPYPATH=".frozen"))
-        try:
-            out, _ = await asyncio.wait_for(proc.communicate(), 40)
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-        return out.decode()
+    def boot(*args, **kw):
+        return _boot_rotation_device(keystore, *args, **kw)
 
     async def scenario():
         transport = UdpTransport("127.0.0.1", 0)
@@ -274,21 +278,10 @@ def test_device_key_rotation_on_firmware(tmp_path):
     """The unix firmware rotates its own static key on request: enrolled at the first
     boot, asked and offering its next key at the second, under the new key from the
     third on (the gateway's record follows)."""
-    binary = BUILD / "UNIX" / "micropython"
     keystore = tmp_path / "device.json"
 
-    async def boot(port, token, gateway_key, text):
-        code = ROTATION_DEVICE.format(port=port, token=token, gateway_key=gateway_key,
-                                      keystore=str(keystore), text=text, wait=0)
-        proc = await asyncio.create_subprocess_exec(
-            str(binary), "-c", code, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, env=dict(os.environ, MICROPYPATH=".frozen"))
-        try:
-            out, _ = await asyncio.wait_for(proc.communicate(), 40)
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-        return out.decode()
+    def boot(*args, **kw):
+        return _boot_rotation_device(keystore, *args, **kw)
 
     async def scenario():
         transport = UdpTransport("127.0.0.1", 0)

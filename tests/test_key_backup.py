@@ -37,6 +37,15 @@ def _sealink(config, *args, ok=True, **env):
     return out
 
 
+def _token(db, keyfile):
+    """`sealink enroll create --json --gateway-key KEYFILE`: (token, gateway key)."""
+    made = subprocess.run([SEALINK, "--db", str(db), "enroll", "create", "--json",
+                           "--gateway-key", str(keyfile)], capture_output=True, text=True,
+                          timeout=30, check=True, env=_env())
+    doc = json.loads(made.stdout)
+    return doc["token"].encode(), bytes.fromhex(doc["gateway_key"])
+
+
 def _free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -109,11 +118,9 @@ def test_restore_drill_three_of_five_shares_and_the_fleet_reconnects_with_kk(tmp
     gateway_key = bytes.fromhex(custody.read_header(keyfile)["public"]["static"])
     tokens = []
     for _ in range(3):
-        made = subprocess.run([SEALINK, "--db", str(db), "enroll", "create", "--json",
-                               "--gateway-key", str(keyfile)], capture_output=True, text=True,
-                              timeout=30, check=True, env=_env())
-        assert json.loads(made.stdout)["gateway_key"] == gateway_key.hex()
-        tokens.append(json.loads(made.stdout)["token"].encode())
+        token, named = _token(db, keyfile)
+        assert named == gateway_key
+        tokens.append(token)
     keystores = [tmp_path / f"device-{i}.json" for i in range(3)]
 
     gw = Gateway(config)

@@ -7,11 +7,10 @@ uses it.  A device offline during the rotation learns it at its next contact.  A
 
 import asyncio
 import json
-import subprocess
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from test_key_backup import SEALINK, Gateway, _config, _env, _free_port, _sealink
+from test_key_backup import Gateway, _config, _free_port, _sealink, _token
 
 from sealink import crypto
 from sealink_gateway import custody
@@ -58,10 +57,8 @@ def test_rotation_of_the_gateway_key_loses_no_device(tmp_path):
     keystores = {n: tmp_path / f"{n}.json" for n in names}
     tokens = {}
     for n in names:
-        made = subprocess.run([SEALINK, "--db", str(db), "enroll", "create", "--json",
-                               "--gateway-key", str(keyfile)], capture_output=True, text=True,
-                              timeout=30, check=True, env=_env())
-        tokens[n] = json.loads(made.stdout)["token"].encode()
+        token, _ = _token(db, keyfile)
+        tokens[n] = token
 
     gw = Gateway(config)
     try:
@@ -128,10 +125,7 @@ def test_a_credential_not_signed_by_the_authority_does_not_move_the_device(tmp_p
     _sealink(config, "keys", "init")
     header = custody.read_header(keyfile)["public"]
     old_key = bytes.fromhex(header["static"])
-    made = subprocess.run([SEALINK, "--db", str(db), "enroll", "create", "--json",
-                           "--gateway-key", str(keyfile)], capture_output=True, text=True,
-                          timeout=30, check=True, env=_env())
-    token = json.loads(made.stdout)["token"].encode()
+    token, _ = _token(db, keyfile)
     keystore = tmp_path / "device.json"
     other_authority = bytes(range(32))  # not the authority that signs
     gw = Gateway(config)
@@ -165,11 +159,9 @@ def test_rotation_of_the_authority_key_devices_accept_its_endorsed_successor(tmp
     gw = Gateway(config)
     try:
         for ks in keystores:
-            made = subprocess.run([SEALINK, "--db", str(db), "enroll", "create", "--json",
-                                   "--gateway-key", str(keyfile)], capture_output=True,
-                                  text=True, timeout=30, check=True, env=_env())
+            token, _ = _token(db, keyfile)
             _run(_session(port, ks, gateway_key, old_authority,
-                          json.loads(made.stdout)["token"].encode()))
+                          token))
     finally:
         gw.stop()
     out = _sealink(config, "keys", "rotate", "--authority", "--grace", "1h").stdout
@@ -214,10 +206,7 @@ def test_rotation_without_a_restart_tells_live_sessions_at_their_next_frame(tmp_
     _sealink(config, "keys", "init")
     header = custody.read_header(keyfile)["public"]
     old_key, authority = bytes.fromhex(header["static"]), bytes.fromhex(header["authority"])
-    made = subprocess.run([SEALINK, "--db", str(db), "enroll", "create", "--json",
-                           "--gateway-key", str(keyfile)], capture_output=True, text=True,
-                          timeout=30, check=True, env=_env())
-    token = json.loads(made.stdout)["token"].encode()
+    token, _ = _token(db, keyfile)
     keystore = tmp_path / "device.json"
     gw = Gateway(config)
 
@@ -269,14 +258,12 @@ def test_a_device_rotates_its_own_key_on_request(tmp_path):
     _sealink(config, "keys", "init")
     header = custody.read_header(keyfile)["public"]
     gateway_key, authority = bytes.fromhex(header["static"]), bytes.fromhex(header["authority"])
-    made = subprocess.run([SEALINK, "--db", str(db), "enroll", "create", "--json",
-                           "--gateway-key", str(keyfile)], capture_output=True, text=True,
-                          timeout=30, check=True, env=_env())
+    token, _ = _token(db, keyfile)
     keystore = tmp_path / "device.json"
     gw = Gateway(config)
     try:
         _run(_session(port, keystore, gateway_key, authority,
-                      json.loads(made.stdout)["token"].encode(), text=b"enrolled"))
+                      token, text=b"enrolled"))
         old = json.loads(keystore.read_text())
         (device_id,) = [d.id for d in Store(db).devices()]
         _sealink(None, "--db", str(db), "device", "rotate-key", device_id)
