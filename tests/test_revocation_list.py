@@ -50,6 +50,11 @@ def test_a_revocation_holds_on_a_second_gateway_through_the_signed_list(tmp_path
     err = _sealink(None, "revocations", "verify", str(tampered), "--authority-key",
                    authority, ok=False).stderr
     assert "the authority's signature does not verify" in err
+    garbage = tmp_path / "garbage.cose"
+    garbage.write_bytes(b"\x00\xff not cbor")
+    err = _sealink(None, "revocations", "verify", str(garbage), "--authority-key", authority,
+                   ok=False).stderr
+    assert "not a COSE_Sign1 revocation list" in err
     other = custody.read_header(tmp_path / "b" / "gateway.keys")["public"]["authority"]
     err = _sealink(None, "revocations", "verify", str(second), "--authority-key", other,
                    ok=False).stderr
