@@ -29,7 +29,7 @@ from sealink.session import (
     PROLOGUE,
     Channel,
     answer_repeats_with,
-    resend_unacknowledged,
+    poll_frame,
 )
 from sealink_gateway import attest
 from sealink_gateway.authority import Authority
@@ -58,27 +58,42 @@ COUNTER_PROBES = 4  # counters tried per frame: the closest, then up to 3 spans 
 MAX_PENDING = 4  # KK handshakes answered per sid and not yet proven live
 REJECT_RATE = 50  # REJECTs per source per 10 s (answers to frames that prove nothing)
 STATUS_CACHE_S = 1.0  # a revocation (by another process) takes effect within this
+MAX_BACKLOG = 16  # frames kept per session for its device's next receive windows
+# Why a class A transport may refuse a frame now and take it after the next uplink.
+DEFERRED = {"no_window", "duty_cycle", "busy", "window_passed"}
 
 
-def parse_first_contact(payload: bytes | None) -> tuple[str, bytes | None]:
-    """XX message 3's payload: an enrollment token (text), or the CBOR map
-    {1: token (text, optional), 2: evidence (COSE_Sign1 bytes)} of a device with a DICE
-    identity.  ValueError on anything else."""
+@dataclass(frozen=True)
+class FirstContact:
+    token: str  # "" when the device comes with evidence only
+    evidence: bytes | None
+    wants_credential: bool
+
+
+def parse_first_contact(payload: bytes | None) -> FirstContact:
+    """The last first-contact message's payload: the CBOR map {1: token (bytes: hex
+    token's bytes; or text), 2: evidence (COSE_Sign1 bytes), 3: true (send the
+    credential)} with a token or evidence or both; or (XX, earlier devices) a plain text
+    token.  ValueError on anything else."""
     payload = bytes(payload or b"")
-    if payload[:1] not in (b"\xa1", b"\xa2"):
-        return payload.decode(errors="replace"), None
+    if payload[:1] not in (b"\xa1", b"\xa2", b"\xa3"):
+        return FirstContact(payload.decode(errors="replace"), None, False)
     import cbor2
 
     try:
         fields = cbor2.loads(payload)
     except Exception:
         raise ValueError("first-contact payload is not CBOR") from None
-    if not isinstance(fields, dict) or not set(fields) <= {1, 2} or 2 not in fields:
-        raise ValueError("first-contact payload must be {1: token, 2: evidence}")
-    token, evidence = fields.get(1, ""), fields[2]
-    if not isinstance(token, str) or not isinstance(evidence, bytes):
-        raise ValueError("first-contact token must be text and evidence bytes")
-    return token, evidence
+    if not isinstance(fields, dict) or not set(fields) <= {1, 2, 3} or not {1, 2} & set(fields):
+        raise ValueError("first-contact payload must be {1: token, 2: evidence, 3: true}")
+    token, evidence, wants = fields.get(1, ""), fields.get(2), fields.get(3, False)
+    if isinstance(token, bytes):
+        token = token.hex()
+    if not isinstance(token, str) or not isinstance(evidence, bytes | None) or \
+            not isinstance(wants, bool):
+        raise ValueError("first-contact token must be bytes or text, evidence bytes, and "
+                         "the credential request true")
+    return FirstContact(token, evidence, wants)
 
 
 @dataclass
@@ -110,6 +125,10 @@ class _Session:
     # frame is not acknowledged, and a LoRa downlink can be lost).
     announce: int = 0
     ask_rotate: int = 0  # the same, for a requested rotation of the device's own key
+    # Class A: frames that found no receive window (duty cycle, the windows of that
+    # uplink taken), sent as they were in the windows of the device's next uplinks: the
+    # fragments of one message so reach the device over several (MAX_BACKLOG at most).
+    backlog: list[bytes] = field(default_factory=list)
 
 
 def _read_under_other_keys(ch: Channel, statics: list[PrivateKey], peers: list[bytes],
@@ -146,9 +165,9 @@ def _proven(ch: Channel, before: tuple) -> bool:
     state, window = before
     if state == "established" and window is not None:
         return _proof(ch)[1] != window
-    # XX message 3 completes the responder's handshake and authenticates the device;
-    # a KK responder is established by writing its answer, which proves nothing.
-    return ch.state == "established" and ch.pattern == "XX" and not ch.initiator
+    # XK / XX message 3 completes the responder's handshake and authenticates the
+    # device; a KK responder is established by writing its answer, which proves nothing.
+    return ch.state == "established" and ch.pattern in ("XK", "XX") and not ch.initiator
 
 
 class HandshakeLimiter:
@@ -220,6 +239,9 @@ class Gateway:
         self._commit_scheduled = False
         self._status: dict[str, tuple[float, str]] = {}  # device id -> (read at, status)
         self._queued_hint = True  # downlinks may be queued (cleared when none are)
+        # Frames carrying a downlink through a transport that confirms transmission
+        # (semtech-udp's TX_ACK): frame -> downlink id, until the verdict arrives.
+        self._awaiting_tx: dict[bytes, int] = {}
 
         # Loaded once: every handshake uses it twice or more (es, ss / se).
         self._static = PrivateKey(static_key)
@@ -242,6 +264,8 @@ class Gateway:
             self.store.set_downlink_state(downlink["id"], "queued")
             self._queued_hint = True
         for t in self.transports:
+            if hasattr(t, "on_tx_result"):
+                t.on_tx_result = self._tx_result
             await t.start(self._on_uplink)
         self._poller = asyncio.create_task(self._poll_loop())
         logger.info("gateway started: %d transports", len(self.transports))
@@ -363,6 +387,8 @@ class Gateway:
         if authentic or (session.last_uplink is None and not dropped):
             session.address = up.source  # the device's address (and receive window) now
             session.last_uplink = up
+            # The device's data rate may have changed: answers use this one's limit.
+            session.channel.mtu = self._mtu(session.transport, up)
         if session.channel.state == "established" and not session.authorized and authentic:
             if not await self._authorize(session, sid):
                 return
@@ -382,10 +408,12 @@ class Gateway:
             if device is not None:
                 await self._announce(session, device)
         windowed = getattr(session.transport, "needs_window", False)
-        if session.inflight and windowed and authentic:
+        if windowed and authentic and session.backlog:
+            await self._send_backlog(session)
+        if session.inflight and windowed and authentic and not session.backlog:
             # The device just transmitted: its receive window is open for what it has
             # not acknowledged yet.
-            await self._send(session, resend_unacknowledged(session.channel, self._now_ms()))
+            await self._resend(session)
         if self.store_has_queued:
             await self._flush_downlinks()
 
@@ -512,13 +540,18 @@ class Gateway:
             lookup = lambda _sid: key  # noqa: E731
             rotation, next_key = self.store.key_rotation(device.id)
         transport = self._transport(up.source)
-        # A link with its own negotiated frame size (BLE ATT MTU) says so.
-        per_link = getattr(transport, "max_frame_for", None)
-        mtu = per_link(up.source) if per_link else transport.max_frame
+        mtu = self._mtu(transport, up)
         channel = Channel(False, self._static, sid=sid, mtu=mtu,
                           peer_lookup=lookup, retry_ms=self.retry_ms,
                           reliable_retries=self.reliable_retries)
         channel.counter_probes = COUNTER_PROBES  # sparse reporters jump epochs
+        if sid > LAST_SID:
+            # First contact: XK message 2 names the session id the device will reconnect
+            # under (encrypted, and written only by the holder of our key).  Offered, not
+            # reserved in the store: enrollment takes it (or another, should two first
+            # contacts race for it, and the device is told to start over).
+            offered = self.store.free_sid(exclude=self._offered_sids())
+            channel.handshake_payload = offered.to_bytes(2, "big")
         statics = self._grace_statics() if self._retiring and sid <= LAST_SID else []
         # The device proves the next key it offered with KK.
         peers = [next_key] if lookup is not None and rotation == "offered" and next_key else []
@@ -531,6 +564,21 @@ class Gateway:
             self._half_open[sid] = None
         self.counters["handshakes_started"] += 1
         return session
+
+    @staticmethod
+    def _mtu(transport: FrameTransport, up: Uplink) -> int:
+        """The largest frame an answer to `up` may use: a LoRa transport knows it from the
+        uplink's data rate; a BLE link from its negotiated ATT MTU."""
+        per_uplink = getattr(transport, "mtu_for", None)
+        if per_uplink is not None:
+            return per_uplink(up)
+        per_link = getattr(transport, "max_frame_for", None)
+        return per_link(up.source) if per_link else transport.max_frame
+
+    def _offered_sids(self) -> set[int]:
+        return {int.from_bytes(s.channel.handshake_payload, "big")
+                for sid, s in self.sessions.items() if sid > LAST_SID and not s.authorized
+                and len(s.channel.handshake_payload) == 2}
 
     async def _authorize(self, session: _Session, sid: int) -> bool:
         channel = session.channel
@@ -551,13 +599,20 @@ class Gateway:
             return False
         evidence = verdict = None
         token = ""
-        if channel.pattern == "XX":
+        first = channel.pattern in ("XK", "XX")
+        # XK: the session id message 2 named; XX: the credential names one.
+        offered = (int.from_bytes(channel.handshake_payload, "big")
+                   if channel.pattern == "XK" else None)
+        wants_credential = channel.pattern == "XX"
+        if first:
             try:
-                token, raw_evidence = parse_first_contact(channel.peer_payload)
+                contact = parse_first_contact(channel.peer_payload)
             except ValueError as e:
                 self._drop("bad_first_contact", str(e))
                 await self._close(sid, wire.REJECT_HANDSHAKE_FAILED)
                 return False
+            token, raw_evidence = contact.token, contact.evidence
+            wants_credential = wants_credential or contact.wants_credential
             if raw_evidence is not None:
                 evidence, verdict = await self._appraise(raw_evidence, static, sid)
                 if verdict is None:
@@ -571,7 +626,7 @@ class Gateway:
                         device = self.store.device(known.id)
         if device is None:
             try:
-                device = self.store.enroll(token, static)
+                device = self.store.enroll(token, static, offered)
             except TokenRefused as e:
                 self._drop("enroll_refused", e.reason)
                 await self._close(sid, wire.REJECT_HANDSHAKE_FAILED)
@@ -584,11 +639,22 @@ class Gateway:
             self.store.audit("session.refused", device.id, reason="revoked")
             await self._close(sid, wire.REJECT_REVOKED)
             return False
-        elif channel.pattern == "XX":
-            # An enrolled key on first contact again: its credential never arrived (its
-            # token is spent).  XX just proved the key: the credential is sent again.
+        elif first:
+            # An enrolled key on first contact again: it lost what enrollment taught it
+            # (XK: message 2 never arrived; XX: its credential).  Message 3 just proved
+            # the key: it reconnects under the session id it was given now.
             self.counters["credentials_reissued"] += 1
-        if channel.pattern == "XX":
+        if offered is not None and device.sid != offered:
+            if not self.store.move_sid(device.id, offered):
+                self._drop("sid_taken", f"session {sid}")
+                await self._close(sid, wire.REJECT_HANDSHAKE_FAILED)
+                return False
+            device = self.store.device(device.id)
+        if channel.pattern == "XK" and not wants_credential:
+            # Nothing to send: the device's first uplink gets the first answer.  Should it
+            # repeat message 3 (it heard nothing from us), an authenticated frame answers.
+            answer_repeats_with(channel, poll_frame(channel, self._now_ms()))
+        if wants_credential:
             credential = self._credential(device, static)
             frames = channel.send(CONTROL_CREDENTIAL + credential, self._now_ms(),
                                   wire.KIND_CONTROL)
@@ -834,9 +900,49 @@ class Gateway:
         except TransportError as e:
             self._drop(f"send_{e.reason}", str(e))
 
-    async def _send(self, session: _Session, frames: list[bytes]) -> None:
+    async def _send(self, session: _Session, frames: list[bytes]) -> bool:
+        """Send frames to a session's device; True if the medium took every one.  On a
+        class A medium, a frame that finds no window now waits in the session's backlog
+        for the device's next uplink."""
+        ok = True
         for f in frames:
-            await self._send_frame(session.transport, f, session.address, session.last_uplink)
+            if session.backlog and getattr(session.transport, "needs_window", False):
+                self._backlog(session, f)  # behind the frames already waiting
+                ok = False
+                continue
+            try:
+                await session.transport.send(f, session.address, session.last_uplink)
+            except TransportError as e:
+                self._drop(f"send_{e.reason}", str(e))
+                if e.reason in DEFERRED:
+                    self._backlog(session, f)
+                ok = False
+        return ok
+
+    def _backlog(self, session: _Session, frame: bytes) -> None:
+        session.backlog.append(frame)
+        if len(session.backlog) > MAX_BACKLOG:
+            del session.backlog[0]
+            self._drop("backlog_full")
+
+    async def _send_backlog(self, session: _Session) -> None:
+        """The device just transmitted: what waited for its windows goes first, in order,
+        as far as the windows take it."""
+        while session.backlog:
+            frame = session.backlog[0]
+            try:
+                await session.transport.send(frame, session.address, session.last_uplink)
+            except TransportError as e:
+                if e.reason not in DEFERRED:
+                    session.backlog.pop(0)  # it will never fit (too long for the link)
+                    self._drop(f"send_{e.reason}", str(e))
+                    continue
+                return
+            session.backlog.pop(0)
+            downlink_id = self._awaiting_tx.get(frame)
+            if downlink_id is not None and not getattr(session.transport, "confirms_tx",
+                                                       False):
+                self.store.set_downlink_state(downlink_id, "sent")
 
     async def _reject(self, up: Uplink, sid: int, reason: int) -> None:
         """An unauthenticated answer to an unauthenticated frame: rationed per source
@@ -882,6 +988,8 @@ class Gateway:
         if not self._by_device:
             return
         queued = self.store.downlinks(states=("queued",))
+        in_flight = {i for s in self.sessions.values() for i in s.inflight.values()}
+        queued = [d for d in queued if d["id"] not in in_flight]
         self._queued_hint = bool(queued)
         for downlink in queued:
             session = self.sessions.get(self._by_device.get(downlink["device_id"], -1))
@@ -896,8 +1004,44 @@ class Gateway:
                 continue
             session.inflight[session.channel._reliable_out.last_id] = downlink["id"]
             self._needs_poll[self._by_device[downlink["device_id"]]] = None
-            self.store.set_downlink_state(downlink["id"], "sent")
-            await self._send(session, frames)
+            await self._send_downlink(session, frames, downlink["id"])
+
+    async def _resend(self, session: _Session) -> None:
+        """Every downlink the device has not acknowledged, again (class A: right after
+        the device transmitted)."""
+        ch = session.channel
+        now_ms = self._now_ms()
+        for body in ch._reliable_out.pending(now_ms):
+            frames = ch.send(body, now_ms, wire.KIND_RELIABLE)
+            await self._send_downlink(session, frames, session.inflight.get(body[0]))
+
+    async def _send_downlink(self, session: _Session, frames: list[bytes],
+                             downlink_id: int | None) -> None:
+        """Send the frames of a downlink; it is `sent` once the medium has sent every
+        frame (at once, or when a transport that confirms transmission says so)."""
+        confirms = getattr(session.transport, "confirms_tx", False)
+        if confirms and downlink_id is not None:
+            for f in frames:
+                self._awaiting_tx[f] = downlink_id
+            while len(self._awaiting_tx) > 4096:
+                del self._awaiting_tx[next(iter(self._awaiting_tx))]
+        # (A frame that finds no window now stays queued: the device's next uplink.)
+        ok = await self._send(session, frames)
+        if ok and not confirms and downlink_id is not None:
+            self.store.set_downlink_state(downlink_id, "sent")
+
+    def _tx_result(self, frame: bytes, error: str) -> None:
+        """A transport's verdict on a frame it was given (semtech-udp: the TX_ACK)."""
+        downlink_id = self._awaiting_tx.pop(frame, None)
+        if error == "NONE":
+            if downlink_id is not None:
+                self.store.set_downlink_state(downlink_id, "sent")
+            return
+        # TOO_LATE, TOO_EARLY, COLLISION_PACKET, ...: not sent.  The downlink stays
+        # queued (and in flight on its session): the device's next uplink opens the
+        # next window for it.
+        self.counters[f"downlink_tx_{error.lower()}"] += 1
+        self.counters["downlink_tx_errors"] += 1
 
     def _expire_half_open(self, now: float) -> None:
         """Drop the handshakes (XX in progress, or not yet authorized) idle for longer

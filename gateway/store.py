@@ -284,8 +284,9 @@ class Store:
             self.audit("token.created", None, attributes=attributes, ttl_s=ttl_s)
         return token, now + ttl_s
 
-    def enroll(self, token: str, static_key: bytes) -> Device:
-        """Spend a token on a device's static key; TokenRefused with the reason."""
+    def enroll(self, token: str, static_key: bytes, sid: int | None = None) -> Device:
+        """Spend a token on a device's static key, under `sid` (or a free one);
+        TokenRefused with the reason."""
         now = time.time()
         device_id = device_id_for(static_key)
         with self.transaction():
@@ -300,11 +301,13 @@ class Store:
                 reason = "token expired"
             elif self.device_by_key(static_key) is not None:
                 reason = "static key already enrolled"
+            elif sid is not None and self.device_by_sid(sid) is not None:
+                reason = "session id taken"
             if reason:
                 # Recorded in this transaction, which commits: the refusal is kept.
                 self.audit("enroll.refused", device_id, reason=reason)
             else:
-                sid = self._free_sid()
+                sid = self.free_sid() if sid is None else sid
                 attributes = json.loads(row["attributes"])
                 self.db.execute(
                     "INSERT INTO devices (id, sid, static_key, attributes, status, enrolled_at)"
@@ -317,8 +320,18 @@ class Store:
             raise TokenRefused(reason)
         return self.device(device_id)
 
-    def _free_sid(self) -> int:
-        used = {r[0] for r in self.db.execute("SELECT sid FROM devices")}
+    def move_sid(self, device_id: str, sid: int) -> bool:
+        """Give a device another session id (first contact again, XK); False if taken."""
+        with self.transaction():
+            if self.device_by_sid(sid) is not None:
+                return False
+            self.db.execute("UPDATE devices SET sid = ? WHERE id = ?", (sid, device_id))
+            self.audit("device.sid_moved", device_id, sid=sid)
+        return True
+
+    def free_sid(self, exclude: set[int] = frozenset()) -> int:
+        """A session id no enrolled device has (nor any in `exclude`)."""
+        used = {r[0] for r in self.db.execute("SELECT sid FROM devices")} | set(exclude)
         if len(used) >= LAST_SID - FIRST_SID + 1:
             raise StoreError("no session id left")
         while True:

@@ -9,7 +9,10 @@ every frame, uplink and downlink, and transmits whatever it likes, whenever it l
 - reject: a REJECT to a device for its live session id (reason 1 "unknown session"
   or 3 "revoked"), as downlink;
 - squat: a handshake message 1 (XX or KK, random bytes) on a live session id;
-- flood: first-contact XX message 1 on random session ids.
+- flood: first-contact XK (or XX) message 1 on random session ids.
+
+Its frames are Sealink's (the LoRaWAN proprietary MHDR in front): anything else the
+gateway would ignore unread.
 
 It cannot do what no radio can: read ciphertext, or stop a frame that was sent (it can
 collide with it, and its frames do take the air).  Every frame it sends goes through
@@ -24,7 +27,7 @@ import random
 from dataclasses import dataclass, field
 
 from sealink import wire
-from sealink.lora import max_payload
+from sealink.lora import max_payload, unwrap, wrap
 from sim.lora import LoRaAir, Params, Radio
 
 KINDS = ("replay", "forge", "reject", "squat", "flood")
@@ -79,7 +82,10 @@ class Attacker:
     def _heard(self, frame: bytes, rssi: float, snr: float, crc_ok: bool, p: Params) -> None:
         if not crc_ok:
             return
-        self.recorded.append(_Heard(frame, p))
+        self.recorded.append(_Heard(frame, p))  # (replayed as heard, MHDR and all)
+        frame = unwrap(frame)
+        if frame is None:
+            return
         try:
             kind, bits, sid, body = wire.parse(frame)
         except wire.FrameError:
@@ -106,7 +112,9 @@ class Attacker:
             if made is None:
                 continue
             frame, params = made
-            if not 0 < len(frame) <= max_payload(params.sf):
+            if kind != "replay":
+                frame = wrap(frame)
+            if not 0 < len(frame) <= max_payload(params.sf) + 1:
                 continue
             async with self._lock:
                 await self.air.transmit(self.radio, frame, params)
@@ -157,4 +165,6 @@ class Attacker:
     def _flood(self, rng: random.Random):
         sid = 0x8000 + rng.randrange(0x7FFF)
         params = Params(rng.choice(self.channels), rng.choice((7, 8, 9)))
-        return wire.handshake_frame("XX", 0, sid, rng.randbytes(32)), params
+        if rng.random() < 0.5:
+            return wire.handshake_frame("XX", 0, sid, rng.randbytes(32)), params
+        return wire.handshake_frame("XK", 0, sid, rng.randbytes(48)), params

@@ -9,7 +9,7 @@ N devices run the real device stack in this process (`sealink.device.Device` ove
 clock is virtual (sim.vtime): a modeled day takes minutes, and the same seed gives the
 same figures, bit for bit, on any host.
 
-Each device powers up at a random moment within `join_spread_s`, enrolls (Noise XX with
+Each device powers up at a random moment within `join_spread_s`, enrolls (Noise XK with
 its one-time token), then stores a reading every `interval_s` (random phase, +-10 %
 jitter) with `Device.send()`, which forwards it reliably: the gateway acknowledges each
 uplink in the device's receive window.  Devices sit at a distance where their
@@ -39,7 +39,7 @@ from pathlib import Path
 
 from sealink import crypto
 from sealink.device import Device, DeviceError, Keystore
-from sealink.lora import max_payload
+from sealink.lora import max_payload, unwrap, wrap
 from sealink_gateway.authority import Authority
 from sealink_gateway.service import Gateway, HandshakeLimiter
 from sealink_gateway.store import Store
@@ -56,35 +56,87 @@ KINDS = {1: "handshake", 2: "data", 3: "control", 4: "fragment", 5: "reject", 6:
 
 
 class AirRadio:
-    """A Sealink radio driver over the modeled air, as a device's LoRa modem: send()
-    holds a frame for the EU868 duty cycle (like a RAK3172 in P2P mode) and returns when
-    it has been sent; recv() returns the downlinks heard (inverted IQ), good CRC only."""
+    """A Sealink radio driver over the modeled air, as a class A device's LoRa modem:
+    send() holds a frame for the EU868 duty cycle (like a RAK3172 in P2P mode), puts it
+    on the air, and returns after its receive windows: RX1 rx1_delay_s after the frame
+    on its channel, and RX2 a second later on `rx2` (frequency, SF), each open for the
+    preamble of a frame (8 symbols) and, when one starts, until it ends.  Outside them
+    the radio hears nothing.  recv() returns the downlinks heard (inverted IQ), good CRC,
+    Sealink's only."""
 
-    def __init__(self, air: LoRaAir, radio: Radio):
+    def __init__(self, air: LoRaAir, radio: Radio, rx1_delay_s: float = 1.0,
+                 rx2: tuple[int, int] | None = (869_525_000, 12)):
         self.air, self.radio = air, radio
         self.mtu = max_payload(radio.params.sf)
+        self.rx1_delay_s, self.rx2 = rx1_delay_s, rx2
         self._heard: collections.deque = collections.deque()
         self._event = asyncio.Event()
         self._lock = asyncio.Lock()  # one frame on the air at a time
         self.phase = lambda: "?"  # what the device was doing (set by the cell)
         self.stats = collections.Counter()
         radio.rx_iq_inverted = True
+        radio.listening = False  # class A: only in its receive windows
         radio.on_receive = self._on_receive
 
     def _on_receive(self, frame, rssi, snr, crc_ok, params) -> None:
         if not crc_ok:
             self.stats["crc_dropped"] += 1
             return
+        frame = unwrap(frame)
+        if frame is None:
+            self.stats["foreign"] += 1
+            return
+        self.stats[f"heard_{self._window}"] += 1
         self._heard.append((frame, rssi, snr))
         self._event.set()
+
+    _window = "rx1"
 
     async def send(self, frame: bytes) -> None:
         async with self._lock:
             phase = self.phase()
             before = self.radio.airtime_s
-            await self.air.transmit(self.radio, frame)
+            await self.air.transmit(self.radio, wrap(frame))
             self.stats[f"frames_{phase}"] += 1
             self.stats[f"airtime_{phase}"] += self.radio.airtime_s - before
+            # (Still holding the lock: a class A device does not transmit in its own
+            # receive windows.)
+            await self._receive_windows()
+
+    async def _receive_windows(self) -> None:
+        clock = self.air.clock
+        sent_at = clock.now()
+        await clock.sleep(self.rx1_delay_s)
+        self._window = "rx1"
+        await self._listen()
+        if self.rx2 is None:
+            return
+        rx2_at = sent_at + self.rx1_delay_s + 1.0
+        if clock.now() > rx2_at:
+            return  # an RX1 frame ran past RX2's opening
+        await clock.sleep(rx2_at - clock.now())
+        uplink = self.radio.params
+        self.radio.params = Params(freq=self.rx2[0], sf=self.rx2[1], bw=uplink.bw,
+                                   power=uplink.power)
+        self._window = "rx2"
+        try:
+            await self._listen()
+        finally:
+            self.radio.params = uplink
+
+    async def _listen(self) -> None:
+        """One receive window: open for 8 symbols; a frame whose preamble began in it
+        keeps the receiver on until it ends."""
+        p = self.radio.params
+        opened = self.air.clock.now()
+        self.radio.listening = True
+        try:
+            await self.air.clock.sleep(8 * (1 << p.sf) / (p.bw * 1000))
+            end = self.air.arriving(self.radio, since=opened)
+            if end is not None:
+                await self.air.clock.sleep(end - self.air.clock.now() + 1e-6)
+        finally:
+            self.radio.listening = False
 
     async def recv(self):
         while not self._heard:
@@ -190,7 +242,8 @@ class Cell:
                                           Params(freq=freq, sf=sf)))
             self.devices.append(CellDevice(
                 radio.name, sf, freq, round(d, 1), self.rng.uniform(0, c.join_spread_s),
-                self.rng.uniform(0, c.interval_s), sids[i], radio, AirRadio(self.air, radio)))
+                self.rng.uniform(0, c.interval_s), sids[i], radio,
+                AirRadio(self.air, radio, c.rx1_delay_s)))
 
     async def _start_gateway(self) -> None:
         c = self.cell

@@ -9,10 +9,11 @@ which here is modeled time); PULL_DATA keeps the downlink path open; each PULL_R
 (TOO_LATE when that moment has passed, TOO_EARLY when it is too far ahead,
 COLLISION_PACKET when it would overlap a downlink already scheduled: one transmitter).
 
-Duty cycle: the concentrator is held to the same EU868 rule as the devices in the
-model's accounting (`radio.airtime_s`, `duty_cycle_used()`), but a downlink is sent in
-the window the gateway asked for: a real concentrator's HAL does not delay a scheduled
-transmission either.  The demo reports the concentrator's use against its budget.
+Duty cycle: a downlink is sent in the window the gateway asked for (a real
+concentrator's HAL does not delay a scheduled transmission either); keeping within the
+sub-bands' budgets is the gateway's downlink scheduler's job
+(sealink_gateway.transport.semtech_udp).  The model measures what was sent, per
+sub-band, against the budget (`duty_cycle_used()`): the demo reports it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import json
 import os
 import time
 
+from sealink_gateway import regions
 from sim.lora import LoRaAir, Params, Radio
 
 VERSION = 2
@@ -52,6 +54,7 @@ class Concentrator(asyncio.DatagramProtocol):
         self.tx_errors: dict[str, int] = {}
         self.tx_kinds: dict[str, int] = {}  # downlinks sent, by Sealink frame kind
         self._scheduled: list[tuple[float, float]] = []  # (start, end) of downlinks, modeled
+        self.tx_log: list[tuple[int, float, float]] = []  # (freq, start, time on air)
 
     async def start(self) -> None:
         if self._transport is None:
@@ -144,12 +147,14 @@ class Concentrator(asyncio.DatagramProtocol):
         self._tx_ack(token, "NONE")
         await self.air.clock.sleep(wait_us / 1e6)
         self.stats["txpk"] += 1
-        kind = ("hs", "data", "ctl", "frag", "rej", "rel")[(frame[0] >> 5) - 1] \
-            if 1 <= frame[0] >> 5 <= 6 else "?"
+        # (After the MHDR: a Sealink frame's first byte.)
+        kind = ("hs", "data", "ctl", "frag", "rej", "rel")[(frame[1] >> 5) - 1] \
+            if len(frame) > 1 and 1 <= frame[1] >> 5 <= 6 else "?"
         self.tx_kinds[kind] = self.tx_kinds.get(kind, 0) + 1
         # A scheduled downlink goes out in its window: the duty cycle is accounted for
         # (radio.band_free_at, airtime) but not waited for.
         self.radio.band_free_at.clear()
+        self.tx_log.append((params.freq, start, end - start))
         await self.air.transmit(self.radio, frame, params, at=start)
 
     def _tx_ack(self, token: bytes, error: str) -> None:
@@ -158,9 +163,21 @@ class Concentrator(asyncio.DatagramProtocol):
             self.tx_errors[error] = self.tx_errors.get(error, 0) + 1
         self._send(TX_ACK, json.dumps({"txpk_ack": {"error": error}}).encode(), token)
 
-    def duty_cycle_used(self, hours: float = 1.0) -> float:
-        """Fraction of the sub-band budget used over the busiest `hours` window so far."""
-        return busiest_window_s(self.radio.airtime_log, hours * 3600) / (hours * 3600 * 0.01)
+    def duty_cycle_used(self, region: str = "EU868") -> dict[str, dict[str, float]]:
+        """Per sub-band it transmitted in: the most time on air in any hour so far, and
+        that as a fraction of the sub-band's hourly budget."""
+        reg = regions.region(region)
+        logs: dict[str, list[tuple[float, float]]] = {}
+        for freq, start, toa in self.tx_log:
+            logs.setdefault(reg.sub_band(freq).name, []).append((start, toa))
+        out = {}
+        for name, log in sorted(logs.items()):
+            band = next(b for b in reg.sub_bands if b.name == name)
+            busiest = busiest_window_s(log, 3600)
+            out[name] = {"busiest_hour_s": round(busiest, 3),
+                         "budget_s": round(band.budget_s, 3),
+                         "used": round(busiest / band.budget_s, 4) if band.duty < 1 else 0.0}
+        return out
 
 
 def busiest_window_s(airtime_log: list[tuple[float, float]], window_s: float) -> float:

@@ -244,7 +244,7 @@ class LoRaAir:
         `at`: the modeled start a transmitter scheduled by its own timer (a
         concentrator's tmst), kept exact however late the event loop wakes."""
         params = params or radio.params
-        if not 0 < len(frame) <= max_payload(params.sf):
+        if not 0 < len(frame) <= max_payload(params.sf) + 1:  # (+ the MHDR)
             raise ValueError(f"{len(frame)} bytes over the SF{params.sf} limit")
         await self.wait_duty_cycle(radio, params)
         toa = params.time_on_air_s(len(frame))
@@ -263,6 +263,17 @@ class LoRaAir:
         await self.clock.sleep(start + toa - self.clock.now())
         self._deliver(entry, frame)
         return toa
+
+    def arriving(self, radio: Radio, since: float) -> float | None:
+        """The end of a frame on the air that `radio` is tuned to hear and whose preamble
+        began at or after `since` (a receiver that opened a window then locks on it)."""
+        now = self.clock.now()
+        tuned = (radio.params.freq, radio.params.sf, radio.params.bw)
+        ends = [o.end for o in self._on_air
+                if o.sender is not radio and o.start >= since - 1e-9 and o.end > now
+                and o.params.channel() == tuned
+                and radio.rx_iq_inverted in (None, o.params.iq_inverted)]
+        return max(ends, default=None)
 
     def _deliver(self, entry: _OnAir, frame: bytes) -> None:
         p = entry.params

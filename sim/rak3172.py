@@ -6,6 +6,8 @@ answers anything else as the module does), in LoRa P2P mode:
     AT+NWM=? / AT+NWM=0     network mode; 1 (LoRaWAN) from the factory, 0 = P2P: the
                             module restarts and prints its banner
     AT+P2P=? / AT+P2P=f:sf:bw:cr:pre:txp
+    AT+IQINVER=? / =0|1     IQ inversion, for transmission and reception alike (0 from
+                            the factory: the module hears normal-IQ frames only)
     AT+PRECV=n              0 stop, 65535 continuous (no TX), 65534 until one frame,
                             65533 continuous with TX allowed, else n ms
     AT+PSEND=<hex>          OK, then +EVT:TXP2P DONE once sent (after the duty-cycle
@@ -21,14 +23,15 @@ from __future__ import annotations
 import asyncio
 import binascii
 import collections
+import dataclasses
 import random
 
-from sealink.lora import max_payload
 from sim.lora import LoRaAir, Params, Radio
 
 BANNER = ["RAKwireless RAK3172-E Example", "-" * 54, "Version: RUI_4.0.6_RAK3172-E",
           "Current Work Mode: LoRa P2P."]
 P2P_BW = (125, 250, 500)
+P2P_MAX = 255  # bytes a P2P frame may carry (the region's limits are the driver's)
 
 
 class Rak3172Model:
@@ -49,6 +52,7 @@ class Rak3172Model:
                       "bad_lines": 0}
         radio.on_receive = self._heard
         radio.listening = False
+        radio.rx_iq_inverted = False  # IQ inversion off, as shipped
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
@@ -113,13 +117,21 @@ class Rak3172Model:
                 self.radio.listening = False
                 asyncio.get_running_loop().call_later(0.05, self._out, *BANNER)
             return ["OK"]
-        if cmd in ("+P2P", "+PRECV", "+PSEND") and self.mode != 0:
+        if cmd in ("+P2P", "+PRECV", "+PSEND", "+IQINVER") and self.mode != 0:
             return ["AT_MODE_NO_SUPPORT"]
         if cmd == "+P2P":
             p = self.radio.params
             if arg == "?":
                 return [f"AT+P2P={p.freq}:{p.sf}:{p.bw}:{p.cr - 1}:{p.preamble}:{p.power}", "OK"]
             return self._set_p2p(arg)
+        if cmd == "+IQINVER":
+            if arg == "?":
+                return [f"AT+IQINVER={int(self.radio.params.iq_inverted)}", "OK"]
+            if arg not in ("0", "1"):
+                return ["AT_PARAM_ERROR"]
+            self.radio.params = dataclasses.replace(self.radio.params, iq_inverted=arg == "1")
+            self.radio.rx_iq_inverted = arg == "1"
+            return ["OK"]
         if cmd == "+PRECV":
             if not arg.isdigit() or int(arg) > 65535:
                 return ["AT_PARAM_ERROR"]
@@ -141,7 +153,8 @@ class Rak3172Model:
         if not (150_000_000 <= freq <= 960_000_000 and 5 <= sf <= 12 and bw in P2P_BW
                 and 0 <= cr <= 3 and 5 <= pre <= 65535 and 5 <= txp <= 22):
             return ["AT_PARAM_ERROR"]
-        self.radio.params = Params(freq, sf, bw, cr + 1, pre, txp)
+        self.radio.params = Params(freq, sf, bw, cr + 1, pre, txp,
+                                   self.radio.params.iq_inverted)
         return ["OK"]
 
     def _rx_window_over(self, value: int) -> None:
@@ -157,8 +170,7 @@ class Rak3172Model:
             frame = binascii.unhexlify(arg)
         except (binascii.Error, ValueError):
             return ["AT_PARAM_ERROR"]
-        limit = max_payload(self.radio.params.sf) if self.radio.params.sf >= 7 else 255
-        if not 0 < len(frame) <= limit:
+        if not 0 < len(frame) <= P2P_MAX:
             return ["AT_PARAM_ERROR"]
         if self.rng.random() < self.error_rate:
             return ["AT_ERROR"]

@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sealink.lora import EU868_MAX_PAYLOAD, max_payload
+from sealink.lora import max_payload
 
 SF = Annotated[int, Field(ge=7, le=12)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -145,7 +145,7 @@ class Cell(_Strict):
         868_100_000, 868_300_000, 868_500_000]
     rx1_delay_s: Annotated[float, Field(gt=0, le=15)] = 1.0
     # The device's handshake and uplink retransmission timer: longer than the answer
-    # takes on the air (at SF12, XX message 2 is 3 frames, 7.5 s, after a 1 s RX1 delay).
+    # takes on the air (at SF12, XK message 2 is one 2.5 s frame, after a 1 s RX1 delay).
     retry_ms: Annotated[int, Field(ge=100, le=600_000)] = 20000
     max_retries: Annotated[int, Field(ge=1, le=50)] = 8
     gateway_retry_ms: Annotated[int, Field(ge=100, le=600_000)] = 20000
@@ -153,7 +153,7 @@ class Cell(_Strict):
     @model_validator(mode="after")
     def _check(self) -> Cell:
         for key in self.sf_mix:
-            if not key.isdigit() or int(key) not in EU868_MAX_PAYLOAD:
+            if not key.isdigit() or int(key) not in range(7, 13):
                 raise ValueError(f"sf_mix: {key!r} is not a spreading factor (7..12)")
         if not any(self.sf_mix.values()):
             raise ValueError("sf_mix: every share is 0")

@@ -107,9 +107,9 @@ BAD = [
      ":5: cell.sf_mix: '13' is not a spreading factor (7..12)"),
     ("[cell]\ndevices = 10\nduration_s = 60\ninterval_s = 60\npayload_bytes = 300\n",
      ":5: cell.payload_bytes: Input should be less than or equal to 222"),
-    ("[cell]\ndevices = 10\nduration_s = 60\ninterval_s = 60\npayload_bytes = 40\n"
+    ("[cell]\ndevices = 10\nduration_s = 60\ninterval_s = 60\npayload_bytes = 50\n"
      "sf_mix = { \"12\" = 1.0 }\n",
-     ":5: cell.payload_bytes: a 40-byte payload makes 61-byte frames, over the SF12"),
+     ":5: cell.payload_bytes: a 50-byte payload makes 71-byte frames, over the SF12"),
     ("[cell]\ndevices = 10\nduration_s = 60\ninterval_s = -5\n",
      ":4: cell.interval_s: Input should be greater than or equal to 10"),
     ("[scenario]\nseed = 1\ncolour = \"red\"\n[cell]\ndevices = 1\nduration_s = 60\n"

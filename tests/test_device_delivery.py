@@ -146,8 +146,9 @@ def test_forged_reject_never_makes_a_device_give_up():
 def test_device_never_sends_token_to_unauthenticated_peer():
     """Stage 6, finding 2: on first contact the device took any responder's static key,
     and its enrollment token (in XX message 3) went to a rogue gateway, which spent it at
-    the real one.  Provisioned with the gateway's key, the device says nothing more to
-    any other responder; without that key it does not start first contact at all."""
+    the real one.  First contact is now XK under the provisioned gateway key: a rogue
+    responder cannot even answer message 1 (it lacks the key es needs), so the device
+    only repeats message 1 and gives up; without that key it does not start at all."""
     from sealink.device import DeviceError
 
     rogue_secret = bytes(range(100, 132))
@@ -157,8 +158,10 @@ def test_device_never_sends_token_to_unauthenticated_peer():
         def __init__(self):
             super().__init__(Channel(False, rogue_secret, sid=0x8123, mtu=51), lose=0)
             self.payloads_heard = []
+            self.up_kinds = []
 
         async def send(self, frame):
+            self.up_kinds.append((frame[0] >> 5, frame[0] & 0x1F))
             await super().send(frame)
             if self.gateway.peer_payload:
                 self.payloads_heard.append(self.gateway.peer_payload)
@@ -183,8 +186,9 @@ def test_device_never_sends_token_to_unauthenticated_peer():
 
     link, error, refused = vtime.run(scenario())
     assert "handshake did not complete (failed)" in error
-    assert link.frames_up == 1  # XX message 1 only: no message 3, no token
-    assert link.payloads_heard == [] and link.gateway.state == "handshaking"
+    # XK message 1 and its repeats only: no message 3, no token.
+    assert link.frames_up == len(link.up_kinds) and set(link.up_kinds) == {(1, 3 << 3)}
+    assert link.payloads_heard == [] and link.gateway.state == "idle"
     assert "needs the gateway's public key" in refused
 
 

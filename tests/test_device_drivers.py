@@ -99,6 +99,9 @@ class FakeAsyncModem:  # the micropython-lib AsyncModem API the driver uses
     def __init__(self):
         self.sent = []
         self.queue = []
+        self.cfg = {}
+    def configure(self, cfg):
+        self.cfg.update(cfg)
     def get_time_on_air_us(self, n):
         return 2000 * n  # 2 ms per byte: easy to check
     async def send(self, buf):
@@ -111,18 +114,21 @@ class FakeAsyncModem:  # the micropython-lib AsyncModem API the driver uses
 async def main():
     m = FakeAsyncModem()
     radio = LoRaModem(m, sf=12, duty_cycle=0.1)
-    out = {"mtu": radio.mtu}
+    await radio.start()
+    out = {"mtu": radio.mtu, "cfg": m.cfg}
     try:
-        await radio.send(bytes(52))
+        await radio.send(bytes(64))
     except ModemError as e:
         out["too_long"] = str(e)
-    await radio.send(bytes(10))   # 20 ms on air: at 10 %, 180 ms off
-    await radio.send(bytes(10))
+    await radio.send(bytes(9))   # 10 bytes with the MHDR, 20 ms: at 10 %, 180 ms off
+    await radio.send(bytes(9))
     out["gap_ms"] = time.ticks_diff(m.sent[1][0], m.sent[0][0])
+    out["first_byte"] = m.sent[0][1][0]
     out["airtime_us"] = radio.airtime_us
-    bad = RxPacket(b"junk"); bad.valid_crc = False; bad.rssi = -90; bad.snr = 3
-    good = RxPacket(b"\\x40ok"); good.valid_crc = True; good.rssi = -71; good.snr = 8
-    m.queue += [None, bad, good]
+    bad = RxPacket(b"\\xf4junk"); bad.valid_crc = False; bad.rssi = -90; bad.snr = 3
+    lorawan = RxPacket(b"\\x60\\x01\\x02\\x03\\x04"); lorawan.valid_crc = True
+    good = RxPacket(b"\\xf4\\x40ok"); good.valid_crc = True; good.rssi = -71; good.snr = 8
+    m.queue += [None, bad, lorawan, good]
     out["rx"] = await radio.recv()
     out["stats"] = radio.stats
     print(repr(out))
@@ -133,11 +139,15 @@ asyncio.run(main())
 
 def test_lora_modem_wrapper_on_firmware(device):
     out = eval(device.exec(MODEM_SCRIPT))
-    assert out["mtu"] == 51 and "52 bytes (limit 51 at SF12)" in out["too_long"]
+    # EU868 DR0: a 64-byte PHYPayload, 63 bytes of Sealink frame after the MHDR.
+    assert out["mtu"] == 63 and "64 bytes (limit 63 at SF12)" in out["too_long"]
+    assert out["cfg"] == {"invert_iq_rx": True, "invert_iq_tx": False}
+    assert out["first_byte"] == 0xF4  # a LoRaWAN proprietary frame
     assert 175 <= out["gap_ms"] <= 400  # the duty-cycle wait, then the second frame
     assert out["airtime_us"] == 40000
-    assert out["rx"] == (b"\x40ok", -71, 8)
+    assert out["rx"] == (b"\x40ok", -71, 8)  # the downlink for a LoRaWAN device skipped
     assert out["stats"]["crc_errors"] == 1 and out["stats"]["duty_wait_ms"] >= 170
+    assert out["stats"]["foreign"] == 1
 
 
 UDP_DEVICE = """

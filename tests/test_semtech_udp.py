@@ -3,6 +3,7 @@ packet-forwarder protocol over real UDP on loopback."""
 
 import asyncio
 import base64
+import collections
 import json
 import os
 import socket
@@ -11,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sealink.lora import time_on_air_us
+from sealink import wire
+from sealink.lora import time_on_air_us, wrap
 from sealink_gateway.transport import Address, TransportError
 from sealink_gateway.transport.semtech_udp import (
     PULL_ACK,
@@ -58,6 +60,9 @@ def run(coro):
 
 
 def test_uplinks_acks_and_class_a_downlinks():
+    """A Sealink uplink (proprietary MHDR) is delivered without it; the answers go in its
+    receive windows: the first in RX1 (tmst wraps at 2^32), the next in RX2 (869.525
+    MHz, SF12, a second later), a third waits for the next uplink."""
     async def scenario():
         got = []
 
@@ -69,36 +74,200 @@ def test_uplinks_acks_and_class_a_downlinks():
         c = Concentrator(t.port)
         c.send(bytes((2,)) + b"\x12\x34" + bytes((PULL_DATA,)) + EUI)
         assert await c.recv() == bytes((2,)) + b"\x12\x34" + bytes((PULL_ACK,))
-        c.send(push(b"\xab\xcd", rxpk(b"hello frame", sf=9, tmst=4_294_000_000)))
+        c.send(push(b"\xab\xcd", rxpk(wrap(b"hello frame"), sf=9, tmst=4_294_000_000)))
         assert await c.recv() == bytes((2,)) + b"\xab\xcd" + bytes((PUSH_ACK,))
         await asyncio.sleep(0.1)
         (up,) = got
         assert up.frame == b"hello frame" and up.source == Address("semtech-udp", EUI.hex())
         assert up.radio["rssi"] == -57 and up.radio["datr"] == "SF9BW125"
-        # Two frames answer one uplink: RX1 (tmst wraps at 2^32), then the next after
-        # the first one's time on air and a guard.
+        assert t.mtu_for(up) == 127  # EU868 DR3: a 128-byte PHYPayload, less the MHDR
         await t.send(b"A" * 40, up.source, up)
         await t.send(b"B" * 10, up.source, up)
-        txpks = []
-        for _ in range(2):
-            d = await c.recv()
-            assert d[0] == 2 and d[3] == PULL_RESP
-            txpks.append(json.loads(d[4:])["txpk"])
-        first, second = txpks
+        with pytest.raises(TransportError, match="no_window"):
+            await t.send(b"C" * 10, up.source, up)
+        first, second = [await txpk_of(c) for _ in range(2)]
         assert first["tmst"] == (4_294_000_000 + 1_000_000) % 2**32
         assert first["freq"] == 868.1 and first["datr"] == "SF9BW125" and first["ipol"] is True
-        assert base64.b64decode(first["data"]) == b"A" * 40 and first["size"] == 40
-        assert second["tmst"] == (first["tmst"] + time_on_air_us(40, 9) + 20000) % 2**32
-        # Payload limits per data rate (EU868): 51 bytes at SF12, 115 at SF9.
-        with pytest.raises(TransportError, match="too_long"):
-            await t.send(b"x" * 116, up.source, up)
-        c.send(bytes((2,)) + b"\x00\x01" + bytes((TX_ACK,)) + EUI
-               + json.dumps({"txpk_ack": {"error": "TOO_LATE"}}).encode())
-        await asyncio.sleep(0.1)
-        assert t.tx_errors == {"TOO_LATE": 1}
+        assert base64.b64decode(first["data"]) == wrap(b"A" * 40) and first["size"] == 41
+        assert second["tmst"] == (4_294_000_000 + 2_000_000) % 2**32
+        assert second["freq"] == 869.525 and second["datr"] == "SF12BW125"
+        assert second["ipol"] is True
+        assert t.scheduled == {"rx1": 1, "rx2": 1} and t.deferred == {"no_window": 1}
         await t.stop()
 
     run(scenario())
+
+
+def test_frames_of_one_answer_follow_each_other_for_a_listening_device():
+    async def scenario():
+        t = SemtechUdpTransport("127.0.0.1", 0, window_frames=4, rx2=False)
+        c, up = await _started(t, sf=9)
+        await t.send(b"A" * 40, up.source, up)
+        await t.send(b"B" * 10, up.source, up)
+        first, second = [await txpk_of(c) for _ in range(2)]
+        assert second["freq"] == 868.1 and second["tmst"] == (
+            first["tmst"] + time_on_air_us(41, 9) + 20000) % 2**32
+        await t.stop()
+
+    run(scenario())
+
+
+def test_payload_limit_is_the_data_rates():
+    """EU868: 127 bytes after the MHDR at SF9 (RX1), 63 at SF12 (RX2): a frame too long
+    for both waits; 63 bytes at SF12 fits one frame."""
+    async def scenario():
+        t = SemtechUdpTransport("127.0.0.1", 0)
+        c, up = await _started(t, sf=9)
+        with pytest.raises(TransportError, match="too_long"):
+            await t.send(b"x" * 128, up.source, up)
+        await t.send(b"x" * 127, up.source, up)
+        c2, up12 = await _started(t, sf=12, tmst=50_000_000, concentrator=c)
+        assert t.mtu_for(up12) == 63
+        await t.send(b"y" * 63, up12.source, up12)
+        txpk = await txpk_of(c)
+        txpk = await txpk_of(c)
+        assert txpk["size"] == 64 and txpk["datr"] == "SF12BW125"
+        await t.stop()
+
+    run(scenario())
+
+
+def test_downlinks_never_exceed_the_sub_band_duty_cycle():
+    """The concentrator's own budget: 1 % of any hour in g1 (868.0-868.6 MHz, RX1 of
+    the default channels), 10 % in g3 (869.525 MHz, RX2).  Once RX1's sub-band is used
+    up the answers take RX2; without RX2 they wait (never sent over budget); an hour
+    later RX1 is free again."""
+    from sealink_gateway.transport import Uplink
+
+    async def scenario(rx2):
+        t = SemtechUdpTransport("127.0.0.1", 0, rx2=rx2)
+        c, _ = await _started(t, sf=12)
+        source = Address("semtech-udp", EUI.hex())
+        windows, refused = [], 0
+        for i in range(60):  # an uplink every 30 s, each answered with 63 bytes
+            tmst = (5_000_000 + i * 30_000_000) % 2**32
+            up = Uplink(b"", source, 0.0, {"tmst": tmst, "freq": 868.1, "datr": "SF12BW125"})
+            t._latest_tmst[EUI.hex()] = tmst
+            try:
+                await t.send(bytes(63), source, up)
+                windows.append((await txpk_of(c))["freq"])
+            except TransportError as e:
+                assert e.reason == "duty_cycle"
+                refused += 1
+        usage = t.duty_cycle_usage()[EUI.hex()]
+        # An hour later (the counter wrapped on the way), RX1 takes frames again.
+        tmst = (5_000_000 + 59 * 30_000_000 + 3_700_000_000) % 2**32
+        for step in range(1, 3700 // 30):  # the uplinks of that hour, unanswered
+            t._latest_tmst[EUI.hex()] = (5_000_000 + 59 * 30_000_000
+                                         + step * 30_000_000) % 2**32
+        t._latest_tmst[EUI.hex()] = tmst
+        up = Uplink(b"", source, 0.0, {"tmst": tmst, "freq": 868.1, "datr": "SF12BW125"})
+        await t.send(bytes(63), source, up)
+        later = (await txpk_of(c))["freq"]
+        await t.stop()
+        return windows, refused, usage, later
+
+    toa = time_on_air_us(64, 12) / 1e6  # 2.63 s
+    fit = int(36 / toa)  # frames g1 takes in an hour
+    windows, refused, usage, later = run(scenario(rx2=True))
+    assert windows[:fit] == [868.1] * fit and set(windows[fit:]) == {869.525}
+    assert refused == 0 and usage["g1"] <= 1.0 and usage["g3"] <= 1.0
+    assert later == 868.1
+    windows, refused, usage, later = run(scenario(rx2=False))
+    assert windows == [868.1] * fit and refused == 60 - fit and usage["g1"] <= 1.0
+    assert later == 868.1
+
+
+def test_tx_ack_errors_are_counted_logged_and_reported(caplog):
+    """TOO_LATE, TOO_EARLY, COLLISION_PACKET: the transport matches the TX_ACK to the
+    frame by its token, counts and logs the error, and tells the gateway (which keeps
+    the downlink queued); an unknown token is counted too."""
+    async def scenario():
+        t = SemtechUdpTransport("127.0.0.1", 0)
+        results = []
+        t.on_tx_result = lambda frame, error: results.append((frame, error))
+        c, up = await _started(t, sf=7)
+        frame = wire.header(wire.KIND_DATA, 0, 0x1234) + bytes(30)
+        await t.send(frame, up.source, up)
+        d = await pull_resp(c)
+        token = d[1:3]
+        c.send(bytes((2,)) + token + bytes((TX_ACK,)) + EUI
+               + json.dumps({"txpk_ack": {"error": "TOO_LATE"}}).encode())
+        c.send(bytes((2,)) + b"\xff\xff" + bytes((TX_ACK,)) + EUI
+               + json.dumps({"txpk_ack": {"error": "COLLISION_PACKET"}}).encode())
+        for _ in range(50):
+            if len(t.tx_errors) == 2:
+                break
+            await asyncio.sleep(0.02)
+        await t.stop()
+        return t.tx_errors, results
+
+    with caplog.at_level("WARNING"):
+        errors, results = run(scenario())
+    assert errors == {"TOO_LATE": 1, "COLLISION_PACKET": 1}
+    assert results == [(wire.header(wire.KIND_DATA, 0, 0x1234) + bytes(30), "TOO_LATE")]
+    assert "for session 4660: TOO_LATE" in caplog.text
+
+
+def test_us915_windows_and_limits():
+    """US915 as data: an uplink on 902.3 MHz at DR0 (SF10, 125 kHz: 23 bytes after the
+    MHDR) is answered in RX1 on 923.3 MHz at DR10 (SF10, 500 kHz), else in RX2 at DR8
+    (SF12, 500 kHz); no duty cycle."""
+    from sealink_gateway.transport import Uplink
+
+    async def scenario():
+        t = SemtechUdpTransport("127.0.0.1", 0, region="US915")
+        c, _ = await _started(t, sf=7)
+        source = Address("semtech-udp", EUI.hex())
+        up = Uplink(b"", source, 0.0, {"tmst": 9_000_000, "freq": 902.3,
+                                        "datr": "SF10BW125"})
+        t._latest_tmst[EUI.hex()] = 9_000_000
+        assert t.mtu_for(up) == 254
+        await t.send(bytes(100), source, up)
+        await t.send(bytes(20), source, up)
+        rx1, rx2 = await txpk_of(c), await txpk_of(c)
+        up2 = Uplink(b"", source, 0.0, {"tmst": 9_000_000, "freq": 903.9,
+                                         "datr": "SF10BW125"})  # channel 8: RX1 channel 0
+        await t.stop()
+        return rx1, rx2, t.region.rx1(903_900_000, t.region.rate(0))[0], up2
+
+    rx1, rx2, ch8, _ = run(scenario())
+    assert (rx1["freq"], rx1["datr"]) == (923.3, "SF10BW500")
+    assert (rx2["freq"], rx2["datr"]) == (923.3, "SF12BW500")
+    assert ch8 == 923_300_000
+
+
+async def pull_resp(c):
+    while True:
+        d = await c.recv()
+        if d[3] == PULL_RESP:
+            return d
+
+
+async def txpk_of(c):
+    return json.loads((await pull_resp(c))[4:])["txpk"]
+
+
+async def _started(t, sf, tmst=1_000_000, concentrator=None):
+    """A started transport with a forwarder that has pulled, and one uplink heard."""
+    got = []
+
+    async def handler(up):
+        got.append(up)
+
+    if concentrator is None:
+        await t.start(handler)
+        concentrator = Concentrator(t.port)
+        concentrator.send(bytes((2,)) + b"\x00\x01" + bytes((PULL_DATA,)) + EUI)
+        await concentrator.recv()
+    else:
+        t._handler = handler
+    concentrator.send(push(os.urandom(2), rxpk(wrap(b"\x40\x00\x01up"), sf=sf, tmst=tmst)))
+    for _ in range(100):
+        if got:
+            break
+        await asyncio.sleep(0.01)
+    return concentrator, got[0]
 
 
 def test_downlink_needs_a_pull_and_an_uplink():
@@ -140,7 +309,7 @@ def test_garbage_is_counted_and_good_packets_still_pass():
         ]
         for g in garbage:
             c.send(g)
-        c.send(push(b"\x00\x05", rxpk(b"good one")))
+        c.send(push(b"\x00\x05", rxpk(wrap(b"good one"))))
         await asyncio.sleep(0.3)
         assert got == [b"good one"]
         assert t.drops == {"short": 1, "version": 1, "identifier": 1, "json": 1,
@@ -185,9 +354,12 @@ def test_random_tokens_are_echoed():
 
 
 def test_gateway_enrolls_a_lora_device_through_a_packet_forwarder(tmp_path):
-    """The gateway's production LoRa path: a device at SF12 (51-byte frames) enrolls with
-    XX through a concentrator speaking the Semtech protocol, then sends telemetry."""
+    """The gateway's production LoRa path: a device at SF12 (63-byte frames after the
+    MHDR) enrolls with XK through a concentrator speaking the Semtech protocol, in one
+    downlink frame and three uplink frames, then sends telemetry."""
     from sealink import crypto
+    from sealink.device import first_contact_payload
+    from sealink.lora import unwrap
     from sealink.session import Channel
     from sealink_gateway.authority import Authority, verify
     from sealink_gateway.service import Gateway
@@ -203,50 +375,60 @@ def test_gateway_enrolls_a_lora_device_through_a_packet_forwarder(tmp_path):
         c = Concentrator(t.port)
         c.send(bytes((2,)) + b"\x00\x00" + bytes((PULL_DATA,)) + EUI)
         await c.recv()
-        dev = Channel(True, crypto.random_bytes(32), sid=0x9ABC, mtu=51,
-                      handshake_payload=token.encode())
+        dev = Channel(True, crypto.random_bytes(32), sid=0x9ABC, mtu=63, rs=gw.public_key,
+                      handshake_payload=first_contact_payload(token.encode(),
+                                                              credential=True))
         tmst = 1_000_000
+        counts = collections.Counter()
 
-        async def uplink(frames):
+        async def uplink(frames, phase):
             nonlocal tmst
             replies = []
             for f in frames:
-                assert len(f) <= 51
+                assert len(f) <= 63
                 tmst += 3_000_000
-                c.send(push(os.urandom(2), rxpk(f, sf=12, tmst=tmst)))
+                counts[phase + "_up"] += 1
+                c.send(push(os.urandom(2), rxpk(wrap(f), sf=12, tmst=tmst)))
             deadline = asyncio.get_running_loop().time() + 3
             while asyncio.get_running_loop().time() < deadline:
                 try:
                     d = await c.recv(timeout=0.3)
                 except TimeoutError:
-                    if replies:
+                    if replies or phase != "msg1":
                         break
                     continue
                 if d[3] == PULL_RESP:
                     txpk = json.loads(d[4:])["txpk"]
-                    assert txpk["datr"] == "SF12BW125" and txpk["size"] <= 51
-                    replies += dev.receive(base64.b64decode(txpk["data"]), 0)[1]
+                    assert txpk["size"] <= 64 and txpk["ipol"] is True
+                    counts[phase + "_down"] += 1
+                    replies += dev.receive(unwrap(base64.b64decode(txpk["data"])), 0)[1]
             return replies
 
-        frames = dev.connect(0)
-        for _ in range(6):
-            if dev.state == "established" and dev.credential is not None:
+        msg3 = await uplink(dev.connect(0, "XK"), "msg1")
+        assert dev.state == "established" and len(dev.peer_payload) == 2
+        await uplink(msg3, "msg3")  # (answered with the credential the device asked for)
+        for _ in range(6):  # the rest of the credential: in the windows of its uplinks
+            if dev.credential is not None:
                 break
-            frames = await uplink(frames) or dev.poll(10**9)
-        assert dev.state == "established"
-        await uplink(dev.send(b"soil=31%", 0))
+            await uplink(dev.send(b"soil=31%", 0), "data")
         for _ in range(20):
-            if dev.credential is not None and store.uplinks():
+            if store.uplinks():
                 break
             await asyncio.sleep(0.1)
         assert verify(dev.credential, gw.authority.public_key)["attributes"] == {
             "site": "field 7"}
-        (u,) = store.uplinks()
+        device = store.device_by_key(dev.remote_static and dev.s and
+                                     crypto.x25519_base(dev.s))
+        assert device.sid == int.from_bytes(dev.peer_payload, "big")
+        u = store.uplinks()[0]
         assert u["payload"] == b"soil=31%" and u["radio"]["datr"] == "SF12BW125"
         assert u["radio"]["gateway"] == EUI.hex()
         await gw.stop()
+        return counts
 
-    run(scenario())
+    counts = run(scenario())
+    # First contact: XK message 1 (1 frame), message 2 (1 frame), message 3 (2 frames).
+    assert (counts["msg1_up"], counts["msg1_down"], counts["msg3_up"]) == (1, 1, 2)
 
 
 def test_handshake_limit_holds_whatever_gateway_eui_the_sender_writes(tmp_path):
@@ -255,7 +437,7 @@ def test_handshake_limit_holds_whatever_gateway_eui_the_sender_writes(tmp_path):
     the forwarder's host now."""
     import os
 
-    from sealink import crypto, wire
+    from sealink import crypto
     from sealink_gateway.authority import Authority
     from sealink_gateway.service import Gateway, HandshakeLimiter
     from sealink_gateway.store import Store
@@ -268,7 +450,7 @@ def test_handshake_limit_holds_whatever_gateway_eui_the_sender_writes(tmp_path):
         await gw.start()
         c = Concentrator(t.port)
         for i in range(40):
-            frame = wire.handshake_frame("XX", 0, 0x8000 + i, os.urandom(32))
+            frame = wrap(wire.handshake_frame("XX", 0, 0x8000 + i, os.urandom(32)))
             eui = os.urandom(8)  # a new "concentrator" each time
             c.send(bytes((2,)) + os.urandom(2) + bytes((PUSH_DATA,)) + eui
                    + json.dumps({"rxpk": [rxpk(frame, tmst=1_000_000 + i)]}).encode())

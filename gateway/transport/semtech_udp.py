@@ -8,14 +8,31 @@ protocol (version 2), as any off-the-shelf LoRa gateway does.
     PULL_ACK   0x04  us -> forwarder: version, token(2), 0x04
     TX_ACK     0x05  forwarder -> us: version, token(2), 0x05, gateway EUI(8), [JSON]
 
-Uplinks with a good CRC become frames with their radio metadata.  A downlink is
-scheduled into the device's class A first receive window (RX1): the uplink's
-concentrator timestamp plus rx1_delay, same frequency and data rate, inverted
-polarity; a frame over the data rate's EU868 payload limit is refused.  A concentrator
-has one transmitter: when a downlink through it is still scheduled, the next one
-follows it (time on air plus a guard interval) instead of colliding; so do the frames
-of a fragmented answer.  A later start suits devices whose radio keeps listening (the
-RAK3172 in continuous P2P receive); a strict class A device would miss it.
+Uplinks with a good CRC that are Sealink frames (a LoRaWAN proprietary MHDR,
+`sealink.lora.MHDR`) become frames with their radio metadata.  Anything else the
+concentrator heard (LoRaWAN joins and data frames, other proprietary traffic) is
+counted and dropped unread: it is never answered and never starts a handshake.
+
+Downlinks are class A: each answers an uplink, in one of its two receive windows,
+chosen by the downlink scheduler with the region's data (`sealink_gateway.regions`):
+
+- RX1: rx1_delay after the uplink, on the region's RX1 frequency and data rate (EU868:
+  the uplink's own);
+- RX2: one second later, on the region's RX2 frequency and data rate (EU868: 869.525
+  MHz, DR0 unless configured, in the 10 % sub-band g3);
+- otherwise the frame waits for the device's next uplink (TransportError
+  "duty_cycle", "too_long" or "no_window"; retransmission takes it from there).
+
+A window is taken only if the frame fits that data rate's payload limit, the
+concentrator's one transmitter is free then, and the sub-band's duty cycle (time on
+air in any hour, `regions.DutyCycle`) allows it: a downlink is never sent over budget.
+Each window takes `window_frames` frames (1 for a class A device; more for devices
+that keep listening, which take the frames of one answer back to back).
+
+The forwarder's TX_ACK for each PULL_RESP is matched to the frame by its token:
+TOO_LATE, TOO_EARLY, COLLISION_PACKET and the others are counted (`tx_errors`), logged,
+and reported to the gateway (`on_tx_result`), which keeps the downlink queued for the
+next opportunity instead of marking it sent.
 """
 
 from __future__ import annotations
@@ -28,7 +45,9 @@ import os
 import time
 from dataclasses import dataclass
 
-from sealink.lora import EU868_MAX_PAYLOAD, time_on_air_us
+from sealink import wire
+from sealink.lora import MHDR, time_on_air_us, unwrap, wrap
+from sealink_gateway import regions
 from sealink_gateway.transport import Address, DatagramTransportBase, TransportError, Uplink
 
 logger = logging.getLogger(__name__)
@@ -37,6 +56,8 @@ VERSION = 2
 PUSH_DATA, PUSH_ACK, PULL_DATA, PULL_RESP, PULL_ACK, TX_ACK = range(6)
 
 GUARD_US = 20000
+RX2_AFTER_RX1_US = 1_000_000  # RX2 opens one second after RX1 (LoRaWAN class A)
+TX_TOKENS = 1024  # PULL_RESP tokens remembered for their TX_ACK
 
 
 @dataclass
@@ -106,42 +127,69 @@ def decode_rxpk(rxpk: dict) -> tuple[bytes, dict]:
     return frame, radio
 
 
-def build_txpk(frame: bytes, uplink_radio: dict, rx1_delay_s: float, power: int,
-               offset_us: int = 0) -> dict:
-    sf = datr_sf(uplink_radio["datr"])
-    limit = EU868_MAX_PAYLOAD.get(sf)
-    if limit is None:
-        raise TransportError("datr", uplink_radio["datr"])
-    if len(frame) > limit:
-        raise TransportError("too_long", f"{len(frame)} bytes > {limit} at SF{sf}")
+def build_txpk(phy: bytes, tmst: int, freq_hz: int, rate: regions.DataRate, power: int,
+               codr: str = "4/5") -> dict:
     return {
         "imme": False,
-        "tmst": (uplink_radio["tmst"] + int(rx1_delay_s * 1_000_000) + offset_us) & 0xFFFFFFFF,
-        "freq": uplink_radio["freq"],
+        "tmst": tmst & 0xFFFFFFFF,
+        "freq": freq_hz / 1e6,
         "rfch": 0,
         "powe": power,
         "modu": "LORA",
-        "datr": uplink_radio["datr"],
-        "codr": uplink_radio.get("codr", "4/5"),
+        "datr": rate.datr,
+        "codr": codr,
         "ipol": True,
-        "size": len(frame),
-        "data": base64.b64encode(frame).decode(),
+        "size": len(phy),
+        "data": base64.b64encode(phy).decode(),
     }
+
+
+def frame_sid(frame: bytes) -> int | None:
+    """The session id a Sealink frame is for (None if too short to say)."""
+    return (frame[1] << 8) | frame[2] if len(frame) >= wire.HEADER else None
 
 
 class SemtechUdpTransport(DatagramTransportBase):
     name = "semtech-udp"
     needs_window = True  # class A: a device hears us only right after it transmitted
-    max_frame = 51  # the smallest EU868 limit (SF10-SF12); send() checks per data rate
+    confirms_tx = True  # a frame is sent once the forwarder's TX_ACK says so
 
-    def __init__(self, host: str, port: int, rx1_delay_s: float = 1.0, power: int = 14):
+    def __init__(self, host: str, port: int, rx1_delay_s: float = 1.0, power: int = 14,
+                 region: str = "EU868", rx2: bool = True, rx2_dr: int | None = None,
+                 window_frames: int = 1):
         super().__init__(host, port)
         self.rx1_delay_s = rx1_delay_s
         self.power = power
+        self.region = regions.region(region)
+        self.rx2 = rx2
+        self.rx2_freq, self.rx2_rate = self.region.rx2(rx2_dr)
+        self.window_frames = window_frames
+        # The smallest frame limit of the region (what a frame must fit when nothing
+        # better is known); mtu_for() gives each uplink's own.
+        self.max_frame = min(r.max_frame for r in self.region.data_rates)
         self.tx_errors: dict[str, int] = {}
+        self.scheduled: dict[str, int] = {"rx1": 0, "rx2": 0}
+        self.deferred: dict[str, int] = {}
+        self.ignored: dict[str, int] = {}  # frames heard that are not Sealink's, by kind
+        # on_tx_result(frame, error): the forwarder's verdict on each frame sent ("NONE":
+        # transmitted).  Set by the gateway.
+        self.on_tx_result = None
         self.pull_addr: dict[str, tuple] = {}  # gateway EUI -> where its PULL_DATA came from
-        self._busy_until: dict[str, int] = {}  # EUI -> tmst when its last downlink ends
+        self.duty: dict[str, regions.DutyCycle] = {}  # EUI -> its transmitter's ledger
+        self._busy: dict[str, list[tuple[int, int]]] = {}  # EUI -> [(start, end)] us
         self._latest_tmst: dict[str, int] = {}  # EUI -> tmst of the latest uplink heard
+        self._windows: dict[tuple[str, int], list[int]] = {}  # (EUI, tmst) -> frames/window
+        self._tokens: dict[bytes, bytes] = {}  # PULL_RESP token -> frame, for its TX_ACK
+        self._high: dict[str, list[int]] = {}  # EUI -> [last tmst, wraps x 2^32]
+
+    def mtu_for(self, up: Uplink) -> int:
+        """The largest frame an answer to this uplink may use: its RX1 data rate's."""
+        try:
+            rate = self.region.datr_rate(up.radio["datr"])
+            _, rx1 = self.region.rx1(int(round(up.radio["freq"] * 1e6)), rate)
+        except (regions.RegionError, KeyError, TypeError):
+            return self.max_frame
+        return rx1.max_frame
 
     def datagram_received(self, data: bytes, addr) -> None:
         try:
@@ -155,9 +203,7 @@ class SemtechUdpTransport(DatagramTransportBase):
             self._transport.sendto(bytes((VERSION,)) + d.token + bytes((PULL_ACK,)), addr)
             return
         if d.identifier == TX_ACK:
-            error = ((d.body or {}).get("txpk_ack") or {}).get("error", "NONE")
-            if error != "NONE":
-                self.tx_errors[error] = self.tx_errors.get(error, 0) + 1
+            self._tx_ack(d)
             return
         self._transport.sendto(bytes((VERSION,)) + d.token + bytes((PUSH_ACK,)), addr)
         rxpks = d.body.get("rxpk", [])
@@ -166,43 +212,134 @@ class SemtechUdpTransport(DatagramTransportBase):
             return
         for rxpk in rxpks:
             try:
-                frame, radio = decode_rxpk(rxpk)
+                phy, radio = decode_rxpk(rxpk)
             except TransportError as e:
                 self._drop(e.reason)
+                continue
+            self._latest_tmst[d.eui] = radio["tmst"]
+            frame = unwrap(phy)
+            if frame is None:
+                # LoRaWAN (or another vendor's proprietary frame): not ours, not answered.
+                kind = ("lorawan" if phy and phy[0] >> 5 != MHDR >> 5
+                        else "other_proprietary")
+                self.ignored[kind] = self.ignored.get(kind, 0) + 1
+                self._drop(kind)
                 continue
             radio["gateway"] = d.eui
             # Where the datagram came from: the EUI is whatever the sender wrote, the
             # host is not (the handshake limiter counts per forwarder host).
             radio["forwarder"] = addr[0] if isinstance(addr, tuple) else str(addr)
-            self._latest_tmst[d.eui] = radio["tmst"]
             self._deliver(Uplink(frame=frame, source=Address(self.name, d.eui),
                                  received_at=time.time(), radio=radio))
+
+    def _tx_ack(self, d: Datagram) -> None:
+        error = ((d.body or {}).get("txpk_ack") or {}).get("error", "NONE")
+        frame = self._tokens.pop(d.token, None)
+        if error != "NONE":
+            self.tx_errors[error] = self.tx_errors.get(error, 0) + 1
+            logger.warning("semtech-udp: gateway %s did not send a downlink%s: %s", d.eui,
+                           "" if frame is None else f" for session {frame_sid(frame)}", error)
+        if frame is not None and self.on_tx_result is not None:
+            self.on_tx_result(frame, error)
+
+    def _defer(self, reason: str, detail: str) -> TransportError:
+        self.deferred[reason] = self.deferred.get(reason, 0) + 1
+        return TransportError(reason, detail)
+
+    def _now_us(self, eui: str, tmst: int) -> int:
+        """A concentrator tmst as microseconds on a clock that does not wrap: counted
+        back from the latest uplink heard (a window is never 35 minutes old)."""
+        latest = self._latest_tmst.get(eui, tmst)
+        high = self._high.setdefault(eui, [latest, 0])
+        if latest < high[0]:  # the 32-bit counter wrapped since the last look
+            high[1] += 1 << 32
+        high[0] = latest
+        return high[1] + latest - ((latest - tmst) & 0xFFFFFFFF)
+
+    def _free(self, eui: str, start: int, end: int) -> bool:
+        return not any(s < end + GUARD_US and start < e + GUARD_US
+                       for s, e in self._busy.get(eui, ()))
+
+    def _window(self, eui: str, phy: bytes, opens: int, freq: int, rate, taken: int,
+                refused: list[str]) -> tuple[int, int] | None:
+        """Where a frame can go in one receive window: (start, end) in us, or None (and
+        why in `refused`)."""
+        if taken >= self.window_frames:
+            refused.append("no_window")
+            return None
+        if len(phy) > rate.max_phy:
+            refused.append("too_long")
+            return None
+        toa = time_on_air_us(len(phy), rate.sf, rate.bw * 1000)
+        start = opens
+        for s, e in sorted(self._busy.get(eui, ())):
+            if taken and s < start + toa + GUARD_US and start < e + GUARD_US:
+                start = e + GUARD_US  # the frames of one answer follow each other
+        if not self._free(eui, start, start + toa):
+            refused.append("busy")
+            return None
+        if not self.duty.setdefault(eui, regions.DutyCycle(self.region)).allows(
+                freq, start / 1e6, toa / 1e6):
+            refused.append("duty_cycle")
+            return None
+        return start, start + toa
 
     async def send(self, frame: bytes, to: Address, uplink: Uplink | None = None) -> None:
         if uplink is None or "tmst" not in uplink.radio:
             raise TransportError("no_window", "class A downlinks answer an uplink")
-        addr = self.pull_addr.get(to.key)
+        eui = to.key
+        addr = self.pull_addr.get(eui)
         if addr is None:
-            raise TransportError("no_pull", f"gateway {to.key} has sent no PULL_DATA")
-        # The concentrator has one transmitter: a frame goes in its RX1 window, or,
-        # when an earlier downlink through the same concentrator still occupies it,
-        # right after that one (consecutive frames of one answer follow each other).
+            raise TransportError("no_pull", f"gateway {eui} has sent no PULL_DATA")
+        tmst = uplink.radio["tmst"]
         rx1_us = int(self.rx1_delay_s * 1_000_000)
-        window = (uplink.radio["tmst"] + rx1_us) & 0xFFFFFFFF
-        latest = self._latest_tmst.get(to.key)
+        latest = self._latest_tmst.get(eui)
         if latest is not None:
-            age = (latest - uplink.radio["tmst"]) & 0xFFFFFFFF
+            age = (latest - tmst) & 0xFFFFFFFF
             if rx1_us < age < 0x80000000:
-                # The concentrator has heard later frames than this one: its window
-                # has passed.  (A retransmission waits for the device's next uplink.)
-                raise TransportError("window_passed", f"{age} us after the uplink")
-        busy = self._busy_until.get(to.key)
-        offset = 0
-        if busy is not None and 0 < (busy - window) & 0xFFFFFFFF < 0x80000000:
-            offset = (busy - window) & 0xFFFFFFFF
-        txpk = build_txpk(frame, uplink.radio, self.rx1_delay_s, self.power, offset)
-        self._busy_until[to.key] = (txpk["tmst"] + GUARD_US + time_on_air_us(
-            len(frame), datr_sf(uplink.radio["datr"]))) & 0xFFFFFFFF
+                # The concentrator has heard later frames than this one: its windows
+                # have passed.  (A retransmission waits for the device's next uplink.)
+                raise self._defer("window_passed", f"{age} us after the uplink")
+        try:
+            up_rate = self.region.datr_rate(uplink.radio["datr"])
+            freq1, rate1 = self.region.rx1(int(round(uplink.radio["freq"] * 1e6)), up_rate)
+        except regions.RegionError as e:
+            raise TransportError("datr", str(e)) from None
+        phy = wrap(frame)
+        t0 = self._now_us(eui, tmst)
+        counts = self._windows.setdefault((eui, tmst), [0, 0])
+        if len(self._windows) > 4096:
+            for key in list(self._windows)[:2048]:
+                del self._windows[key]
+        refused: list[str] = []
+        slot = None
+        if not counts[1]:  # (once RX2 carried a frame of this answer, so do the rest)
+            slot = self._window(eui, phy, t0 + rx1_us, freq1, rate1, counts[0], refused)
+            window, freq, rate = "rx1", freq1, rate1
+        if slot is None and self.rx2:
+            slot = self._window(eui, phy, t0 + rx1_us + RX2_AFTER_RX1_US, self.rx2_freq,
+                                self.rx2_rate, counts[1], refused)
+            window, freq, rate = "rx2", self.rx2_freq, self.rx2_rate
+        if slot is None:
+            reason = "duty_cycle" if "duty_cycle" in refused else refused[-1]
+            raise self._defer(reason, f"{len(phy)} bytes, {', '.join(refused)}")
+        start, end = slot
+        counts[0 if window == "rx1" else 1] += 1
+        self.scheduled[window] += 1
+        self.duty[eui].record(freq, start / 1e6, (end - start) / 1e6)
+        busy = [(s, e) for s, e in self._busy.get(eui, ()) if e > t0 - 60_000_000]
+        busy.append((start, end))
+        self._busy[eui] = busy
+        txpk = build_txpk(phy, tmst + (start - t0), freq, rate, self.power,
+                          uplink.radio.get("codr", "4/5"))
+        token = os.urandom(2)
+        self._tokens[token] = frame
+        if len(self._tokens) > TX_TOKENS:
+            del self._tokens[next(iter(self._tokens))]
         payload = json.dumps({"txpk": txpk}).encode()
-        self._transport.sendto(bytes((VERSION,)) + os.urandom(2) + bytes((PULL_RESP,))
-                               + payload, addr)
+        self._transport.sendto(bytes((VERSION,)) + token + bytes((PULL_RESP,)) + payload, addr)
+
+    def duty_cycle_usage(self) -> dict[str, dict[str, float]]:
+        """Per concentrator and sub-band: the busiest hour's time on air so far, as a
+        fraction of the budget."""
+        return {eui: ledger.usage() for eui, ledger in self.duty.items()}

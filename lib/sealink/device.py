@@ -1,7 +1,7 @@
 # The application-facing device API, frozen into the firmware:
 #
 #     device = Device(radio, Keystore("/sealink.key"), {"token": b"..."})
-#     await device.connect()              # XX + token the first time, KK afterwards
+#     await device.connect()              # XK + token the first time, KK afterwards
 #     await device.send(b"21.5 C")        # stored, then forwarded until acknowledged
 #     async for command in device.commands():
 #         ...
@@ -154,13 +154,25 @@ def _cbor_head(major, n):
     return bytes([major << 5 | 25, n >> 8, n & 0xFF])
 
 
-def first_contact_payload(token, evidence):
-    """XX message 3's payload for a device with evidence: the CBOR map
-    {1: token (text, when it has one), 2: evidence (bytes)}."""
-    out = _cbor_head(5, 2 if token else 1)
+def first_contact_payload(token, evidence=None, credential=False):
+    """XK message 3's payload: the CBOR map {1: token, 2: evidence (bytes), 3: true (send
+    me my credential)}, each when there is one.  A token in hex travels as its bytes
+    (16 instead of 32), else as text."""
+    import binascii
+
+    token = bytes(token or b"")
+    try:
+        raw, major = binascii.unhexlify(token), 2
+    except ValueError:
+        raw, major = token, 3
+    out = _cbor_head(5, (1 if token else 0) + (1 if evidence else 0) + (1 if credential else 0))
     if token:
-        out += b"\x01" + _cbor_head(3, len(token)) + bytes(token)
-    return out + b"\x02" + _cbor_head(2, len(evidence)) + bytes(evidence)
+        out += b"\x01" + _cbor_head(major, len(raw)) + raw
+    if evidence:
+        out += b"\x02" + _cbor_head(2, len(evidence)) + bytes(evidence)
+    if credential:
+        out += b"\x03\xf5"
+    return out
 
 
 def credential_fields(credential):
@@ -186,9 +198,13 @@ class Device:
         # DICE evidence (sealink.attestation): sent with first contact, so that the
         # gateway knows what runs here, and knows this device again after an update.
         self.evidence = cfg.get("evidence")
-        # The gateway's X25519 public key, provisioned with the token: first contact (XX)
-        # sends the token only to a responder that proves it holds this key.
+        # The gateway's X25519 public key, provisioned with the token: first contact (XK)
+        # sends the token only to the holder of this key, under forward-secret keys.
         self.gateway_key = cfg.get("gateway_key")
+        if cfg.get("credential"):
+            # Ask for the authority's credential at first contact (it costs the gateway
+            # several downlinks at SF12; nothing here needs it to work).
+            self.want_credential = True
         if cfg.get("authority_key"):
             self.authority_key = cfg["authority_key"]
         self.mtu = min(cfg.get("mtu", radio.mtu), radio.mtu)
@@ -264,7 +280,7 @@ class Device:
                 continue
             payloads, replies = ch.receive(frame, now_ms())
             if ch.credential is not None and self.keystore.enrolled:
-                # (During first contact connect() takes the credential.)
+                # (Asked for at first contact, or naming a rotated gateway key.)
                 self._learn_gateway_key(ch)
             if getattr(ch, "key_control", None) is not None:
                 replies = replies + self._rotate_own_key(ch)
@@ -325,8 +341,9 @@ class Device:
         except (DeviceError, SealinkError, IndexError):
             self.stats["credentials_refused"] = self.stats.get("credentials_refused", 0) + 1
             return
-        if key != ks.gateway_key or (authority is not None and authority != (
-                getattr(ks, "authority_key", None) or provisioned)):
+        if key != ks.gateway_key or ks.credential is None or (
+                authority is not None
+                and authority != (getattr(ks, "authority_key", None) or provisioned)):
             ks.gateway_key, ks.credential = key, cred[:n + 64]
             if authority != provisioned:
                 ks.authority_key = authority
@@ -431,13 +448,13 @@ class Device:
         return self.channel is not None and self.channel.state == "established"
 
     async def connect(self, timeout_ms=60000):
-        """Handshake with the gateway: XX with the enrollment token the first time, KK
+        """Handshake with the gateway: XK with the enrollment token the first time, KK
         with the pinned gateway key afterwards.  Raises DeviceError on failure."""
         self.start()
         ks = self.keystore
         secret = ks.secret
         if ks.enrolled:
-            sid, rs, token = ks.sid, ks.gateway_key, b""
+            sid, rs, token, pattern = ks.sid, ks.gateway_key, b"", "KK"
             nxt = getattr(ks, "next_secret", None)
             if nxt is not None and getattr(self, "_next_key_failures", 0) < 2:
                 secret = nxt  # offered: prove it (the old one after failures)
@@ -450,9 +467,9 @@ class Device:
             sid = self.first_contact_sid
             if sid is None:
                 sid = FIRST_CONTACT_SID + int.from_bytes(crypto.random_bytes(2), "big") % 0x7FFF
-            rs, token = None, self.token
-            if self.evidence:
-                token = first_contact_payload(self.token, self.evidence)
+            rs, pattern = self.gateway_key, "XK"
+            token = first_contact_payload(self.token, self.evidence,
+                                          getattr(self, "want_credential", False))
         # Unacknowledged uplinks of an old session are sent again on the new one.
         self._in_flight = {}
         started = now_ms()
@@ -462,21 +479,17 @@ class Device:
         ch = Channel(True, secret, rs=rs, sid=sid, mtu=self.mtu, handshake_payload=token,
                      retry_ms=self.retry_ms, max_retries=self.max_retries,
                      reliable_retries=None)
-        if rs is None:
-            ch.expected_rs = self.gateway_key
         self.channel = ch
-        await self._tx(ch.connect(started))
+        await self._tx(ch.connect(started, pattern))
         self._wake.set()
 
         def done():
             # A REJECT heard meanwhile ends nothing: anyone can send one, and the
             # handshake's own retries decide (a gateway that refuses us does not answer).
-            return (ch.state in ("failed", "rejected")
-                    or (ch.state == "established" and (rs is not None
-                                                        or ch.credential is not None)))
+            return ch.state in ("failed", "rejected", "established")
 
         await self._until(done, timeout_ms)
-        ok = ch.state == "established" and (rs is not None or ch.credential is not None)
+        ok = ch.state == "established" and (pattern == "KK" or len(ch.peer_payload) == 2)
         if not ok and ch.reject_reason == REJECT_REVOKED:
             # Unauthenticated (anyone can send it): kept as information, never a reason
             # to stop or to wait longer; a successful handshake clears it.
@@ -495,18 +508,18 @@ class Device:
             ks.save()
             self._next_key_failures = 0
             self.stats["key_rotations"] = self.stats.get("key_rotations", 0) + 1
-        if rs is None:
-            new_sid, gateway_key = credential_fields(ch.credential)
-            if gateway_key != ch.remote_static:
-                raise DeviceError("credential names another gateway key")
-            ks.sid, ks.gateway_key, ks.credential = new_sid, gateway_key, ch.credential
+        if pattern == "XK":
+            # XK message 2, which only the holder of the gateway's key could write, names
+            # the session id this device reconnects under.
+            p = ch.peer_payload
+            ks.sid, ks.gateway_key, ks.credential = (p[0] << 8) | p[1], rs, None
             ks.save()
             self.token = b""  # one-time: spent
         self.revoked = False
         self.stats["handshakes"] += 1
         self.stats["handshake_ms"] = now_ms() - started
         await self._flush()
-        if rs is not None and not self._outbox:
+        if not self._outbox:
             # The gateway trusts a KK session once a frame under its keys arrives (a
             # replayed KK message 1 must not open one): with nothing to send, a poll.
             await self._tx(poll_frame(ch, now_ms()))

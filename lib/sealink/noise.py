@@ -1,4 +1,4 @@
-# The Noise Protocol Framework, revision 34, for Noise_{XX,KK,IK,NN,NK}_25519_ChaChaPoly_SHA256.
+# The Noise Protocol Framework, revision 34, for Noise_{XX,XK,KK,IK,NN,NK}_25519_ChaChaPoly_SHA256.
 #
 # The objects and methods follow the specification's section 5 one to one, so the code
 # can be read beside it: CipherState (5.1), SymmetricState (5.2), HandshakeState (5.3).
@@ -29,6 +29,7 @@ PATTERNS = {
     "NN": ((), (), (("e",), ("e", "ee"))),
     "NK": ((), ("s",), (("e", "es"), ("e", "ee"))),
     "XX": ((), (), (("e",), ("e", "ee", "s", "es"), ("s", "se"))),
+    "XK": ((), ("s",), (("e", "es"), ("e", "ee"), ("s", "se"))),
     "KK": (("s",), ("s",), (("e", "es", "ss"), ("e", "ee", "se"))),
     "IK": ((), ("s",), (("e", "es", "s", "ss"), ("e", "ee", "se"))),
 }

@@ -1,8 +1,12 @@
 # A Sealink channel: a Noise handshake, then an encrypted session, carried in small
 # radio frames (sealink.wire) that may be lost, reordered or duplicated.
 #
-# - First contact uses XX; a reconnect with both static keys known uses KK, whose two
-#   messages (48 bytes each) fit one 51-byte LoRa SF12 frame with the 3-byte header.
+# - First contact uses XK: the device is provisioned with the gateway's static key, so
+#   message 1 (51 bytes with the header) and message 2 (53, with the session id the
+#   gateway assigns) each fit one LoRa SF12 frame, and message 3 carries the device's
+#   key and its enrollment token under forward-secret keys (docs/protocol.md; XX is
+#   still answered, for devices that do not know the gateway's key).  A reconnect with
+#   both static keys known uses KK (two messages of 51 bytes with the header).
 # - Transport frames carry the low 13 bits of the 64-bit Noise nonce; the receiver
 #   rebuilds the full counter and keeps a sliding replay window (sealink.replay), so
 #   loss and reordering never desynchronise the session and replays are refused.
@@ -182,12 +186,12 @@ class Channel:
 
     # --- handshake -------------------------------------------------------------------
 
-    def connect(self, now_ms):
-        """Initiator: start a handshake (KK when the peer's static key is known, else
-        XX).  Returns the frames to send."""
+    def connect(self, now_ms, pattern=None):
+        """Initiator: start a handshake (`pattern`; by default KK when the peer's static
+        key is known, else XX).  Returns the frames to send."""
         if not self.initiator:
             raise SessionError("only the initiator connects")
-        self.pattern = "KK" if self.rs is not None else "XX"
+        self.pattern = pattern or ("KK" if self.rs is not None else "XX")
         self._hs = HandshakeState(protocol_name(self.pattern), True, PROLOGUE, s=self.s,
                                   rs=self.rs)
         self.state = "handshaking"
@@ -196,7 +200,12 @@ class Channel:
     def _write_handshake(self, now_ms):
         index = self._hs._index
         last = index == len(self._hs._messages) - 1
-        payload = self.handshake_payload if (self.initiator and last) else b""
+        # The initiator's payload goes in its last message (after both static keys); a
+        # responder's in XK message 2 (the session id it assigns the device).
+        if self.initiator:
+            payload = self.handshake_payload if last else b""
+        else:
+            payload = self.handshake_payload if self.pattern == "XK" else b""
         message = self._hs.write_message(payload)
         frames = self._out(wire.handshake_frame(self.pattern, index, self.sid, message))
         self._hs_last = frames
@@ -232,7 +241,7 @@ class Channel:
                 rs = self.peer_lookup(self.sid) if self.peer_lookup else None
                 if rs is None:
                     raise HandshakeError("KK from an unknown peer")
-            elif pattern != "XX":
+            elif pattern not in ("XX", "XK"):
                 raise HandshakeError("pattern %s is not accepted here" % pattern)
             self.pattern = pattern
             self._hs = HandshakeState(protocol_name(pattern), False, PROLOGUE, s=self.s, rs=rs)

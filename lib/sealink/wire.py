@@ -3,7 +3,8 @@
 #   byte 0: kind (3 high bits) | kind-specific bits (5 low bits)
 #   bytes 1-2: session id, big-endian (demultiplexes the devices sharing a radio)
 #
-# kind HANDSHAKE: bits = pattern (2 bits: XX 0, KK 1, IK 2) << 3 | message index (3 bits);
+# kind HANDSHAKE: bits = pattern (2 bits: XX 0, KK 1, IK 2, XK 3) << 3 | message index
+#                 (3 bits);
 #                 the rest is the Noise handshake message.
 # kind DATA / CONTROL: bits = counter bits 12..8; byte 3 = counter bits 7..0; the rest
 #                 is ChaCha20-Poly1305 ciphertext and tag of the payload, with the
@@ -28,8 +29,8 @@ KIND_FRAGMENT = 4
 KIND_REJECT = 5
 KIND_RELIABLE = 6
 
-PATTERN_CODES = {"XX": 0, "KK": 1, "IK": 2}
-PATTERN_NAMES = {0: "XX", 1: "KK", 2: "IK"}
+PATTERN_CODES = {"XX": 0, "KK": 1, "IK": 2, "XK": 3}
+PATTERN_NAMES = {0: "XX", 1: "KK", 2: "IK", 3: "XK"}
 
 REJECT_UNKNOWN_SESSION = 1
 REJECT_HANDSHAKE_FAILED = 2

@@ -12,9 +12,20 @@
 #   AT+NWM=0                                  P2P mode (not LoRaWAN)
 #   AT+P2P=868100000:7:125:0:8:14             freq Hz : SF : BW kHz : CR (0 = 4/5) :
 #                                             preamble : TX power dBm
+#   AT+IQINVER=1                              IQ inversion (transmit and receive)
 #   AT+PRECV=65533                            receive continuously, sending allowed
 #   AT+PSEND=<hex>          -> OK, later  +EVT:TXP2P DONE
 #                                          +EVT:RXP2P:<rssi>:<snr>:<hex>   a frame heard
+#
+# Polarity: as in LoRaWAN, uplinks go with normal IQ and downlinks with inverted IQ, so
+# that devices do not hear each other and gateways do not hear each other.  The module
+# has one IQ setting for both directions: a device listens inverted and turns inversion
+# off for the length of each transmission; a gateway's module (role "gateway") the
+# other way round.
+#
+# Every frame on the air is a LoRaWAN proprietary frame (sealink.lora.MHDR in front):
+# frames heard with another first byte (LoRaWAN traffic on the same channel) are
+# counted ("foreign") and never handed up.
 #
 # Anything else on the line (noise on a UART, a module rebooting) is counted and
 # ignored.  A command that gets no status in time is retried after resynchronising
@@ -24,11 +35,12 @@ import asyncio
 import binascii
 
 from sealink.errors import SealinkError
-from sealink.lora import max_payload, time_on_air_us
+from sealink.lora import max_payload, time_on_air_us, unwrap, wrap
 
 RX_CONTINUOUS_TX_OK = 65533
 RX_QUEUE = 8
 MAX_LINE = 600  # "+EVT:RXP2P:-120:-20:" + 2 x 255 hex digits, with room
+IQ_NORMAL, IQ_INVERTED = 0, 1
 
 
 class ModemError(SealinkError):
@@ -41,12 +53,16 @@ class ModemError(SealinkError):
 
 class Rak3172:
     def __init__(self, reader, writer, freq=868100000, sf=7, bw=125, cr=0, preamble=8,
-                 txp=14, timeout_ms=1000, retries=3, tx_timeout_ms=None):
+                 txp=14, timeout_ms=1000, retries=3, tx_timeout_ms=None, region="EU868",
+                 role="device"):
         self._reader = reader
         self._writer = writer
         self.freq, self.sf, self.bw, self.cr = freq, sf, bw, cr
         self.preamble, self.txp = preamble, txp
-        self.mtu = max_payload(sf)
+        self.mtu = max_payload(sf, region)
+        # The polarity this end hears: a device hears downlinks (inverted), a gateway
+        # hears uplinks (normal); it transmits with the other one.
+        self._rx_iq = IQ_NORMAL if role == "gateway" else IQ_INVERTED
         self.timeout_ms = timeout_ms
         self.retries = retries
         # A module may hold a frame for its duty-cycle budget: allow 100x time on air.
@@ -62,7 +78,7 @@ class Rak3172:
         self._task = None
         self._waiting = False
         self.stats = {"garbage": 0, "errors": 0, "timeouts": 0, "rx": 0, "tx": 0,
-                      "rx_bad": 0, "rx_overflow": 0}
+                      "rx_bad": 0, "rx_overflow": 0, "foreign": 0}
         self.airtime_us = 0
 
     # --- the line reader ----------------------------------------------------------------
@@ -119,6 +135,10 @@ class Rak3172:
         if not frame:
             self.stats["rx_bad"] += 1
             return
+        frame = unwrap(frame)
+        if frame is None:  # not a Sealink frame (LoRaWAN, another vendor's): not ours
+            self.stats["foreign"] += 1
+            return
         if len(self._rx) >= RX_QUEUE:
             self._rx.pop(0)
             self.stats["rx_overflow"] += 1
@@ -173,10 +193,12 @@ class Rak3172:
             await self.command("AT+NWM=0", 5000)  # the module restarts into P2P
         await self.command("AT+P2P=%d:%d:%d:%d:%d:%d" % (self.freq, self.sf, self.bw,
                                                          self.cr, self.preamble, self.txp))
+        await self.command("AT+IQINVER=%d" % self._rx_iq)
         await self.command("AT+PRECV=%d" % RX_CONTINUOUS_TX_OK)
 
     def time_on_air_us(self, length):
-        return time_on_air_us(length, self.sf, self.bw * 1000, self.cr + 1, self.preamble)
+        # (A frame on the air is the Sealink frame and its MHDR.)
+        return time_on_air_us(length + 1, self.sf, self.bw * 1000, self.cr + 1, self.preamble)
 
     async def send(self, frame):
         """Transmit one frame; returns when the module reports it sent."""
@@ -186,13 +208,17 @@ class Rak3172:
         toa = self.time_on_air_us(len(frame))
         async with self._send_lock:  # one frame on the air at a time
             self._txdone.clear()
-            await self.command("AT+PSEND=" + binascii.hexlify(frame).decode().upper())
-            timeout_ms = self.tx_timeout_ms or (toa * 101 // 1000 + 2000)
+            await self.command("AT+IQINVER=%d" % (1 - self._rx_iq))
             try:
-                await asyncio.wait_for(self._txdone.wait(), timeout_ms / 1000)
-            except asyncio.TimeoutError:
-                self.stats["timeouts"] += 1
-                raise ModemError("AT+PSEND", "no TXP2P DONE") from None
+                await self.command("AT+PSEND=" + binascii.hexlify(wrap(frame)).decode().upper())
+                timeout_ms = self.tx_timeout_ms or (toa * 101 // 1000 + 2000)
+                try:
+                    await asyncio.wait_for(self._txdone.wait(), timeout_ms / 1000)
+                except asyncio.TimeoutError:
+                    self.stats["timeouts"] += 1
+                    raise ModemError("AT+PSEND", "no TXP2P DONE") from None
+            finally:
+                await self.command("AT+IQINVER=%d" % self._rx_iq)
         self.stats["tx"] += 1
         self.airtime_us += toa
 
