@@ -417,8 +417,7 @@ def test_gateway_enrolls_a_lora_device_through_a_packet_forwarder(tmp_path):
             await asyncio.sleep(0.1)
         assert verify(dev.credential, gw.authority.public_key)["attributes"] == {
             "site": "field 7"}
-        device = store.device_by_key(dev.remote_static and dev.s and
-                                     crypto.x25519_base(dev.s))
+        device = store.device_by_key(crypto.x25519_base(dev.s))
         assert device.sid == int.from_bytes(dev.peer_payload, "big")
         u = store.uplinks()[0]
         assert u["payload"] == b"soil=31%" and u["radio"]["datr"] == "SF12BW125"

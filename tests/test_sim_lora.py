@@ -9,7 +9,8 @@ import asyncio
 import dpkt
 import pytest
 
-from sealink.lora import EU868_MAX_PAYLOAD, time_on_air_us
+from sealink.lora import FRAME_LIMITS, max_payload, time_on_air_us, wrap
+from sealink_gateway import regions
 from sim import vtime
 from sim.lora import Clock, LoRaAir, Params, Radio, sub_band
 
@@ -33,14 +34,24 @@ def test_time_on_air_matches_hand_computation(sf, length, us):
 
 
 def test_payload_limits_and_sub_bands():
-    assert EU868_MAX_PAYLOAD == {12: 51, 11: 51, 10: 51, 9: 115, 8: 222, 7: 222}
+    # A Sealink frame fills a PHYPayload of M + 5 bytes (RP002), less its MHDR.
+    assert {sf: max_payload(sf) for sf in range(7, 13)} == {
+        12: 63, 11: 63, 10: 63, 9: 127, 8: 234, 7: 234}
+    assert {sf: max_payload(sf, "US915") for sf in range(7, 11)} == {
+        10: 23, 9: 65, 8: 137, 7: 254}
+    # The devices' table (sealink.lora) is the regions' data (sealink_gateway.regions).
+    for name in FRAME_LIMITS:
+        region = regions.region(name)
+        for sf in range(7, 7 + len(FRAME_LIMITS[name])):
+            assert max_payload(sf, name) == region.rate_of(sf, 125).max_frame
+    assert regions.names() == ["EU868", "US915"]
     assert [sub_band(f) for f in (868_100_000, 868_500_000, 868_800_000, 869_525_000)] == [
         "g1", "g1", "g2", "g3"]
 
     async def over_limit():
         air = LoRaAir(Clock())
         with pytest.raises(ValueError, match="SF12 limit"):
-            await air.transmit(air.attach(Radio("a", (0, 0), Params(sf=12))), bytes(52))
+            await air.transmit(air.attach(Radio("a", (0, 0), Params(sf=12))), bytes(65))
 
     vtime.run(over_limit())
 
@@ -227,9 +238,9 @@ def test_rak3172_model_holds_the_duty_cycle_exactly_in_discrete_time():
         radio = Rak3172(*device_side, sf=12)
         await radio.start()
         started = air.clock.now()
-        await radio.send(b"a" * 51)
+        await radio.send(b"a" * 50)  # 51 bytes on the air, with the MHDR
         first_done = air.clock.now()
-        await radio.send(b"b" * 51)
+        await radio.send(b"b" * 50)
         second_done = air.clock.now()
         radio.close()
         model.stop()
@@ -237,8 +248,77 @@ def test_rak3172_model_holds_the_duty_cycle_exactly_in_discrete_time():
 
     started, first_done, second_done, heard, model = _run(scenario())
     toa = 2.465792
-    assert [f for _, f in heard] == [b"a" * 51, b"b" * 51]
+    assert [f for _, f in heard] == [wrap(b"a" * 50), wrap(b"b" * 50)]
     assert first_done - started == pytest.approx(toa, abs=1e-3)  # UART time is not modeled
     assert heard[1][0] - heard[0][0] == pytest.approx(100 * toa, abs=1e-6)
     assert second_done - first_done == pytest.approx(100 * toa, abs=1e-3)
     assert model.radio.duty_wait_s == pytest.approx(99 * toa, abs=1e-3)
+
+
+def test_rak3172_driver_hears_downlinks_with_inverted_iq_only():
+    """Downlinks go out with inverted IQ (the packet forwarder's "ipol": true).  The
+    module hears normal IQ until told otherwise (a driver that never sets AT+IQINVER
+    would not hear its gateway); the driver listens inverted and transmits normal."""
+    from sealink.drivers.rak3172 import Rak3172
+    from sim.rak3172 import Rak3172Model
+    from sim.uart import pipe
+
+    async def scenario():
+        air = LoRaAir(Clock())
+        gw_heard = []
+        gw = air.attach(Radio("gw", (0, 0), Params(sf=9), rx_iq_inverted=False,
+                              on_receive=lambda f, *a: gw_heard.append(f)))
+        device_side, module_side = pipe()
+        model = Rak3172Model(air, air.attach(Radio("module", (500, 0))), *module_side)
+        model.start()
+        # The module as shipped, in P2P receive, IQ not inverted: deaf to downlinks.
+        model._command("AT+NWM=0")
+        model._command("AT+P2P=868100000:9:125:0:8:14")
+        model._command("AT+PRECV=65533")
+        await air.transmit(gw, wrap(b"\x40\x00\x01before"), Params(sf=9, iq_inverted=True))
+        unheard = model.stats["heard"]
+        radio = Rak3172(*device_side, sf=9)
+        await radio.start()
+        await air.transmit(gw, wrap(b"\x40\x00\x01after"), Params(sf=9, iq_inverted=True))
+        await air.transmit(gw, wrap(b"\x40\x00\x01normal"), Params(sf=9))  # another device
+        got = await radio.recv()
+        await radio.send(b"\x40\x00\x01up")
+        radio.close()
+        model.stop()
+        return unheard, got, model.stats["heard"], gw_heard
+
+    unheard, got, heard, gw_heard = _run(scenario())
+    assert unheard == 0 and got[0] == b"\x40\x00\x01after" and heard == 1
+    assert gw_heard == [wrap(b"\x40\x00\x01up")]  # the uplink went out with normal IQ
+
+
+def test_class_a_device_hears_only_in_its_receive_windows():
+    """A class A device (sim.cell.AirRadio) listens RX1 after its uplink on its channel
+    and RX2 a second later on 869.525 MHz at SF12: a downlink in either window is
+    heard; one that starts outside them, or has the wrong polarity, is not."""
+    from sim.cell import AirRadio
+
+    async def case(offset, params):
+        # The downlink is timed from the end of the uplink, as a concentrator's tmst.
+        clock = Clock()
+        air = LoRaAir(clock)
+        gw = air.attach(Radio("gw", (0, 0), Params(sf=7), rx_iq_inverted=False))
+        dev = AirRadio(air, air.attach(Radio("dev", (300, 0), Params(sf=7))), 1.0)
+        up = Params(sf=7).time_on_air_s(len(wrap(b"\x40\x00\x01up")))
+
+        async def downlink():
+            await clock.sleep(up + offset)
+            await air.transmit(gw, wrap(b"\x40\x00\x01down"), params)
+
+        task = asyncio.ensure_future(downlink())
+        await dev.send(b"\x40\x00\x01up")
+        await task
+        return [f for f, _, _ in dev._heard]
+
+    inverted = {"iq_inverted": True}
+    assert _run(case(1.0, Params(sf=7, **inverted))) == [b"\x40\x00\x01down"]  # RX1
+    assert _run(case(2.0, Params(freq=869_525_000, sf=12, **inverted))) == [
+        b"\x40\x00\x01down"]  # RX2
+    assert _run(case(1.5, Params(sf=7, **inverted))) == []  # between the windows
+    assert _run(case(2.0, Params(sf=7, **inverted))) == []  # RX2's time, RX1's channel
+    assert _run(case(1.0, Params(sf=7))) == []  # RX1, normal IQ: another device's uplink
