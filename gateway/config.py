@@ -9,7 +9,11 @@
     [[transport]]
     url = "udp://0.0.0.0:1700?mtu=222"
     [[transport]]
-    url = "semtech-udp://0.0.0.0:1680?rx1_delay=1"   # LoRa packet forwarders
+    url = "semtech-udp://0.0.0.0:1680?rx1_delay=1&region=EU868&rx2=on&rx2_dr=0"
+    # LoRa packet forwarders; rx2=off: RX1 only; window_frames=N: frames per window for
+    # devices that keep listening (1: class A)
+    [[transport]]                    # Sealink over LoRaWAN: ChirpStack v4's MQTT integration
+    url = "chirpstack-mqtt://127.0.0.1:1883?application=<id>&fport=200&format=json&region=EU868"
     [[transport]]                    # a LoRa module on a UART, AT commands, P2P mode
     url = "serial-at:///dev/ttyUSB0?module=rak3172&sf=7&freq=868100000&baud=115200"
     [[transport]]                    # BLE central: bumble on an HCI transport, or bleak
@@ -46,7 +50,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from sealink_gateway.keyfile import KeyFileError, require_private
 
-TRANSPORT_SCHEMES = {"udp", "semtech-udp", "serial-at", "ble"}
+TRANSPORT_SCHEMES = {"udp", "semtech-udp", "serial-at", "ble", "chirpstack-mqtt"}
 BLE_BACKENDS = {"bumble", "bleak"}
 SERIAL_MODULES = {"rak3172"}
 
@@ -103,6 +107,22 @@ def parse_transport(url: str) -> TransportConfig:
     if parts.scheme == "ble":
         return _ble(url, parts.netloc, options)
     host, port = _host_port(parts.netloc, f"transport {url!r}")
+    if parts.scheme == "chirpstack-mqtt":
+        return _chirpstack(url, host, port, options)
+    if parts.scheme == "semtech-udp":
+        _lora_region(url, options)
+        if options.get("rx2", "on") not in ("on", "off"):
+            raise ConfigError(f"transport {url!r}: rx2 must be on or off")
+        if "window_frames" in options and (not options["window_frames"].isdigit() or not
+                                           1 <= int(options["window_frames"]) <= 16):
+            raise ConfigError(f"transport {url!r}: window_frames must be 1..16")
+        if "rx2_dr" in options:
+            from sealink_gateway import regions
+
+            try:
+                regions.region(options.get("region", "EU868")).rate(int(options["rx2_dr"]))
+            except (ValueError, regions.RegionError) as e:
+                raise ConfigError(f"transport {url!r}: rx2_dr: {e}") from None
     if "rx1_delay" in options:
         try:
             if not 0 < float(options["rx1_delay"]) <= 15:
@@ -113,6 +133,28 @@ def parse_transport(url: str) -> TransportConfig:
                              or not 20 <= int(options["mtu"]) <= 1024):
         raise ConfigError(f"transport {url!r}: mtu must be 20..1024")
     return TransportConfig(url, parts.scheme, host, port, options)
+
+
+def _lora_region(url: str, options: dict[str, str]) -> None:
+    from sealink_gateway import regions
+
+    name = options.get("region", "EU868")
+    if name not in regions.names():
+        raise ConfigError(f"transport {url!r}: region {name!r} is not one of "
+                          f"{', '.join(regions.names())}")
+
+
+def _chirpstack(url: str, host: str, port: int, options: dict[str, str]) -> TransportConfig:
+    if not options.get("application"):
+        raise ConfigError(f"transport {url!r}: application=<ChirpStack application id> "
+                          "is required")
+    fport = options.setdefault("fport", "200")
+    if not fport.isdigit() or not 1 <= int(fport) <= 223:
+        raise ConfigError(f"transport {url!r}: fport must be an application FPort 1..223")
+    if options.setdefault("format", "json") not in ("json", "protobuf"):
+        raise ConfigError(f"transport {url!r}: format must be json or protobuf")
+    _lora_region(url, options)
+    return TransportConfig(url, "chirpstack-mqtt", host, port, options)
 
 
 def _serial_at(url: str, device: str, options: dict[str, str]) -> TransportConfig:

@@ -75,8 +75,20 @@ def build(cfg: Config, passphrase: Callable[[], bytes] | None = None) -> Gateway
                 freq=int(o.get("freq", 868_100_000)), sf=int(o.get("sf", 7)),
                 power=int(o.get("power", 14))))
         elif t.scheme == "semtech-udp":
+            o = t.options
             transports.append(SemtechUdpTransport(
-                t.host, t.port, rx1_delay_s=float(t.options.get("rx1_delay", 1.0))))
+                t.host, t.port, rx1_delay_s=float(o.get("rx1_delay", 1.0)),
+                region=o.get("region", "EU868"), rx2=o.get("rx2", "on") == "on",
+                rx2_dr=int(o["rx2_dr"]) if "rx2_dr" in o else None,
+                window_frames=int(o.get("window_frames", 1))))
+        elif t.scheme == "chirpstack-mqtt":
+            from sealink_gateway.transport.chirpstack import ChirpStackTransport
+
+            o = t.options
+            transports.append(ChirpStackTransport(
+                t.host, t.port, o["application"], fport=int(o["fport"]), fmt=o["format"],
+                region=o.get("region", "EU868"), username=o.get("username"),
+                password=o.get("password")))
     store = Store(cfg.database)
     static, authority, retiring = load_keys(cfg, store, passphrase)
     return Gateway(store, static, authority, transports,

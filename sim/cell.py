@@ -108,7 +108,7 @@ class AirRadio:
         sent_at = clock.now()
         await clock.sleep(self.rx1_delay_s)
         self._window = "rx1"
-        await self._listen()
+        await self.air.receive_window(self.radio)
         if self.rx2 is None:
             return
         rx2_at = sent_at + self.rx1_delay_s + 1.0
@@ -120,23 +120,9 @@ class AirRadio:
                                    power=uplink.power)
         self._window = "rx2"
         try:
-            await self._listen()
+            await self.air.receive_window(self.radio)
         finally:
             self.radio.params = uplink
-
-    async def _listen(self) -> None:
-        """One receive window: open for 8 symbols; a frame whose preamble began in it
-        keeps the receiver on until it ends."""
-        p = self.radio.params
-        opened = self.air.clock.now()
-        self.radio.listening = True
-        try:
-            await self.air.clock.sleep(8 * (1 << p.sf) / (p.bw * 1000))
-            end = self.air.arriving(self.radio, since=opened)
-            if end is not None:
-                await self.air.clock.sleep(end - self.air.clock.now() + 1e-6)
-        finally:
-            self.radio.listening = False
 
     async def recv(self):
         while not self._heard:

@@ -31,21 +31,26 @@ from rich.live import Live
 from rich.table import Table
 
 from sealink import crypto
-from sealink_gateway import attest
+from sealink_gateway import attest, regions
 from sealink_gateway.authority import Authority
 from sealink_gateway.service import Gateway, HandshakeLimiter
 from sealink_gateway.store import Store
+from sealink_gateway.transport.chirpstack import ChirpStackTransport
 from sealink_gateway.transport.semtech_udp import SemtechUdpTransport
 from sim import qemu, scenario
 from sim.attacker import Attacker
-from sim.concentrator import EU868_CHANNELS, Concentrator
+from sim.broker import Mosquitto
+from sim.concentrator import EU868_CHANNELS, Concentrator, busiest_window_s
 from sim.lora import Clock, LoRaAir, Params, Radio
+from sim.network_server import NetworkServer, abp_session
 from sim.rak3172 import Rak3172Model
 from sim.scenario import ScenarioError
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build"
 COMMAND = b"led=on"
+APPLICATION = "5f2c8a7e-sealink-fleet"  # the ChirpStack application of LoRaWAN devices
+FPORT = 200  # the FPort that carries Sealink frames over LoRaWAN
 
 
 @dataclass
@@ -185,6 +190,8 @@ class DeviceRun:
     ble_drops: int = 0
     flash: Path | None = None  # QEMU with DICE: its flash image and UDS
     uds: Path | None = None
+    lorawan: dict | None = None  # radio "lorawan": its ABP session, FPort, data rate
+    handshake_down: int | None = None
 
 
 _DEVICE_ID = ("import _sealink_crypto as c, binascii\n"
@@ -235,6 +242,8 @@ def _app_call(run: DeviceRun, scenario: Scenario, keystore: str | None) -> str:
             f"messages={scenario.messages}, interval_ms={int(scenario.interval_s * 1000)}")
     if keystore:
         args += f", keystore={keystore!r}"
+    if run.lorawan:
+        args += f", lorawan={run.lorawan!r}"
     return f"import sealink.app\nsealink.app.run({args})\n"
 
 
@@ -296,6 +305,8 @@ class Fleet:
         self.started = 0.0
         self.clock = Clock(scenario.time_scale)
         self.rotated_at: float | None = None  # modeled time of the key rotation
+        self.broker: Mosquitto | None = None
+        self.network_server: NetworkServer | None = None
         self.air = LoRaAir(self.clock, loss=scenario.loss, corrupt=scenario.corrupt,
                            seed=scenario.seed, pcap=out / "air.pcap")
 
@@ -330,6 +341,17 @@ class Fleet:
                 self.ble_link, "gateway", "F0:F1:F2:F3:F4:F5")),
                 list(self.ble_addresses.values()), reconnect_s=0.5)
             transports.append(self.ble)
+        if any(d.radio == "lorawan" for d in self.scenario.devices):
+            # A LoRaWAN network beside Sealink's own: its gateway hears the same air, its
+            # network server publishes to a real broker, the Sealink gateway takes
+            # application APPLICATION's events (chirpstack-mqtt://).
+            self.broker = Mosquitto(out)
+            transports.append(ChirpStackTransport("127.0.0.1", self.broker.port,
+                                                  APPLICATION, fport=FPORT))
+            self.network_server = NetworkServer(
+                self.air, self.air.attach(Radio("lorawan-gateway", (30.0, 0.0), Params(sf=7))),
+                ("127.0.0.1", self.broker.port), APPLICATION,
+                rx1_delay_s=self.scenario.rx1_delay_s)
         self.gateway = Gateway(self.store, crypto.random_bytes(32),
                                Authority.load_or_create(out / "authority.pem"), transports,
                                HandshakeLimiter(rate=100, per_s=10.0), retry_ms=4000)
@@ -344,6 +366,8 @@ class Fleet:
         self.concentrator = Concentrator(self.air, self.air.attach(
             Radio("concentrator", (0.0, 0.0), Params(sf=7))), ("127.0.0.1", transport.port))
         await self.concentrator.start()
+        if self.network_server is not None:
+            await self.network_server.start()
         self.attacker = None
         if self.scenario.attacker is not None:
             self.attacker = Attacker.started(self.air, self.scenario.attacker,
@@ -392,6 +416,14 @@ class Fleet:
         radio = self.air.attach(Radio(spec.name, pos, Params(freq=spec.freq, sf=spec.sf)))
         run = DeviceRun(spec, radio, token, self.gateway.public_key)
         self.runs.append(run)
+        if spec.radio == "lorawan":
+            # Activated by personalization: the network server has the same session.
+            session = abp_session(spec.name, 0x26000000 + len(self.runs))
+            self.network_server.add_device(session)
+            run.lorawan = {"devaddr": f"{session.dev_addr:08X}",
+                           "nwkskey": session.nwk_s_key.hex().upper(),
+                           "appskey": session.app_s_key.hex().upper(), "fport": FPORT,
+                           "dr": regions.region("EU868").rate_of(spec.sf, 125).dr}
         if spec.radio == "ble":
             self.air.detach(radio)  # not on the LoRa air: its frames are counted
             run.task = asyncio.ensure_future(self._run_ble(run))
@@ -417,7 +449,8 @@ class Fleet:
         p = run.process
         run.module = Rak3172Model(self.air, radio, p.stdout, p.stdin,
                                   error_rate=self.scenario.modem_error_rate.get(spec.name, 0.0),
-                                  seed=self.scenario.seed + len(self.runs))
+                                  seed=self.scenario.seed + len(self.runs),
+                                  rx1_delay_s=self.scenario.rx1_delay_s)
         run.module.start()
         if spec.name in self.scenario.garbage_uart:
             # Line noise towards the device: its driver counts and ignores it.
@@ -642,6 +675,7 @@ class Fleet:
                 fields = dict(kv.split("=", 1) for kv in text.split()[1:] if "=" in kv)
                 run.handshake_ms = int(fields.get("hs_ms", 0))
                 run.handshake_frames = int(fields.get("frames", 0))
+                run.handshake_down = int(fields.get("down", 0))
                 # The device's handshake frames are its first ones on the air.
                 run.handshake_airtime_s = round(sum(
                     toa for _, toa in run.radio.airtime_log[:run.handshake_frames]), 4)
@@ -681,7 +715,11 @@ class Fleet:
                 except Exception:  # noqa: BLE001 (not advertising)
                     pass
         self.concentrator.stop()
+        if self.network_server is not None:
+            self.network_server.stop()
         await self.gateway.stop()
+        if self.broker is not None:
+            self.broker.stop()
         await asyncio.sleep(0.3)  # let bumble's pending HCI commands complete
         self.store.close()
         self.air.close()
@@ -741,7 +779,11 @@ class Fleet:
                 "frames_sent": r.radio.frames_sent, "bytes_sent": r.radio.bytes_sent,
                 "airtime_s": round(r.radio.airtime_s, 4),
                 "duty_cycle_wait_s": round(r.radio.duty_wait_s, 2),
-                "duty_cycle_used_of_hourly_budget": round(r.radio.airtime_s / 36.0, 4),
+                # Its busiest hour on the air, against the 1 % of an hour (36 s) its
+                # sub-band (g1) allows.
+                "duty_cycle_used_of_hourly_budget": round(
+                    busiest_window_s(r.radio.airtime_log, 3600) / 36.0, 4),
+                "handshake_down": r.handshake_down,
                 "messages_sent": sent if r.command_acked else r.uplinks,
                 "messages_delivered": delivered,
                 "messages_lost": max(0, (sent if r.command_acked else r.uplinks) - delivered),
@@ -777,10 +819,35 @@ class Fleet:
             "concentrator": {"tx_errors": dict(self.concentrator.tx_errors),
                              "tx_kinds": dict(self.concentrator.tx_kinds),
                              "frames_sent": c.frames_sent, "airtime_s": round(c.airtime_s, 3),
-                             "duty_cycle_used_of_hourly_budget": round(c.airtime_s / 36.0, 4),
+                             # Per sub-band: its busiest hour against the hourly budget.
+                             "duty_cycle": self.concentrator.duty_cycle_used(),
+                             "scheduler": {t.name: {"scheduled": t.scheduled,
+                                                    "deferred": t.deferred,
+                                                    "ignored": t.ignored}
+                                           for t in self.gateway.transports
+                                           if hasattr(t, "scheduled")},
                              **self.concentrator.stats},
+            "network_server": (None if self.network_server is None else {
+                **dict(self.network_server.stats),
+                "devices": {s.name: dict(s.stats)
+                            for s in self.network_server.sessions.values()}}),
+            "first_contact": first_contact_by_sf(devices),
             "air": {"frames": self.air.frames, "lost": dict(self.air.lost)},
         }
+
+
+def first_contact_by_sf(devices: list[dict]) -> list[dict]:
+    """The frames each device's first contact took (up: sent; down: heard), by SF: what
+    the device reported in its hello message."""
+    rows = []
+    for d in devices:
+        if d["radio"] == "ble" or d["handshake_frames"] is None:
+            continue
+        rows.append({"sf": d["sf"], "device": d["name"], "radio": d["radio"],
+                     "evidence": d["attestation"] is not None,
+                     "up": d["handshake_frames"], "down": d["handshake_down"],
+                     "airtime_s": d["handshake_airtime_s"]})
+    return sorted(rows, key=lambda r: (r["sf"], r["device"]))
 
 
 def summary_table(summary: dict) -> Table:
@@ -852,10 +919,33 @@ def main(argv: list[str] | None = None) -> int:
     console.print()
     console.print(summary_table(summary))
     c = summary["concentrator"]
+    bands = ", ".join(f"{name} {100 * b['used']:.0f} % ({b['busiest_hour_s']:.1f} s of "
+                      f"{b['budget_s']:.0f} s)" for name, b in c["duty_cycle"].items())
     console.print(f"concentrator: {c['frames_sent']} downlink frames, {c['airtime_s']:.1f} s "
-                  f"on air = {100 * c['duty_cycle_used_of_hourly_budget']:.0f} % of a 1 % "
-                  "hourly budget (scheduled downlinks go out in their windows: accounted, "
-                  "not held)")
+                  f"on air; busiest hour per sub-band: {bands}; scheduler "
+                  f"{c['scheduler']}")
+    worst = max((d for d in summary["devices"] if d["radio"] != "ble"),
+                key=lambda d: d["duty_cycle_used_of_hourly_budget"], default=None)
+    if worst is not None:
+        used = [d["duty_cycle_used_of_hourly_budget"] for d in summary["devices"]]
+        console.print(f"devices: busiest hour "
+                      f"{100 * worst['duty_cycle_used_of_hourly_budget']:.0f} % of the 1 % "
+                      f"budget ({worst['name']}); every device within: "
+                      f"{all(u <= 1.0 for u in used)}")
+    fc = Table(title="First contact (XK with the token; evidence where the device has a UDS)")
+    for col in ("SF", "device", "radio", "evidence", "uplink frames", "downlink frames",
+                "uplink airtime s"):
+        fc.add_column(col, justify="right" if col not in ("device", "radio") else "left")
+    for r in summary["first_contact"]:
+        fc.add_row(str(r["sf"]), r["device"], r["radio"], "yes" if r["evidence"] else "no",
+                   str(r["up"]), str(r["down"]), f"{r['airtime_s'] or 0:.3f}")
+    console.print(fc)
+    ns = summary.get("network_server")
+    if ns:
+        console.print(f"LoRaWAN network server (ChirpStack integration over MQTT): "
+                      f"{ns.get('uplinks', 0)} uplinks published, {ns.get('downlinks', 0)} "
+                      f"downlinks sent of {ns.get('enqueued', 0)} enqueued; per device "
+                      f"{ns['devices']}")
     if summary["attacker"]:
         drops = summary["gateway"]["drops"]
         console.print(f"attacker on the air: tried {summary['attacker']['tried']}; the gateway "

@@ -264,6 +264,21 @@ class LoRaAir:
         self._deliver(entry, frame)
         return toa
 
+    async def receive_window(self, radio: Radio) -> None:
+        """One class A receive window of `radio` on its current channel: open for a
+        preamble's 8 symbols; a frame whose preamble began in it keeps the receiver on
+        until the frame ends.  Outside its windows a class A radio hears nothing."""
+        p = radio.params
+        opened = self.clock.now()
+        radio.listening = True
+        try:
+            await self.clock.sleep(8 * (1 << p.sf) / (p.bw * 1000))
+            end = self.arriving(radio, since=opened)
+            if end is not None:
+                await self.clock.sleep(end - self.clock.now() + 1e-6)
+        finally:
+            radio.listening = False
+
     def arriving(self, radio: Radio, since: float) -> float | None:
         """The end of a frame on the air that `radio` is tuned to hear and whose preamble
         began at or after `since` (a receiver that opened a window then locks on it)."""

@@ -14,6 +14,21 @@ answers anything else as the module does), in LoRa P2P mode:
                             wait: this model holds frames to the EU868 1 % rule)
     heard:                  +EVT:RXP2P:<rssi>:<snr>:<hex>
 
+In LoRaWAN mode (AT+NWM=1, as shipped) it is a class A end device of a modeled network
+(sim.network_server), activated by personalization:
+
+    AT+NJM=0                ABP (1, OTAA, is not modeled: AT+JOIN answers AT_ERROR)
+    AT+BAND=4 / =5          EU868 / US915
+    AT+DEVEUI= AT+DEVADDR= AT+NWKSKEY= AT+APPSKEY=   the session
+    AT+DR=n AT+ADR=0 AT+CLASS=A
+    AT+NJS=?                1 once the ABP session is set
+    AT+SEND=<port>:<hex>    OK, then a LoRaWAN data frame (sim.lorawan) on the next
+                            default channel at the data rate (after the duty-cycle
+                            wait), +EVT:TX_DONE, and the receive windows: RX1 on that
+                            channel rx1_delay_s later, RX2 a second later (869.525 MHz,
+                            SF12); a downlink of this session heard in one:
+                            +EVT:RX_1:<rssi>:<snr>:UNICAST:<port>:<hex> (or RX_2)
+
 Faults for tests: `error_rate` (a PSEND answered AT_ERROR), `garbage()` (noise on the
 UART), `silent` (the module stops answering).
 """
@@ -26,17 +41,23 @@ import collections
 import dataclasses
 import random
 
+from sealink_gateway import regions
+from sim import lorawan
 from sim.lora import LoRaAir, Params, Radio
 
-BANNER = ["RAKwireless RAK3172-E Example", "-" * 54, "Version: RUI_4.0.6_RAK3172-E",
-          "Current Work Mode: LoRa P2P."]
+BANNER = ["RAKwireless RAK3172-E Example", "-" * 54, "Version: RUI_4.0.6_RAK3172-E"]
+MODES = {0: "LoRa P2P", 1: "LoRaWAN", 2: "FSK"}
+BANDS = {4: "EU868", 5: "US915"}
+LORAWAN_COMMANDS = {"+NJM", "+BAND", "+DR", "+ADR", "+CLASS", "+DEVEUI", "+DEVADDR",
+                    "+NWKSKEY", "+APPSKEY", "+NJS", "+SEND", "+JOIN"}
+EU868_CHANNELS = (868_100_000, 868_300_000, 868_500_000)
 P2P_BW = (125, 250, 500)
 P2P_MAX = 255  # bytes a P2P frame may carry (the region's limits are the driver's)
 
 
 class Rak3172Model:
     def __init__(self, air: LoRaAir, radio: Radio, reader, writer, error_rate: float = 0.0,
-                 seed: int | None = None):
+                 seed: int | None = None, rx1_delay_s: float = 1.0):
         self.air, self.radio = air, radio
         self.reader, self.writer = reader, writer
         self.mode = 1  # LoRaWAN, as shipped
@@ -53,6 +74,11 @@ class Rak3172Model:
         radio.on_receive = self._heard
         radio.listening = False
         radio.rx_iq_inverted = False  # IQ inversion off, as shipped
+        self.rx1_delay_s = rx1_delay_s
+        self.wan = {"njm": 1, "band": 4, "dr": 0, "adr": 1, "deveui": None, "devaddr": None,
+                    "nwkskey": None, "appskey": None}
+        self.fcnt_up, self.fcnt_down = 0, -1
+        self._channel = 0
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
@@ -115,8 +141,13 @@ class Rak3172Model:
                 self.mode = int(arg)
                 self.rx = 0
                 self.radio.listening = False
-                asyncio.get_running_loop().call_later(0.05, self._out, *BANNER)
+                asyncio.get_running_loop().call_later(
+                    0.05, self._out, *BANNER, f"Current Work Mode: {MODES[self.mode]}.")
             return ["OK"]
+        if cmd in LORAWAN_COMMANDS:
+            if self.mode != 1:
+                return ["AT_MODE_NO_SUPPORT"]
+            return self._lorawan(cmd, arg)
         if cmd in ("+P2P", "+PRECV", "+PSEND", "+IQINVER") and self.mode != 0:
             return ["AT_MODE_NO_SUPPORT"]
         if cmd == "+P2P":
@@ -144,6 +175,115 @@ class Rak3172Model:
         if cmd == "+PSEND":
             return self._psend(arg)
         return ["AT_COMMAND_NOT_FOUND"]
+
+    # --- LoRaWAN mode -----------------------------------------------------------------------
+
+    def _lorawan(self, cmd: str, arg: str) -> list[str]:
+        key = cmd[1:].lower()
+        sizes = {"deveui": 8, "devaddr": 4, "nwkskey": 16, "appskey": 16}
+        if cmd == "+SEND":
+            return self._send(arg)
+        if cmd == "+JOIN":
+            return ["AT_ERROR"]  # OTAA is not modeled (see the module docstring)
+        if cmd == "+NJS":
+            return [f"AT+NJS={int(self._activated())}", "OK"]
+        if arg == "?":
+            value = self.wan[key]
+            return [f"AT{cmd}={value.hex() if isinstance(value, bytes) else value}", "OK"]
+        if key in sizes:
+            try:
+                value = binascii.unhexlify(arg)
+            except (binascii.Error, ValueError):
+                return ["AT_PARAM_ERROR"]
+            if len(value) != sizes[key]:
+                return ["AT_PARAM_ERROR"]
+            self.wan[key] = value
+            return ["OK"]
+        allowed = {"njm": ("0", "1"), "band": ("4", "5"), "adr": ("0", "1"),
+                   "class": ("A",), "dr": tuple(str(r.dr) for r in self._region().data_rates)}
+        if arg not in allowed[key]:
+            return ["AT_PARAM_ERROR"]
+        self.wan[key] = arg if key == "class" else int(arg)
+        return ["OK"]
+
+    def _region(self) -> regions.Region:
+        return regions.region(BANDS[self.wan["band"]])
+
+    def _activated(self) -> bool:
+        w = self.wan
+        return w["njm"] == 0 and all(w[k] for k in ("devaddr", "nwkskey", "appskey"))
+
+    def _send(self, arg: str) -> list[str]:
+        port, _, data = arg.partition(":")
+        if not self._activated():
+            return ["AT_NO_NETWORK_JOINED"]
+        if self._sending:
+            return ["AT_BUSY_ERROR"]
+        try:
+            payload = binascii.unhexlify(data)
+            port_n = int(port)
+        except (binascii.Error, ValueError):
+            return ["AT_PARAM_ERROR"]
+        rate = self._region().rate(self.wan["dr"])
+        if not 1 <= port_n <= 223 or len(payload) > rate.max_application:
+            return ["AT_PARAM_ERROR"]
+        self._sending = True
+        task = asyncio.ensure_future(self._transmit_lorawan(port_n, payload, rate))
+        self._tx_tasks.add(task)
+        task.add_done_callback(self._tx_tasks.discard)
+        return ["OK"]
+
+    async def _transmit_lorawan(self, port: int, payload: bytes, rate) -> None:
+        w = self.wan
+        dev_addr = int.from_bytes(w["devaddr"], "big")
+        phy = lorawan.encode(lorawan.UNCONFIRMED_UP, dev_addr, self.fcnt_up, port, payload,
+                             w["nwkskey"], w["appskey"])
+        self.fcnt_up += 1
+        freq = EU868_CHANNELS[self._channel % len(EU868_CHANNELS)]
+        self._channel += 1
+        up = Params(freq, rate.sf, rate.bw, 1, 8, self.radio.params.power)
+        self.radio.params = up
+        self.radio.rx_iq_inverted = True  # its windows hear downlinks
+        try:
+            await self.air.transmit(self.radio, phy)
+            self.stats["sent"] += 1
+            self._out("+EVT:TX_DONE")
+            sent_at = self.air.clock.now()
+            await self.air.clock.sleep(self.rx1_delay_s)
+            self._window = "RX_1"
+            await self.air.receive_window(self.radio)
+            rx2_freq, rx2_rate = self._region().rx2()
+            if self.air.clock.now() <= sent_at + self.rx1_delay_s + 1.0:
+                await self.air.clock.sleep(sent_at + self.rx1_delay_s + 1.0
+                                           - self.air.clock.now())
+                self.radio.params = Params(rx2_freq, rx2_rate.sf, rx2_rate.bw, 1, 8,
+                                           up.power)
+                self._window = "RX_2"
+                await self.air.receive_window(self.radio)
+        finally:
+            self.radio.params = up
+            self._sending = False
+
+    _window = "RX_1"
+
+    def _heard_lorawan(self, phy: bytes, rssi: float, snr: float) -> None:
+        w = self.wan
+        if lorawan.dev_addr_of(phy) != int.from_bytes(w["devaddr"] or bytes(4), "big"):
+            return  # another device's (or a Sealink proprietary frame)
+        try:
+            frame = lorawan.decode(phy, w["nwkskey"], w["appskey"],
+                                   max(self.fcnt_down, 0) >> 16)
+        except lorawan.FrameError:
+            self.stats["mic_failed"] += 1
+            return
+        if frame.fcnt <= self.fcnt_down or frame.mtype not in (lorawan.UNCONFIRMED_DOWN,
+                                                                 lorawan.CONFIRMED_DOWN):
+            return
+        self.fcnt_down = frame.fcnt
+        self.stats["heard"] += 1
+        if frame.fport:
+            self._out(f"+EVT:{self._window}:{int(rssi)}:{int(snr)}:UNICAST:{frame.fport}:"
+                      f"{binascii.hexlify(frame.payload).decode().upper()}")
 
     def _set_p2p(self, arg: str) -> list[str]:
         try:
@@ -191,6 +331,9 @@ class Rak3172Model:
     # --- the air ----------------------------------------------------------------------------
 
     def _heard(self, frame: bytes, rssi: float, snr: float, crc_ok: bool, params) -> None:
+        if self.mode == 1 and crc_ok and not self.silent:
+            self._heard_lorawan(frame, rssi, snr)
+            return
         if self.mode != 0 or self.rx == 0 or self.silent:
             return
         if not crc_ok:

@@ -57,7 +57,10 @@ class Group(_Strict):
     count: Annotated[int, Field(ge=1, le=64)] = 1
     sf: SF | list[SF] = 7
     distance: Positive = 500.0
-    radio: Literal["lora", "ble"] = "lora"
+    # lora: Sealink's own frames through the concentrator (P2P module); lorawan: a
+    # LoRaWAN device (module in LoRaWAN mode) through a network server and its MQTT
+    # integration (ChirpStack); ble: a BLE peripheral
+    radio: Literal["lora", "lorawan", "ble"] = "lora"
     prefix: str | None = None
 
     @model_validator(mode="after")

@@ -150,10 +150,15 @@ def test_unknown_device_id_and_known_bad_firmware_get_no_session(env, tmp_path):
                 gw.store.provision(ident.device_id, ident.ueid)
                 gw.store.add_reference("firmware", FIRMWARE_2, "bad")  # known bad
             device = await _device(gw, addr, ident, tmp_path / path, token.encode())
+            # XK completes on the device's side with message 3; the gateway's refusal
+            # shows as silence (and a REJECT): nothing acknowledged, nothing enrolled.
             try:
                 await device.connect(timeout_ms=3000)
+                await device.send(b"measured?")
+                acknowledged = await device.flush(3000)
             except DeviceError:
-                refused.append(True)
+                acknowledged = False
+            refused.append(not acknowledged and not device.keystore.enrolled)
             device.close()
         await gw.stop()
         return gw, refused
@@ -171,11 +176,19 @@ def test_first_contact_payload_is_the_cbor_the_gateway_reads():
     from sealink.device import first_contact_payload
     from sealink_gateway.service import parse_first_contact
 
+    def parsed(payload):
+        c = parse_first_contact(payload)
+        return c.token, c.evidence, c.wants_credential
+
     evidence = bytes(range(200))
-    assert parse_first_contact(first_contact_payload(b"tok", evidence)) == ("tok", evidence)
-    assert parse_first_contact(first_contact_payload(b"", evidence)) == ("", evidence)
-    assert parse_first_contact(b"a1b2c3") == ("a1b2c3", None)  # a plain token
-    for bad in (b"\xa1\x01\x02", b"\xa2\x01\x61", b"\xa1\x03\x41\x00"):
+    assert parsed(first_contact_payload(b"tok", evidence)) == ("tok", evidence, False)
+    assert parsed(first_contact_payload(b"", evidence)) == ("", evidence, False)
+    # A hex token travels as its 16 bytes, and comes out as the same text.
+    token = b"00112233445566778899aabbccddeeff"
+    payload = first_contact_payload(token, None, True)
+    assert len(payload) == 1 + 2 + 16 + 2 and parsed(payload) == (token.decode(), None, True)
+    assert parsed(b"a1b2c3") == ("a1b2c3", None, False)  # a plain token (XX)
+    for bad in (b"\xa1\x01\x02", b"\xa2\x01\x61", b"\xa1\x04\x41\x00", b"\xa1\x03\xf5"):
         try:
             parse_first_contact(bad)
         except ValueError:

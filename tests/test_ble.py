@@ -290,7 +290,7 @@ def test_a_device_that_is_no_sealink_device_is_left_alone():
 @pytest.mark.parametrize("max_mtu", [None, 100])
 def test_device_enrolls_sends_and_takes_a_downlink_over_ble(tmp_path, max_mtu):
     """Through the real gateway: garbage first, then a device enrolls with a one-time
-    token (XX), sends an uplink the gateway stores, and takes a downlink; its session
+    token (XK), sends an uplink the gateway stores, and takes a downlink; its session
     uses the link's frame size on both sides (with max_mtu=100, a message is larger
     than a frame)."""
     async def scenario():
@@ -316,6 +316,7 @@ def test_device_enrolls_sends_and_takes_a_downlink_over_ble(tmp_path, max_mtu):
                              "retry_ms": 500})
             assert device.mtu == frame
             await device.connect(15000)
+            await _until(lambda: gw.store.devices())  # (message 3 is on its way)
             (row,) = gw.store.devices()
             assert row.attributes == {"radio": "ble"}
             assert gw.sessions[device.channel.sid].channel.mtu == frame

@@ -7,7 +7,6 @@ import base64
 import json
 import os
 import select
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +21,7 @@ from test_gateway_service import UdpDevice, _first_contact_sid
 
 from sealink import crypto
 from sealink_gateway.authority import verify
+from sim.broker import Mosquitto
 
 SEALINK = str(Path(sys.executable).parent / "sealink")
 
@@ -34,25 +34,9 @@ def _free_port():
 
 @pytest.fixture
 def mosquitto(tmp_path):
-    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    port = _free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
-    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail("mosquitto did not start")
-    yield port
-    proc.terminate()
-    proc.wait(10)
+    broker = Mosquitto(tmp_path)
+    yield broker.port
+    broker.stop()
 
 
 class GatewayProcess:

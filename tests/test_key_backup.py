@@ -161,7 +161,7 @@ def test_restore_drill_three_of_five_shares_and_the_fleet_reconnects_with_kk(tmp
     assert len(store.devices()) == 3  # nobody enrolled again
     for d in store.devices():
         patterns = [s["pattern"] for s in store.sessions(d.id)]
-        assert patterns[0] == "KK" and patterns[-1] == "XX", patterns
+        assert patterns[0] == "KK" and patterns[-1] == "XK", patterns
     assert len(store.uplinks(limit=100)) == 6
     events = [e["event"] for e in store.audit_log(200)]
     for event in ("keys.init", "keys.unlock", "keys.backup", "keys.unlock_refused",

@@ -58,19 +58,21 @@ async def lora_site(tmp_path, sf=7, device_error_rate=0.0):
 def test_enroll_uplink_downlink_over_a_serial_module(tmp_path):
     async def scenario():
         async with lora_site(tmp_path) as (gw, transport, gw_module, radio, _, air):
-            assert transport.max_frame == 222  # SF7: EU868 DR5
+            assert transport.max_frame == 234  # SF7: EU868 DR5, 235 bytes less the MHDR
             token, _ = gw.store.create_token({"site": "pier"}, 3600)
             device = Device(radio, Keystore(str(tmp_path / "dev.key")),
                             {"token": token.encode(), "gateway_key": gw.public_key,
                              "retry_ms": 500})
             await device.connect(20000)
+            await device.send(b"t=0")  # its acknowledgement confirms the enrollment
+            assert await device.flush(20000)
             (row,) = gw.store.devices()
             assert device.keystore.sid == row.sid and row.attributes == {"site": "pier"}
             # The keystore file keeps what enrollment taught the device.
             again = Keystore(str(tmp_path / "dev.key"))
             assert (again.sid, again.gateway_key) == (row.sid, gw.public_key)
 
-            for i in range(3):
+            for i in range(1, 3):
                 await device.send(b"t=%d" % i)
             assert await device.flush(20000)
             assert [u["payload"] for u in gw.store.uplinks(row.id)] == [b"t=0", b"t=1", b"t=2"]
@@ -133,9 +135,12 @@ def test_driver_reports_module_errors_and_silence():
             await radio.command("AT+PRECV=65533")
         assert e.value.status == "AT_MODE_NO_SUPPORT"
         await radio.start()
-        assert model.mode == 0 and model.radio.params == Params(868_100_000, 12, 125, 1, 8, 14)
-        with pytest.raises(ModemError, match="limit 51 at SF12"):
-            await radio.send(bytes(52))
+        # A device listens for downlinks: IQ inverted (its transmissions turn it off).
+        assert model.mode == 0 and model.radio.params == Params(868_100_000, 12, 125, 1, 8, 14,
+                                                                iq_inverted=True)
+        assert model.radio.rx_iq_inverted is True
+        with pytest.raises(ModemError, match="limit 63 at SF12"):
+            await radio.send(bytes(64))
         with pytest.raises(ModemError) as e:
             await radio.command("AT+P2P=1:2:3")
         assert e.value.status == "AT_PARAM_ERROR"

@@ -3,7 +3,8 @@ UART of the gateway host, driven with its AT commands in LoRa P2P mode.
 
 The gateway uses the very driver the devices freeze into their firmware
 (`sealink.drivers.rak3172`), over pyserial-asyncio streams.  P2P LoRa has no
-addressing: every device on the channel hears every frame, and the Sealink session id
+addressing: every device on the channel hears every frame (downlinks with inverted IQ,
+as from a LoRaWAN gateway), and the Sealink session id
 in each frame says whose it is.  So all devices share one `Address` (the module), and
 downlinks go out one at a time, whenever the module is free (devices listen
 continuously; this is not LoRaWAN class A).
@@ -55,7 +56,9 @@ class SerialAtTransport:
         self._handler = handler
         reader, self._writer = await serial_asyncio_fast.open_serial_connection(
             url=self.device, baudrate=self.baudrate)
-        self.modem = MODULES[self.module](reader, self._writer, **self.radio_params)
+        # A gateway's module: it hears uplinks (normal IQ) and sends downlinks inverted.
+        self.modem = MODULES[self.module](reader, self._writer, role="gateway",
+                                          **self.radio_params)
         await self.modem.start()
         self._task = asyncio.ensure_future(self._receive_loop())
         logger.info("serial-at: %s (%s) in P2P mode, SF%d, %d Hz", self.device, self.module,

@@ -1,7 +1,8 @@
 # The reference telemetry application, frozen into the firmware: a sensor node with a
-# RAK3172 LoRa module on its UART.  It enrolls (or reconnects), reports how its
-# handshake went, sends telemetry, waits for a command from the gateway, acknowledges
-# it, and waits until every uplink is acknowledged.
+# RAK3172 LoRa module on its UART (in P2P mode; or, given `lorawan`, in LoRaWAN mode on
+# a LoRaWAN network, Sealink frames as application payloads).  It enrolls (or
+# reconnects), reports how its handshake went, sends telemetry, waits for a command
+# from the gateway, acknowledges it, and waits until every uplink is acknowledged.
 #
 #     import sealink.app
 #     sealink.app.run(token=b"...", sf=7, board="QEMU_MPS2_AN385")
@@ -31,8 +32,15 @@ async def _connect(device, backoff_ms):
 
 async def main(reader, writer, token=b"", gateway_key=None, sf=7, freq=868100000, board="",
                messages=3, interval_ms=1000, keystore=None, command_timeout_ms=None, retry_ms=3000,
-               poll_ms=5000):
-    radio = Rak3172(reader, writer, freq=freq, sf=sf, timeout_ms=2000, retries=5)
+               poll_ms=5000, lorawan=None):
+    if lorawan:
+        from sealink.drivers.rak3172_lorawan import Rak3172Lorawan
+
+        radio = Rak3172Lorawan(reader, writer, lorawan, fport=lorawan.get("fport", 200),
+                               dr=lorawan.get("dr", 0), region=lorawan.get("region", "EU868"),
+                               timeout_ms=2000, retries=5)
+    else:
+        radio = Rak3172(reader, writer, freq=freq, sf=sf, timeout_ms=2000, retries=5)
     for _ in range(10):
         try:
             await radio.start()
@@ -63,8 +71,10 @@ async def session(device, board="", messages=3, interval_ms=1000, command_timeou
     command, acknowledge it, and wait until every uplink is acknowledged.  It waits as
     long as that takes (command_timeout_ms=None); the caller bounds the run."""
     await _connect(device, retry_ms)
-    await device.send(b"hello board=%s hs_ms=%d frames=%d" % (
-        board.encode(), device.stats["handshake_ms"], device.stats["frames_out"]))
+    # (The frames of first contact, or of the reconnect: each way, counted by the radio.)
+    await device.send(b"hello board=%s hs_ms=%d frames=%d down=%d" % (
+        board.encode(), device.stats["handshake_ms"], device.stats["frames_out"],
+        device.stats["frames_in"]))
     for i in range(messages):
         await asyncio.sleep(interval_ms / 1000)
         await device.send(b"t=%d.%d ms=%d" % (20 + i, i * 3 % 10, now_ms() & 0xFFFFFF))

@@ -279,6 +279,9 @@ class Device:
             if ch is None:
                 continue
             payloads, replies = ch.receive(frame, now_ms())
+            if not ch.unconfirmed and getattr(self, "_enrolling", None) is not None and \
+                    ch.state == "established":
+                self._enrolled()
             if ch.credential is not None and self.keystore.enrolled:
                 # (Asked for at first contact, or naming a rotated gateway key.)
                 self._learn_gateway_key(ch)
@@ -294,6 +297,16 @@ class Device:
             self._kick()
             if replies:
                 await self._tx(replies)
+
+    def _enrolled(self):
+        # The gateway's first frame under the first-contact keys: it accepted us.
+        ks = self.keystore
+        ks.sid, ks.gateway_key = self._enrolling
+        ks.credential = None
+        self._enrolling = None
+        ks.save()
+        self.token = b""  # one-time: spent
+        self.stats["enrolled"] = 1
 
     def _rotate_own_key(self, ch):
         # The gateway asks this device to rotate its static key (sealink device
@@ -472,6 +485,7 @@ class Device:
                                           getattr(self, "want_credential", False))
         # Unacknowledged uplinks of an old session are sent again on the new one.
         self._in_flight = {}
+        self._enrolling = None
         started = now_ms()
         # Uplinks are never given up on within a session: each keeps its reliable id
         # until acknowledged, so the gateway recognizes every repeat (a new id would
@@ -510,11 +524,11 @@ class Device:
             self.stats["key_rotations"] = self.stats.get("key_rotations", 0) + 1
         if pattern == "XK":
             # XK message 2, which only the holder of the gateway's key could write, names
-            # the session id this device reconnects under.
+            # the session id this device reconnects under.  Enrolled once the gateway
+            # answers under the new keys (it may still refuse the token or the
+            # evidence): until then nothing is saved, and the token is kept.
             p = ch.peer_payload
-            ks.sid, ks.gateway_key, ks.credential = (p[0] << 8) | p[1], rs, None
-            ks.save()
-            self.token = b""  # one-time: spent
+            self._enrolling = ((p[0] << 8) | p[1], rs)
         self.revoked = False
         self.stats["handshakes"] += 1
         self.stats["handshake_ms"] = now_ms() - started

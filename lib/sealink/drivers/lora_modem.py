@@ -71,7 +71,7 @@ class LoRaModem:
             if not getattr(packet, "valid_crc", True):
                 self.stats["crc_errors"] += 1
                 continue
-            frame = unwrap(packet)
+            frame = unwrap(bytes(packet))
             if frame is None:
                 self.stats["foreign"] += 1
                 continue

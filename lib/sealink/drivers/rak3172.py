@@ -105,12 +105,8 @@ class Rak3172:
 
     def _line(self, line):
         if line.startswith("+EVT:"):
-            event = line[5:]
-            if event.startswith("RXP2P:"):
-                self._heard(event[6:])
-            elif event.startswith("TXP2P"):
-                self._txdone.set()
-            return  # other events (RX timeouts, restarts) need nothing from us
+            self._event(line[5:])
+            return
         if not self._waiting:
             self.stats["garbage"] += 1
             return
@@ -119,6 +115,21 @@ class Rak3172:
             self._reply.set()
         else:
             self._values.append(line)
+
+    def _event(self, event):
+        if event.startswith("RXP2P:"):
+            self._heard(event[6:])
+        elif event.startswith("TXP2P"):
+            self._txdone.set()
+        # (Other events, RX timeouts, restarts, need nothing from us.)
+
+    def _queue(self, frame, rssi, snr):
+        if len(self._rx) >= RX_QUEUE:
+            self._rx.pop(0)
+            self.stats["rx_overflow"] += 1
+        self._rx.append((frame, rssi, snr))
+        self.stats["rx"] += 1
+        self._rx_event.set()
 
     def _heard(self, fields):
         parts = fields.split(":")
@@ -139,12 +150,7 @@ class Rak3172:
         if frame is None:  # not a Sealink frame (LoRaWAN, another vendor's): not ours
             self.stats["foreign"] += 1
             return
-        if len(self._rx) >= RX_QUEUE:
-            self._rx.pop(0)
-            self.stats["rx_overflow"] += 1
-        self._rx.append((frame, rssi, snr))
-        self.stats["rx"] += 1
-        self._rx_event.set()
+        self._queue(frame, rssi, snr)
 
     # --- commands -----------------------------------------------------------------------
 
