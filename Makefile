@@ -142,6 +142,7 @@ demo: UNIX QEMU_MPS2_AN385 QEMU_VIRT_RV32
 bench: firmware
 	$(VPY) bench/crypto_speed.py --json $(BUILD_ROOT)/bench-crypto.json
 	$(VPY) bench/air_bytes.py --json $(BUILD_ROOT)/bench-air.json
+	$(VPY) bench/first_contact.py --json $(BUILD_ROOT)/bench-first-contact.json
 	$(VPY) bench/device_heap.py --json $(BUILD_ROOT)/bench-heap.json
 	$(VPY) bench/gateway_scale.py --json $(BUILD_ROOT)/bench-gateway.json
 	$(VPY) bench/aloha.py --out $(BUILD_ROOT)/bench

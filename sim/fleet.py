@@ -450,7 +450,8 @@ class Fleet:
         run.module = Rak3172Model(self.air, radio, p.stdout, p.stdin,
                                   error_rate=self.scenario.modem_error_rate.get(spec.name, 0.0),
                                   seed=self.scenario.seed + len(self.runs),
-                                  rx1_delay_s=self.scenario.rx1_delay_s)
+                                  rx1_delay_s=self.scenario.rx1_delay_s,
+                                  rx_margin_s=0.5)  # (10 ms of wall time at x50)
         run.module.start()
         if spec.name in self.scenario.garbage_uart:
             # Line noise towards the device: its driver counts and ignores it.
@@ -736,7 +737,7 @@ class Fleet:
                              else "right")
         for r in self.runs:
             table.add_row(r.spec.name, r.spec.board,
-                          str(r.spec.sf) if r.spec.radio == "lora" else "BLE",
+                          str(r.spec.sf) if r.spec.radio != "ble" else "BLE",
                           r.result or r.state,
                           str(r.radio.frames_sent), f"{r.radio.airtime_s:.2f}", str(r.uplinks))
         return table
@@ -821,9 +822,9 @@ class Fleet:
                              "frames_sent": c.frames_sent, "airtime_s": round(c.airtime_s, 3),
                              # Per sub-band: its busiest hour against the hourly budget.
                              "duty_cycle": self.concentrator.duty_cycle_used(),
-                             "scheduler": {t.name: {"scheduled": t.scheduled,
-                                                    "deferred": t.deferred,
-                                                    "ignored": t.ignored}
+                             "scheduler": {t.name: {"scheduled": dict(t.scheduled),
+                                                    "deferred": dict(t.deferred),
+                                                    "ignored": dict(t.ignored)}
                                            for t in self.gateway.transports
                                            if hasattr(t, "scheduled")},
                              **self.concentrator.stats},
@@ -859,7 +860,7 @@ def summary_table(summary: dict) -> Table:
         t.add_column(col, justify="left" if col in ("device", "board", "radio", "attested",
                                                     "result") else "right")
     for d in summary["devices"]:
-        t.add_row(d["name"], d["board"], d["radio"], str(d["sf"]) if d["radio"] == "lora"
+        t.add_row(d["name"], d["board"], d["radio"], str(d["sf"]) if d["radio"] != "ble"
                   else "-",
                   "-" if d["handshake_ms"] is None else f"{d['handshake_ms']} ms",
                   str(d["handshake_frames"] or "-"),

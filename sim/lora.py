@@ -264,15 +264,17 @@ class LoRaAir:
         self._deliver(entry, frame)
         return toa
 
-    async def receive_window(self, radio: Radio) -> None:
+    async def receive_window(self, radio: Radio, margin_s: float = 0.0) -> None:
         """One class A receive window of `radio` on its current channel: open for a
-        preamble's 8 symbols; a frame whose preamble began in it keeps the receiver on
-        until the frame ends.  Outside its windows a class A radio hears nothing."""
+        preamble's 8 symbols (and `margin_s` either side, for a timer that is not exact:
+        the caller opens it margin_s early); a frame whose preamble began in it keeps
+        the receiver on until the frame ends.  Outside its windows a class A radio hears
+        nothing."""
         p = radio.params
         opened = self.clock.now()
         radio.listening = True
         try:
-            await self.clock.sleep(8 * (1 << p.sf) / (p.bw * 1000))
+            await self.clock.sleep(2 * margin_s + 8 * (1 << p.sf) / (p.bw * 1000))
             end = self.arriving(radio, since=opened)
             if end is not None:
                 await self.clock.sleep(end - self.clock.now() + 1e-6)

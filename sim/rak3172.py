@@ -24,10 +24,11 @@ In LoRaWAN mode (AT+NWM=1, as shipped) it is a class A end device of a modeled n
     AT+NJS=?                1 once the ABP session is set
     AT+SEND=<port>:<hex>    OK, then a LoRaWAN data frame (sim.lorawan) on the next
                             default channel at the data rate (after the duty-cycle
-                            wait), +EVT:TX_DONE, and the receive windows: RX1 on that
-                            channel rx1_delay_s later, RX2 a second later (869.525 MHz,
-                            SF12); a downlink of this session heard in one:
-                            +EVT:RX_1:<rssi>:<snr>:UNICAST:<port>:<hex> (or RX_2)
+                            wait), and the receive windows: RX1 on that channel
+                            rx1_delay_s later, RX2 a second later (869.525 MHz, SF12);
+                            a downlink of this session heard in one:
+                            +EVT:RX_1:<rssi>:<snr>:UNICAST:<port>:<hex> (or RX_2);
+                            then +EVT:TX_DONE
 
 Faults for tests: `error_rate` (a PSEND answered AT_ERROR), `garbage()` (noise on the
 UART), `silent` (the module stops answering).
@@ -57,7 +58,8 @@ P2P_MAX = 255  # bytes a P2P frame may carry (the region's limits are the driver
 
 class Rak3172Model:
     def __init__(self, air: LoRaAir, radio: Radio, reader, writer, error_rate: float = 0.0,
-                 seed: int | None = None, rx1_delay_s: float = 1.0):
+                 seed: int | None = None, rx1_delay_s: float = 1.0,
+                 rx_margin_s: float = 0.0):
         self.air, self.radio = air, radio
         self.reader, self.writer = reader, writer
         self.mode = 1  # LoRaWAN, as shipped
@@ -75,6 +77,9 @@ class Rak3172Model:
         radio.listening = False
         radio.rx_iq_inverted = False  # IQ inversion off, as shipped
         self.rx1_delay_s = rx1_delay_s
+        # Its receive windows open this much early and close as much late: in a run on
+        # the wall clock, timers are late by the host's scheduling (exact in virtual time).
+        self.rx_margin_s = rx_margin_s
         self.wan = {"njm": 1, "band": 4, "dr": 0, "adr": 1, "deveui": None, "devaddr": None,
                     "nwkskey": None, "appskey": None}
         self.fcnt_up, self.fcnt_down = 0, -1
@@ -247,22 +252,24 @@ class Rak3172Model:
         try:
             await self.air.transmit(self.radio, phy)
             self.stats["sent"] += 1
-            self._out("+EVT:TX_DONE")
             sent_at = self.air.clock.now()
-            await self.air.clock.sleep(self.rx1_delay_s)
+            margin = self.rx_margin_s
+            await self.air.clock.sleep(self.rx1_delay_s - margin)
             self._window = "RX_1"
-            await self.air.receive_window(self.radio)
+            await self.air.receive_window(self.radio, margin)
             rx2_freq, rx2_rate = self._region().rx2()
-            if self.air.clock.now() <= sent_at + self.rx1_delay_s + 1.0:
-                await self.air.clock.sleep(sent_at + self.rx1_delay_s + 1.0
-                                           - self.air.clock.now())
+            rx2_at = sent_at + self.rx1_delay_s + 1.0
+            if self.air.clock.now() <= rx2_at - margin:
+                await self.air.clock.sleep(rx2_at - margin - self.air.clock.now())
                 self.radio.params = Params(rx2_freq, rx2_rate.sf, rx2_rate.bw, 1, 8,
                                            up.power)
                 self._window = "RX_2"
-                await self.air.receive_window(self.radio)
+                await self.air.receive_window(self.radio, margin)
         finally:
             self.radio.params = up
             self._sending = False
+        # (After its receive windows: until then the module takes no other command.)
+        self._out("+EVT:TX_DONE")
 
     _window = "RX_1"
 

@@ -121,6 +121,10 @@ def test_payload_limit_is_the_data_rates():
         with pytest.raises(TransportError, match="too_long"):
             await t.send(b"x" * 128, up.source, up)
         await t.send(b"x" * 127, up.source, up)
+        # RX1 now taken: a frame too long for RX2 is not refused for good, it waits for
+        # the next uplink's RX1.
+        with pytest.raises(TransportError, match="no_window"):
+            await t.send(b"z" * 100, up.source, up)
         c2, up12 = await _started(t, sf=12, tmst=50_000_000, concentrator=c)
         assert t.mtu_for(up12) == 63
         await t.send(b"y" * 63, up12.source, up12)

@@ -321,7 +321,11 @@ class SemtechUdpTransport(DatagramTransportBase):
                                 self.rx2_rate, counts[1], refused)
             window, freq, rate = "rx2", self.rx2_freq, self.rx2_rate
         if slot is None:
-            reason = "duty_cycle" if "duty_cycle" in refused else refused[-1]
+            # "too_long" only when no window of this answer could ever take it: one that
+            # is taken, busy or over budget now may take it after the next uplink.
+            waits = [r for r in refused if r != "too_long"]
+            reason = "duty_cycle" if "duty_cycle" in waits else (waits[0] if waits
+                                                                 else "too_long")
             raise self._defer(reason, f"{len(phy)} bytes, {', '.join(refused)}")
         start, end = slot
         counts[0 if window == "rx1" else 1] += 1
