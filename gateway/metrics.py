@@ -41,6 +41,41 @@ class GatewayCollector:
             for reason, n in sorted(t.drops.items()):
                 medium.add_metric([t.name, reason], n)
         yield medium
+        # LoRa class A (semtech-udp): the forwarder's TX_ACK errors, the scheduler's
+        # windows and deferrals, the concentrators' duty cycle, other networks' frames.
+        tx_errors = CounterMetricFamily("sealink_downlink_tx_errors",
+                                        "Downlinks the packet forwarder did not send (TX_ACK)",
+                                        labels=["transport", "error"])
+        windows = CounterMetricFamily("sealink_downlink_windows",
+                                      "Downlink frames scheduled, by receive window",
+                                      labels=["transport", "window"])
+        deferred = CounterMetricFamily("sealink_downlinks_deferred",
+                                       "Downlink frames that waited for the next uplink",
+                                       labels=["transport", "reason"])
+        ignored = CounterMetricFamily("sealink_frames_ignored",
+                                      "Frames heard that are not Sealink's (LoRaWAN, ...)",
+                                      labels=["transport", "kind"])
+        duty = GaugeMetricFamily("sealink_duty_cycle_used",
+                                 "Busiest hour's time on air / the sub-band's hourly budget",
+                                 labels=["transport", "gateway", "band"])
+        for t in gw.transports:
+            for error, n in sorted(getattr(t, "tx_errors", {}).items()):
+                tx_errors.add_metric([t.name, error], n)
+            for window, n in sorted(getattr(t, "scheduled", {}).items()):
+                windows.add_metric([t.name, window], n)
+            for reason, n in sorted(getattr(t, "deferred", {}).items()):
+                deferred.add_metric([t.name, reason], n)
+            for kind, n in sorted(getattr(t, "ignored", {}).items()):
+                ignored.add_metric([t.name, kind], n)
+            usage = getattr(t, "duty_cycle_usage", None)
+            for eui, bands in (usage() if usage else {}).items():
+                for band, used in sorted(bands.items()):
+                    duty.add_metric([t.name, eui, band], used)
+        yield tx_errors
+        yield windows
+        yield deferred
+        yield ignored
+        yield duty
         yield GaugeMetricFamily("sealink_sessions_active", "Established device sessions",
                                 value=sum(1 for s in gw.sessions.values() if s.authorized))
         yield GaugeMetricFamily("sealink_downlink_queue_depth", "Downlinks not yet sent",

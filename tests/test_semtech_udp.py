@@ -466,3 +466,85 @@ def test_handshake_limit_holds_whatever_gateway_eui_the_sender_writes(tmp_path):
 
     started, flood = run(scenario())
     assert started == 5 and flood == 35
+
+
+def test_a_downlink_the_forwarder_did_not_send_stays_queued_and_goes_at_the_next_uplink(
+        tmp_path, caplog):
+    """Before: the forwarder answered TOO_LATE, the store said `sent`, and no metric or
+    log showed it.  Now a downlink is `sent` only when the TX_ACK says so; TOO_LATE is
+    counted, logged and exported, and the downlink goes again in the windows of the
+    device's next uplink, then is acknowledged."""
+    from prometheus_client import generate_latest
+    from prometheus_client.registry import CollectorRegistry
+
+    from sealink import crypto
+    from sealink.device import first_contact_payload
+    from sealink.lora import unwrap
+    from sealink.session import Channel, poll_frame
+    from sealink_gateway.authority import Authority
+    from sealink_gateway.metrics import GatewayCollector
+    from sealink_gateway.service import Gateway
+    from sealink_gateway.store import Store
+
+    async def scenario():
+        store = Store(tmp_path / "gw.db")
+        t = SemtechUdpTransport("127.0.0.1", 0)
+        gw = Gateway(store, crypto.random_bytes(32), Authority.load_or_create(tmp_path / "a"),
+                     [t])
+        await gw.start()
+        token, _ = store.create_token({}, 3600)
+        c = Concentrator(t.port)
+        c.send(bytes((2,)) + b"\x00\x00" + bytes((PULL_DATA,)) + EUI)
+        await c.recv()
+        dev = Channel(True, crypto.random_bytes(32), sid=0x9ABD, mtu=234, rs=gw.public_key,
+                      handshake_payload=first_contact_payload(token.encode()))
+        tmst = [1_000_000]
+        payloads = []
+
+        async def uplink(frames, verdict="NONE", expect=1):
+            """Send frames; answer each PULL_RESP's TX_ACK with `verdict`; the device
+            hears the downlinks that were sent."""
+            for f in frames:
+                tmst[0] += 5_000_000
+                c.send(push(os.urandom(2), rxpk(wrap(f), sf=7, tmst=tmst[0])))
+            heard = []
+            for _ in range(expect):
+                d = await pull_resp(c)
+                c.send(bytes((2,)) + d[1:3] + bytes((TX_ACK,)) + EUI
+                       + json.dumps({"txpk_ack": {"error": verdict}}).encode())
+                if verdict == "NONE":
+                    frame = unwrap(base64.b64decode(json.loads(d[4:])["txpk"]["data"]))
+                    got, replies = dev.receive(frame, 0)
+                    payloads.extend(got)
+                    heard += replies
+            await asyncio.sleep(0.2)
+            return heard
+
+        msg3 = await uplink(dev.connect(0, "XK"))
+        await uplink(msg3, expect=0)
+        await uplink(dev.send_reliable(b"t=1", 0))  # its ack confirms the enrollment
+        (row,) = store.devices()
+        downlink_id = await gw.send(row.id, b"valve=open")  # RX2 of that uplink ...
+        d = await pull_resp(c)  # ... which the forwarder reports too late
+        c.send(bytes((2,)) + d[1:3] + bytes((TX_ACK,)) + EUI
+               + json.dumps({"txpk_ack": {"error": "TOO_LATE"}}).encode())
+        await asyncio.sleep(0.2)
+        state_after_too_late = store.downlinks(states=("queued", "sent", "acked"))[0]["state"]
+        registry = CollectorRegistry()
+        registry.register(GatewayCollector(gw))
+        metrics = generate_latest(registry).decode()
+        # The device's next uplink (a poll): the downlink goes again, and is sent.
+        await uplink(poll_frame(dev, 0))
+        state_after_resend = [d for d in store.downlinks(states=("queued", "sent", "acked"))
+                              if d["id"] == downlink_id][0]["state"]
+        await gw.stop()
+        return (state_after_too_late, state_after_resend, dict(gw.counters), metrics,
+                t.tx_errors, payloads)
+
+    with caplog.at_level("WARNING"):
+        before, after, counters, metrics, tx_errors, payloads = run(scenario())
+    assert before == "queued" and after == "sent" and payloads == [b"valve=open"]
+    assert counters["downlink_tx_too_late"] == 1 and tx_errors == {"TOO_LATE": 1}
+    assert 'sealink_downlink_tx_errors_total{error="TOO_LATE",transport="semtech-udp"} 1.0' \
+        in metrics
+    assert "did not send a downlink for session" in caplog.text
