@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -313,6 +314,8 @@ class Fleet:
     # --- the run ---------------------------------------------------------------------------
 
     async def run(self) -> dict:
+        # `kill -USR1 <pid>`: where every task of the run is waiting, on stderr.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _dump_tasks)
         out = self.out
         (out / "keys").mkdir(parents=True, exist_ok=True)
         for stale in ("gateway.db", "gateway.db-wal", "gateway.db-shm", "authority.pem"):
@@ -835,6 +838,11 @@ class Fleet:
             "first_contact": first_contact_by_sf(devices),
             "air": {"frames": self.air.frames, "lost": dict(self.air.lost)},
         }
+
+
+def _dump_tasks() -> None:
+    for task in asyncio.all_tasks():
+        task.print_stack(limit=6, file=sys.stderr)
 
 
 def first_contact_by_sf(devices: list[dict]) -> list[dict]:

@@ -18,7 +18,10 @@
 
 // --- Receive ring buffer, filled from the UART interrupt ------------------------------
 
-#define RX_BUF_SIZE (512)
+// Room for four of the module's longest lines: "+EVT:RXP2P:<rssi>:<snr>:" and a
+// 235-byte frame in hex is ~490 characters (EU868 SF7), and the RX1 and RX2 frames of
+// one answer arrive a second apart while the interpreter may be busy with a handshake.
+#define RX_BUF_SIZE (2048)
 static volatile uint8_t rx_buf[RX_BUF_SIZE];
 static volatile uint32_t rx_head;
 static volatile uint32_t rx_tail;
