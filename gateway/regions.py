@@ -66,7 +66,8 @@ class Region:
     sub_bands: tuple[SubBand, ...]
     rx2_freq: int
     rx2_dr: int
-    dwell_time_ms: int
+    dwell_time_ms: int  # uplinks (what the payload limits keep to)
+    downlink_dwell_time_ms: int  # the gateway's transmissions (0: no limit)
     raw: dict
 
     def rate(self, dr: int) -> DataRate:
@@ -127,7 +128,7 @@ def region(name: str) -> Region:
     raw = tomllib.loads(text)
     return Region(raw["name"], tuple(DataRate(**d) for d in raw["data_rate"]),
                   tuple(SubBand(**b) for b in raw["sub_band"]), raw["rx2_freq"],
-                  raw["rx2_dr"], raw["dwell_time_ms"], raw)
+                  raw["rx2_dr"], raw["dwell_time_ms"], raw["downlink_dwell_time_ms"], raw)
 
 
 def names() -> list[str]:

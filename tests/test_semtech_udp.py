@@ -548,3 +548,28 @@ def test_a_downlink_the_forwarder_did_not_send_stays_queued_and_goes_at_the_next
     assert 'sealink_downlink_tx_errors_total{error="TOO_LATE",transport="semtech-udp"} 1.0' \
         in metrics
     assert "did not send a downlink for session" in caplog.text
+
+
+def test_a_region_with_a_downlink_dwell_time_holds_the_frames_to_it():
+    """Regions are data: with a 400 ms dwell time on the gateway's transmissions, a frame
+    longer than that on the air at the window's data rate is refused there."""
+    import dataclasses
+
+    from sealink_gateway.transport import Uplink
+
+    async def scenario():
+        t = SemtechUdpTransport("127.0.0.1", 0, rx2=False)
+        t.region = dataclasses.replace(t.region, downlink_dwell_time_ms=400)
+        c, _ = await _started(t, sf=9)
+        source = Address("semtech-udp", EUI.hex())
+        up = Uplink(b"", source, 0.0, {"tmst": 2_000_000, "freq": 868.1, "datr": "SF9BW125"})
+        t._latest_tmst[EUI.hex()] = 2_000_000
+        assert time_on_air_us(81, 9) > 400_000 > time_on_air_us(41, 9)
+        with pytest.raises(TransportError, match="too_long"):
+            await t.send(bytes(80), source, up)
+        await t.send(bytes(40), source, up)
+        txpk = await txpk_of(c)
+        await t.stop()
+        return txpk
+
+    assert run(scenario())["size"] == 41

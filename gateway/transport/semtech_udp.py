@@ -271,6 +271,10 @@ class SemtechUdpTransport(DatagramTransportBase):
             refused.append("too_long")
             return None
         toa = time_on_air_us(len(phy), rate.sf, rate.bw * 1000)
+        dwell_ms = self.region.downlink_dwell_time_ms
+        if dwell_ms and toa > dwell_ms * 1000:
+            refused.append("too_long")  # over the region's dwell time at this rate
+            return None
         start = opens
         for s, e in sorted(self._busy.get(eui, ())):
             if taken and s < start + toa + GUARD_US and start < e + GUARD_US:
