@@ -133,10 +133,11 @@ class _Session:
 
 def _read_under_other_keys(ch: Channel, statics: list[PrivateKey], peers: list[bytes],
                            pattern: str, index: int, body: bytes) -> bytes | None:
-    """KK message 1 that the channel's own keys did not read: under one of `statics`
-    (retiring gateway keys), or from one of `peers` (a device's offered next key).  The
-    keys that read it become the channel's; returns its payload, or None."""
-    if pattern != "KK" or index != 0:
+    """KK or XK message 1 that the channel's own keys did not read: under one of
+    `statics` (retiring gateway keys: a device provisioned before a rotation), or (KK)
+    from one of `peers` (a device's offered next key).  The keys that read it become the
+    channel's; returns its payload, or None."""
+    if pattern not in ("KK", "XK") or index != 0:
         return None
     first = ch._hs.rs
     for s in [ch.s, *statics]:
@@ -389,6 +390,9 @@ class Gateway:
             session.last_uplink = up
             # The device's data rate may have changed: answers use this one's limit.
             session.channel.mtu = self._mtu(session.transport, up)
+            if authentic and session.backlog:
+                # The device just transmitted: what waited for its windows goes first.
+                await self._send_backlog(session)
         if session.channel.state == "established" and not session.authorized and authentic:
             if not await self._authorize(session, sid):
                 return
@@ -408,8 +412,6 @@ class Gateway:
             if device is not None:
                 await self._announce(session, device)
         windowed = getattr(session.transport, "needs_window", False)
-        if windowed and authentic and session.backlog:
-            await self._send_backlog(session)
         if session.inflight and windowed and authentic and not session.backlog:
             # The device just transmitted: its receive window is open for what it has
             # not acknowledged yet.
@@ -552,7 +554,7 @@ class Gateway:
             # contacts race for it, and the device is told to start over).
             offered = self.store.free_sid(exclude=self._offered_sids())
             channel.handshake_payload = offered.to_bytes(2, "big")
-        statics = self._grace_statics() if self._retiring and sid <= LAST_SID else []
+        statics = self._grace_statics() if self._retiring else []
         # The device proves the next key it offered with KK.
         peers = [next_key] if lookup is not None and rotation == "offered" and next_key else []
         if statics or peers:
@@ -716,6 +718,8 @@ class Gateway:
 
     async def _announce(self, session: _Session, device) -> None:
         """Send the device a credential naming the gateway's current static key."""
+        if session.backlog:
+            return  # the last announcement still waits for the device's windows
         channel = session.channel
         credential = self._credential(device, channel.remote_static)
         await self._send(session, channel.send(CONTROL_CREDENTIAL + credential,
@@ -906,10 +910,8 @@ class Gateway:
         for the device's next uplink."""
         ok = True
         for f in frames:
-            if session.backlog and getattr(session.transport, "needs_window", False):
-                self._backlog(session, f)  # behind the frames already waiting
-                ok = False
-                continue
+            # (Frames may reach the device out of order: fragments carry their index,
+            # and the channel takes counters out of order.)
             try:
                 await session.transport.send(f, session.address, session.last_uplink)
             except TransportError as e:

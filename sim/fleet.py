@@ -326,7 +326,10 @@ class Fleet:
         for stale in (out / "keys").glob("*-fs"):
             shutil.rmtree(stale)
         self.store = Store(out / "gateway.db")
-        transport = SemtechUdpTransport("127.0.0.1", 0, rx1_delay_s=self.scenario.rx1_delay_s)
+        # The P2P modules keep listening after their uplink: the frames of one answer may
+        # follow each other in RX1 (window_frames); class A strictness is the cell's.
+        transport = SemtechUdpTransport("127.0.0.1", 0, rx1_delay_s=self.scenario.rx1_delay_s,
+                                        window_frames=4)
         transports = [transport]
         ble_specs = [d for d in self.scenario.devices if d.radio == "ble"]
         if ble_specs:

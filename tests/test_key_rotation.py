@@ -293,3 +293,32 @@ def test_a_device_rotates_its_own_key_on_request(tmp_path):
     events = [(e["event"], e["detail"].get("reason")) for e in store.audit_log(100)]
     assert ("device.rekeyed", "rotation requested") in events
     assert ("device.key_offered", None) in events
+
+
+def test_a_device_provisioned_before_the_rotation_enrolls_in_the_grace_period(tmp_path):
+    """A device provisioned with the old key (and its token) before `sealink keys rotate`
+    makes first contact (XK, message 1 under the old key) in the grace period: the
+    gateway reads it under the retiring key, enrolls the device, and names the new key
+    in a credential, which the device takes for its next handshake."""
+    port = _free_port()
+    config = _config(tmp_path / "gw", port)
+    db, keyfile = tmp_path / "gw" / "gw.db", tmp_path / "gw" / "gateway.keys"
+    _sealink(config, "keys", "init")
+    header = custody.read_header(keyfile)["public"]
+    old_key, authority = bytes.fromhex(header["static"]), bytes.fromhex(header["authority"])
+    token, _ = _token(db, keyfile)
+    out = _sealink(config, "keys", "rotate", "--grace", "1h").stdout
+    new_key = bytes.fromhex(out.split("new gateway key")[1].split()[0])
+    keystore = tmp_path / "late.json"
+    gw = Gateway(config)
+    try:
+        stats = _run(_session(port, keystore, old_key, authority, token))
+        assert stats["enrolled"] == 1 and stats["gateway_key_updates"] == 1, stats
+        assert json.loads(keystore.read_text())["gateway_key"] == new_key.hex()
+        stats = _run(_session(port, keystore, old_key, authority))  # KK, the new key
+        assert not stats.get("gateway_key_updates"), stats
+    finally:
+        gw.stop()
+    store = Store(db)
+    [device] = store.devices()
+    assert [s["pattern"] for s in store.sessions(device.id)] == ["KK", "XK"]
