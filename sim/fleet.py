@@ -43,7 +43,7 @@ from sim.attacker import Attacker
 from sim.broker import Mosquitto
 from sim.concentrator import EU868_CHANNELS, Concentrator, busiest_window_s
 from sim.lora import Clock, LoRaAir, Params, Radio
-from sim.network_server import NetworkServer, abp_session
+from sim.network_server import NetworkServer, OtaaDevice
 from sim.rak3172 import Rak3172Model
 from sim.scenario import ScenarioError
 
@@ -357,7 +357,7 @@ class Fleet:
             self.network_server = NetworkServer(
                 self.air, self.air.attach(Radio("lorawan-gateway", (30.0, 0.0), Params(sf=7))),
                 ("127.0.0.1", self.broker.port), APPLICATION,
-                rx1_delay_s=self.scenario.rx1_delay_s)
+                rx1_delay_s=self.scenario.rx1_delay_s, join_delay_s=self.scenario.rx1_delay_s)
         self.gateway = Gateway(self.store, crypto.random_bytes(32),
                                Authority.load_or_create(out / "authority.pem"), transports,
                                HandshakeLimiter(rate=100, per_s=10.0), retry_ms=4000)
@@ -423,12 +423,12 @@ class Fleet:
         run = DeviceRun(spec, radio, token, self.gateway.public_key)
         self.runs.append(run)
         if spec.radio == "lorawan":
-            # Activated by personalization: the network server has the same session.
-            session = abp_session(spec.name, 0x26000000 + len(self.runs))
-            self.network_server.add_device(session)
-            run.lorawan = {"devaddr": f"{session.dev_addr:08X}",
-                           "nwkskey": session.nwk_s_key.hex().upper(),
-                           "appskey": session.app_s_key.hex().upper(), "fport": FPORT,
+            # Registered with the network server for over-the-air activation (AT+JOIN).
+            device = OtaaDevice(crypto.random_bytes(8).hex(), bytes(8),
+                                crypto.random_bytes(16), spec.name)
+            self.network_server.add_otaa_device(device)
+            run.lorawan = {"deveui": device.dev_eui.upper(), "appeui": "00" * 8,
+                           "appkey": device.app_key.hex().upper(), "fport": FPORT,
                            "dr": regions.region("EU868").rate_of(spec.sf, 125).dr}
         if spec.radio == "ble":
             self.air.detach(radio)  # not on the LoRa air: its frames are counted
@@ -457,6 +457,7 @@ class Fleet:
                                   error_rate=self.scenario.modem_error_rate.get(spec.name, 0.0),
                                   seed=self.scenario.seed + len(self.runs),
                                   rx1_delay_s=self.scenario.rx1_delay_s,
+                                  join_delay_s=self.scenario.rx1_delay_s,
                                   rx_margin_s=0.5)  # (10 ms of wall time at x50)
         run.module.start()
         if spec.name in self.scenario.garbage_uart:

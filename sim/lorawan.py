@@ -96,3 +96,73 @@ def dev_addr_of(phy: bytes) -> int | None:
                                        CONFIRMED_DOWN):
         return None
     return struct.unpack_from("<I", phy, 1)[0]
+
+
+# --- Over-the-air activation (LoRaWAN 1.0.x) ---------------------------------------------
+#
+#   JoinRequest = 0x00 | AppEUI (8, LE) | DevEUI (8, LE) | DevNonce (2, LE) | MIC
+#   JoinAccept  = 0x20 | AES-128-ECB-decrypt(AppKey, AppNonce (3) | NetID (3) |
+#                 DevAddr (4) | DLSettings | RxDelay | MIC)   (the device encrypts to read)
+#   MIC         = AES-CMAC(AppKey, MHDR | fields)[0:4]
+#   NwkSKey / AppSKey = AES-128-ECB(AppKey, 0x01 / 0x02 | AppNonce | NetID | DevNonce | 0...)
+
+JOIN_REQUEST, JOIN_ACCEPT = 0x00, 0x20
+
+
+def _cmac(key: bytes, data: bytes) -> bytes:
+    c = CMAC(algorithms.AES(key))
+    c.update(data)
+    return c.finalize()[:4]
+
+
+def _ecb(key: bytes, data: bytes, decrypt: bool = False) -> bytes:
+    cipher = Cipher(algorithms.AES(key), modes.ECB())
+    op = cipher.decryptor() if decrypt else cipher.encryptor()
+    return op.update(data) + op.finalize()
+
+
+def join_request(app_eui: bytes, dev_eui: bytes, dev_nonce: int, app_key: bytes) -> bytes:
+    msg = bytes((JOIN_REQUEST,)) + app_eui[::-1] + dev_eui[::-1] + struct.pack("<H", dev_nonce)
+    return msg + _cmac(app_key, msg)
+
+
+def read_join_request(phy: bytes) -> tuple[bytes, bytes, int]:
+    """(AppEUI, DevEUI, DevNonce) of a join request (its MIC is checked by the caller,
+    who knows the device's AppKey: check_join_request)."""
+    if len(phy) != 23 or phy[0] != JOIN_REQUEST:
+        raise FrameError("not a join request")
+    return phy[1:9][::-1], phy[9:17][::-1], struct.unpack_from("<H", phy, 17)[0]
+
+
+def check_join_request(phy: bytes, app_key: bytes) -> None:
+    if not hmac.compare_digest(_cmac(app_key, phy[:-4]), phy[-4:]):
+        raise FrameError("join request MIC does not verify")
+
+
+def join_accept(app_key: bytes, app_nonce: int, net_id: int, dev_addr: int,
+                rx_delay: int = 1) -> bytes:
+    fields = (app_nonce.to_bytes(3, "little") + net_id.to_bytes(3, "little")
+              + struct.pack("<I", dev_addr) + bytes((0x00, rx_delay)))
+    mic = _cmac(app_key, bytes((JOIN_ACCEPT,)) + fields)
+    return bytes((JOIN_ACCEPT,)) + _ecb(app_key, fields + mic, decrypt=True)
+
+
+def read_join_accept(phy: bytes, app_key: bytes) -> tuple[int, int, int]:
+    """(AppNonce, NetID, DevAddr) of a join accept for this AppKey; FrameError if not."""
+    if len(phy) != 17 or phy[0] != JOIN_ACCEPT:
+        raise FrameError("not a join accept")
+    plain = _ecb(app_key, phy[1:])
+    fields, mic = plain[:-4], plain[-4:]
+    if not hmac.compare_digest(_cmac(app_key, phy[:1] + fields), mic):
+        raise FrameError("join accept MIC does not verify")
+    return (int.from_bytes(fields[0:3], "little"), int.from_bytes(fields[3:6], "little"),
+            struct.unpack_from("<I", fields, 6)[0])
+
+
+def session_keys(app_key: bytes, app_nonce: int, net_id: int,
+                 dev_nonce: int) -> tuple[bytes, bytes]:
+    """(NwkSKey, AppSKey) an OTAA join derives."""
+    tail = (app_nonce.to_bytes(3, "little") + net_id.to_bytes(3, "little")
+            + struct.pack("<H", dev_nonce))
+    return (_ecb(app_key, (b"\x01" + tail).ljust(16, b"\x00")),
+            _ecb(app_key, (b"\x02" + tail).ljust(16, b"\x00")))

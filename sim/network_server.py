@@ -2,6 +2,8 @@
 the LoRaWAN data frames of its devices on the modeled air; the network server checks
 and decrypts them (sim.lorawan: ABP sessions, real frame format, MIC and encryption),
 publishes an uplink event per frame to a real MQTT broker on the integration's topic,
+activates devices over the air (join request and accept, LoRaWAN 1.0.x) or by
+personalization,
 takes the downlink enqueue commands published for its devices, and sends each one in
 the device's next class A receive window: RX1 (the uplink's channel and data rate,
 inverted IQ) when its sub-band's duty cycle allows, else RX2 (869.525 MHz, DR0); the
@@ -52,14 +54,31 @@ class Session:
     stats: collections.Counter = field(default_factory=collections.Counter)
 
 
+@dataclass
+class OtaaDevice:
+    """A device the network server may activate over the air."""
+
+    dev_eui: str
+    app_eui: bytes
+    app_key: bytes
+    name: str = ""
+    nonces: set = field(default_factory=set)  # DevNonces used (a replayed join is refused)
+
+
 class NetworkServer:
+    NET_ID = 0x000013
+
     def __init__(self, air: LoRaAir, radio: Radio, broker: tuple[str, int], application: str,
-                 fmt: str = "json", region: str = "EU868", rx1_delay_s: float = 1.0):
+                 fmt: str = "json", region: str = "EU868", rx1_delay_s: float = 1.0,
+                 join_delay_s: float = 5.0):
         self.air, self.radio = air, radio
         self.broker, self.application, self.fmt = broker, application, fmt
         self.region = regions.region(region)
         self.rx1_delay_s = rx1_delay_s
+        self.join_delay_s = join_delay_s  # JOIN_ACCEPT_DELAY1
         self.sessions: dict[int, Session] = {}  # DevAddr -> session
+        self.otaa: dict[str, OtaaDevice] = {}  # DevEUI -> what a join needs
+        self._app_nonce = 0
         self.stats: collections.Counter = collections.Counter()
         self.duty = regions.DutyCycle(self.region)
         self.tx_log: list[tuple[int, float, float]] = []
@@ -73,6 +92,9 @@ class NetworkServer:
 
     def add_device(self, session: Session) -> None:
         self.sessions[session.dev_addr] = session
+
+    def add_otaa_device(self, device: OtaaDevice) -> None:
+        self.otaa[device.dev_eui] = device
 
     async def start(self) -> None:
         self._spawn(self._run())
@@ -129,6 +151,9 @@ class NetworkServer:
         if not crc_ok:
             self.stats["crc_bad"] += 1
             return
+        if phy[:1] == bytes((lorawan.JOIN_REQUEST,)):
+            self._join(phy, p)
+            return
         dev_addr = lorawan.dev_addr_of(phy)
         session = self.sessions.get(dev_addr) if dev_addr is not None else None
         if session is None:
@@ -182,6 +207,35 @@ class NetworkServer:
         except aiomqtt.MqttError:
             self.stats["publish_failed"] += 1
 
+    def _join(self, phy: bytes, p: Params) -> None:
+        try:
+            _, dev_eui, dev_nonce = lorawan.read_join_request(phy)
+        except lorawan.FrameError:
+            self.stats["bad_join"] += 1
+            return
+        device = self.otaa.get(dev_eui.hex())
+        if device is None:
+            self.stats["unknown_join"] += 1
+            return
+        try:
+            lorawan.check_join_request(phy, device.app_key)
+        except lorawan.FrameError:
+            self.stats["mic_failed"] += 1
+            return
+        if dev_nonce in device.nonces:
+            self.stats["join_replayed"] += 1
+            return
+        device.nonces.add(dev_nonce)
+        self._app_nonce += 1
+        dev_addr = 0x26100000 + self._app_nonce
+        nwk, app = lorawan.session_keys(device.app_key, self._app_nonce, self.NET_ID, dev_nonce)
+        for addr in [a for a, s in self.sessions.items() if s.dev_eui == device.dev_eui]:
+            del self.sessions[addr]  # the old session ends with the join
+        self.sessions[dev_addr] = Session(device.dev_eui, dev_addr, nwk, app, device.name)
+        self.stats["joins"] += 1
+        accept = lorawan.join_accept(device.app_key, self._app_nonce, self.NET_ID, dev_addr)
+        self._spawn(self._transmit(accept, self.air.clock.now() + self.join_delay_s, p))
+
     # --- downlinks ---------------------------------------------------------------------------
 
     async def _answer(self, session: Session, heard_at: float, p: Params) -> None:
@@ -196,6 +250,17 @@ class NetworkServer:
         fport, data = session.queue[0]
         phy = lorawan.encode(lorawan.UNCONFIRMED_DOWN, session.dev_addr, session.fcnt_down,
                              fport, data, session.nwk_s_key, session.app_s_key)
+        if await self._transmit(phy, rx1, p):
+            session.queue.popleft()
+            session.fcnt_down += 1
+            session.stats["downlinks"] += 1
+            self.stats["downlinks"] += 1
+        else:
+            self.stats["downlink_deferred"] += 1
+
+    async def _transmit(self, phy: bytes, rx1: float, p: Params) -> bool:
+        """Send a downlink in RX1 (at `rx1`, the uplink's channel and data rate) or RX2 (a
+        second later), whichever the duty cycle allows; False if neither."""
         rx2_freq, rx2_rate = self.region.rx2()
         for at, params in ((rx1, Params(p.freq, p.sf, p.bw, power=14, iq_inverted=True)),
                            (rx1 + 1.0, Params(rx2_freq, rx2_rate.sf, rx2_rate.bw, power=14,
@@ -205,17 +270,13 @@ class NetworkServer:
             toa = params.time_on_air_s(len(phy))
             if not self.duty.allows(params.freq, at, toa) or at < self.air.clock.now():
                 continue
-            session.queue.popleft()
-            session.fcnt_down += 1
             self.duty.record(params.freq, at, toa)
             self.tx_log.append((params.freq, at, toa))
-            session.stats["downlinks"] += 1
-            self.stats["downlinks"] += 1
             await self.air.clock.sleep(at - self.air.clock.now())
             self.radio.band_free_at.clear()  # (held by the ledger above, not the model)
-            await self.air.transmit(self.radio, phy, params, at=at)
-            return
-        self.stats["downlink_deferred"] += 1
+            self._spawn(self.air.transmit(self.radio, phy, params, at=at))
+            return True
+        return False
 
 
 def abp_session(name: str, dev_addr: int) -> Session:

@@ -15,9 +15,13 @@ answers anything else as the module does), in LoRa P2P mode:
     heard:                  +EVT:RXP2P:<rssi>:<snr>:<hex>
 
 In LoRaWAN mode (AT+NWM=1, as shipped) it is a class A end device of a modeled network
-(sim.network_server), activated by personalization:
+(sim.network_server), activated over the air or by personalization:
 
-    AT+NJM=0                ABP (1, OTAA, is not modeled: AT+JOIN answers AT_ERROR)
+    AT+NJM=1                OTAA (as shipped): AT+DEVEUI= AT+APPEUI= AT+APPKEY=, then
+                            AT+JOIN=1:0:<interval s>:<attempts>: a join request, the join
+                            accept in the windows join_delay_s after it, +EVT:JOINED (or
+                            +EVT:JOIN_FAILED_RX_TIMEOUT, and again after the interval)
+    AT+NJM=0                ABP
     AT+BAND=4 / =5          EU868 / US915
     AT+DEVEUI= AT+DEVADDR= AT+NWKSKEY= AT+APPSKEY=   the session
     AT+DR=n AT+ADR=0 AT+CLASS=A
@@ -50,7 +54,7 @@ BANNER = ["RAKwireless RAK3172-E Example", "-" * 54, "Version: RUI_4.0.6_RAK3172
 MODES = {0: "LoRa P2P", 1: "LoRaWAN", 2: "FSK"}
 BANDS = {4: "EU868", 5: "US915"}
 LORAWAN_COMMANDS = {"+NJM", "+BAND", "+DR", "+ADR", "+CLASS", "+DEVEUI", "+DEVADDR",
-                    "+NWKSKEY", "+APPSKEY", "+NJS", "+SEND", "+JOIN"}
+                    "+NWKSKEY", "+APPSKEY", "+NJS", "+SEND", "+JOIN", "+APPEUI", "+APPKEY"}
 EU868_CHANNELS = (868_100_000, 868_300_000, 868_500_000)
 P2P_BW = (125, 250, 500)
 P2P_MAX = 255  # bytes a P2P frame may carry (the region's limits are the driver's)
@@ -59,7 +63,7 @@ P2P_MAX = 255  # bytes a P2P frame may carry (the region's limits are the driver
 class Rak3172Model:
     def __init__(self, air: LoRaAir, radio: Radio, reader, writer, error_rate: float = 0.0,
                  seed: int | None = None, rx1_delay_s: float = 1.0,
-                 rx_margin_s: float = 0.0):
+                 rx_margin_s: float = 0.0, join_delay_s: float = 5.0):
         self.air, self.radio = air, radio
         self.reader, self.writer = reader, writer
         self.mode = 1  # LoRaWAN, as shipped
@@ -80,8 +84,12 @@ class Rak3172Model:
         # Its receive windows open this much early and close as much late: in a run on
         # the wall clock, timers are late by the host's scheduling (exact in virtual time).
         self.rx_margin_s = rx_margin_s
+        self.join_delay_s = join_delay_s  # JOIN_ACCEPT_DELAY1
         self.wan = {"njm": 1, "band": 4, "dr": 0, "adr": 1, "deveui": None, "devaddr": None,
-                    "nwkskey": None, "appskey": None}
+                    "nwkskey": None, "appskey": None, "appeui": None, "appkey": None}
+        self.joined = False
+        self.dev_nonce = 0
+        self._join_nonce: int | None = None  # waiting for the accept of this DevNonce
         self.fcnt_up, self.fcnt_down = 0, -1
         self._channel = 0
 
@@ -185,11 +193,12 @@ class Rak3172Model:
 
     def _lorawan(self, cmd: str, arg: str) -> list[str]:
         key = cmd[1:].lower()
-        sizes = {"deveui": 8, "devaddr": 4, "nwkskey": 16, "appskey": 16}
+        sizes = {"deveui": 8, "devaddr": 4, "nwkskey": 16, "appskey": 16, "appeui": 8,
+                 "appkey": 16}
         if cmd == "+SEND":
             return self._send(arg)
         if cmd == "+JOIN":
-            return ["AT_ERROR"]  # OTAA is not modeled (see the module docstring)
+            return self._join(arg)
         if cmd == "+NJS":
             return [f"AT+NJS={int(self._activated())}", "OK"]
         if arg == "?":
@@ -216,7 +225,45 @@ class Rak3172Model:
 
     def _activated(self) -> bool:
         w = self.wan
-        return w["njm"] == 0 and all(w[k] for k in ("devaddr", "nwkskey", "appskey"))
+        if w["njm"] == 1:
+            return self.joined
+        return all(w[k] for k in ("devaddr", "nwkskey", "appskey"))
+
+    def _join(self, arg: str) -> list[str]:
+        w = self.wan
+        try:
+            start, _auto, interval, attempts = (int(x) for x in arg.split(":"))
+        except ValueError:
+            return ["AT_PARAM_ERROR"]
+        if w["njm"] != 1 or not all(w[k] for k in ("deveui", "appeui", "appkey")):
+            return ["AT_ERROR"]
+        if self._sending:
+            return ["AT_BUSY_ERROR"]
+        if start == 1:
+            self._sending = True
+            task = asyncio.ensure_future(self._joining(max(1, interval), max(1, attempts)))
+            self._tx_tasks.add(task)
+            task.add_done_callback(self._tx_tasks.discard)
+        return ["OK"]
+
+    async def _joining(self, interval_s: int, attempts: int) -> None:
+        w = self.wan
+        rate = self._region().rate(w["dr"])
+        try:
+            for _ in range(attempts):
+                self.dev_nonce += 1
+                self._join_nonce = self.dev_nonce
+                phy = lorawan.join_request(w["appeui"], w["deveui"], self.dev_nonce,
+                                           w["appkey"])
+                await self._uplink_and_windows(phy, rate, self.join_delay_s)
+                if self.joined:
+                    self._out("+EVT:JOINED")
+                    return
+                self._out("+EVT:JOIN_FAILED_RX_TIMEOUT")
+                await self.air.clock.sleep(interval_s)
+        finally:
+            self._join_nonce = None
+            self._sending = False
 
     def _send(self, arg: str) -> list[str]:
         port, _, data = arg.partition(":")
@@ -244,6 +291,15 @@ class Rak3172Model:
         phy = lorawan.encode(lorawan.UNCONFIRMED_UP, dev_addr, self.fcnt_up, port, payload,
                              w["nwkskey"], w["appskey"])
         self.fcnt_up += 1
+        try:
+            await self._uplink_and_windows(phy, rate, self.rx1_delay_s)
+        finally:
+            self._sending = False
+        # (After its receive windows: until then the module takes no other command.)
+        self._out("+EVT:TX_DONE")
+
+    async def _uplink_and_windows(self, phy: bytes, rate, rx1_delay_s: float) -> None:
+        """Send a frame on the next default channel and listen in its two windows."""
         freq = EU868_CHANNELS[self._channel % len(EU868_CHANNELS)]
         self._channel += 1
         up = Params(freq, rate.sf, rate.bw, 1, 8, self.radio.params.power)
@@ -254,11 +310,11 @@ class Rak3172Model:
             self.stats["sent"] += 1
             sent_at = self.air.clock.now()
             margin = self.rx_margin_s
-            await self.air.clock.sleep(self.rx1_delay_s - margin)
+            await self.air.clock.sleep(rx1_delay_s - margin)
             self._window = "RX_1"
             await self.air.receive_window(self.radio, margin)
             rx2_freq, rx2_rate = self._region().rx2()
-            rx2_at = sent_at + self.rx1_delay_s + 1.0
+            rx2_at = sent_at + rx1_delay_s + 1.0
             if self.air.clock.now() <= rx2_at - margin:
                 await self.air.clock.sleep(rx2_at - margin - self.air.clock.now())
                 self.radio.params = Params(rx2_freq, rx2_rate.sf, rx2_rate.bw, 1, 8,
@@ -267,14 +323,21 @@ class Rak3172Model:
                 await self.air.receive_window(self.radio, margin)
         finally:
             self.radio.params = up
-            self._sending = False
-        # (After its receive windows: until then the module takes no other command.)
-        self._out("+EVT:TX_DONE")
 
     _window = "RX_1"
 
     def _heard_lorawan(self, phy: bytes, rssi: float, snr: float) -> None:
         w = self.wan
+        if self._join_nonce is not None and phy[:1] == bytes((lorawan.JOIN_ACCEPT,)):
+            try:
+                app_nonce, net_id, dev_addr = lorawan.read_join_accept(phy, w["appkey"])
+            except lorawan.FrameError:
+                return  # another device's accept
+            w["nwkskey"], w["appskey"] = lorawan.session_keys(w["appkey"], app_nonce, net_id,
+                                                              self._join_nonce)
+            w["devaddr"] = dev_addr.to_bytes(4, "big")
+            self.fcnt_up, self.fcnt_down, self.joined = 0, -1, True
+            return
         if lorawan.dev_addr_of(phy) != int.from_bytes(w["devaddr"] or bytes(4), "big"):
             return  # another device's (or a Sealink proprietary frame)
         try:

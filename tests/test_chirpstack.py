@@ -26,7 +26,7 @@ from sealink_gateway.transport.chirpstack import ChirpStackTransport, downlink_c
 from sim import lorawan
 from sim.broker import Mosquitto
 from sim.lora import Clock, LoRaAir, Params, Radio
-from sim.network_server import NetworkServer, abp_session
+from sim.network_server import NetworkServer, OtaaDevice, abp_session
 from sim.rak3172 import Rak3172Model
 from sim.uart import pipe
 
@@ -151,10 +151,13 @@ def test_us915_dr0_frames_fragment_to_eleven_bytes():
     assert [p for f in data for p in gw.receive(f, 0)[0]] == [b"soil moisture 31 %"]
 
 
-def test_device_enrolls_over_lorawan_through_the_network_server(tmp_path, broker, caplog):
-    """A device with a RAK3172 in LoRaWAN mode (ABP, EU868 DR3) enrolls, sends telemetry
-    and takes a command: its frames cross the modeled network server and the MQTT
-    broker in both directions, and the network server sees only ciphertext."""
+@pytest.mark.parametrize("activation", ["otaa", "abp"])
+def test_device_enrolls_over_lorawan_through_the_network_server(tmp_path, broker, caplog,
+                                                                activation):
+    """A device with a RAK3172 in LoRaWAN mode (joined over the air with AT+JOIN, or
+    activated by personalization; EU868 DR3) enrolls, sends telemetry and takes a
+    command: its frames cross the modeled network server and the MQTT broker in both
+    directions, and the network server sees only ciphertext."""
     caplog.set_level(logging.WARNING)
 
     async def scenario():
@@ -166,18 +169,22 @@ def test_device_enrolls_over_lorawan_through_the_network_server(tmp_path, broker
                      [t], retry_ms=4000)
         await gw.start()
         ns = NetworkServer(air, air.attach(Radio("ns-gateway", (0, 0), Params(sf=9))),
-                           ("127.0.0.1", broker), APP, rx1_delay_s=5.0)
+                           ("127.0.0.1", broker), APP, rx1_delay_s=5.0, join_delay_s=5.0)
         await ns.start()
-        session = abp_session("sensor", 0x26001234)
-        ns.add_device(session)
+        if activation == "abp":
+            session = abp_session("sensor", 0x26001234)
+            ns.add_device(session)
+            keys = {"devaddr": "26001234", "nwkskey": session.nwk_s_key.hex(),
+                    "appskey": session.app_s_key.hex()}
+        else:
+            app_key = crypto.random_bytes(16)
+            ns.add_otaa_device(OtaaDevice(DEV_EUI, bytes(8), app_key, "sensor"))
+            keys = {"deveui": DEV_EUI, "appeui": "00" * 8, "appkey": app_key.hex()}
         device_side, module_side = pipe()
         model = Rak3172Model(air, air.attach(Radio("module", (800, 0))), *module_side,
-                             rx1_delay_s=5.0, rx_margin_s=0.5)
+                             rx1_delay_s=5.0, rx_margin_s=0.5, join_delay_s=5.0)
         model.start()
-        radio = Rak3172Lorawan(*device_side, {"devaddr": "26001234",
-                                              "nwkskey": session.nwk_s_key.hex(),
-                                              "appskey": session.app_s_key.hex()},
-                               fport=200, dr=3)
+        radio = Rak3172Lorawan(*device_side, keys, fport=200, dr=3)
         await radio.start()
         assert radio.mtu == 115 and model.mode == 1
         token, _ = store.create_token({"site": "orchard"}, 3600)
@@ -218,6 +225,7 @@ def test_device_enrolls_over_lorawan_through_the_network_server(tmp_path, broker
     # What the network server decrypted is Sealink's frames: no plaintext in it.
     assert heard and not any(b"t=21.5" in h or b"done" in h for h in heard)
     assert ns.stats["downlinks"] > 0 and ns.stats["mic_failed"] == 0
+    assert ns.stats["joins"] == (1 if activation == "otaa" else 0)
     assert device.keystore.enrolled
 
 
@@ -229,3 +237,25 @@ def test_downlink_command_is_a_device_queue_item():
                                                                       False)
     up = Uplink(b"", Address("chirpstack-mqtt", DEV_EUI), 0.0, {"dr": 0})
     assert ChirpStackTransport("h", 1, APP, region="US915").mtu_for(up) == 11
+
+
+def test_join_codec_agrees_with_an_independent_implementation(tmp_path):
+    """OTAA (LoRaWAN 1.0.x): sim.lorawan's join request is lora-mote-emulator's byte for
+    byte; its join accept is one lora-mote-emulator reads, deriving the same session
+    keys."""
+    from src.mac import Mote
+
+    app_key = bytes(range(16))
+    mote = Mote(joineui="0102030405060708", deveui=DEV_EUI, appkey=app_key.hex(),
+                nwkkey=app_key.hex(), dbpath=tmp_path)
+    request = mote.form_join()
+    assert request == lorawan.join_request(bytes.fromhex("0102030405060708"),
+                                           bytes.fromhex(DEV_EUI), mote.devnonce, app_key)
+    lorawan.check_join_request(request, app_key)
+    accept = lorawan.join_accept(app_key, 0x123456, 0x13, 0x26012345)
+    mote.parse_phypld(memoryview(accept))
+    nwk, app = lorawan.session_keys(app_key, 0x123456, 0x13, mote.devnonce)
+    assert (mote.devaddr.hex(), mote.appskey, mote.fnwksintkey) == ("26012345", app, nwk)
+    assert lorawan.read_join_accept(accept, app_key) == (0x123456, 0x13, 0x26012345)
+    with pytest.raises(lorawan.FrameError):
+        lorawan.read_join_accept(accept, bytes(16))
