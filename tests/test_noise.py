@@ -11,18 +11,19 @@ from sealink import crypto
 from sealink.errors import HandshakeError, SealinkError
 from sealink.noise import HandshakeState, protocol_name
 
-PATTERNS = ["XX", "KK", "IK", "NN", "NK"]
+PATTERNS = ["XX", "XK", "KK", "IK", "NN", "NK"]
 # Which static keys each side needs: (initiator has s, responder has s,
 # initiator knows rs before, responder knows rs before).
 NEEDS = {
     "XX": (True, True, False, False),
+    "XK": (True, True, True, False),
     "KK": (True, True, True, True),
     "IK": (True, True, True, False),
     "NN": (False, False, False, False),
     "NK": (False, True, True, False),
 }
-EMPTY_SIZES = {"XX": [32, 96, 64], "KK": [48, 48], "IK": [96, 48], "NN": [32, 48],
-               "NK": [48, 48]}
+EMPTY_SIZES = {"XX": [32, 96, 64], "XK": [48, 48, 64], "KK": [48, 48], "IK": [96, 48],
+               "NN": [32, 48], "NK": [48, 48]}
 
 
 def _keys():
@@ -240,12 +241,12 @@ def device(request):
     dev.close()
 
 
-@pytest.mark.parametrize("pattern", ["XX", "KK", "IK"])
+@pytest.mark.parametrize("pattern", ["XX", "XK", "KK", "IK"])
 def test_device_handshakes_with_cpython(device, pattern):
     """The device is the initiator (as in the field); this CPython process responds."""
     si, sr, pi, pr = _keys()
     name = protocol_name(pattern)
-    rs = pr if pattern in ("KK", "IK") else None
+    rs = pr if pattern in ("KK", "IK", "XK") else None
     device.exec(f"hs = HandshakeState({name!r}, True, b'sealink', s={si!r}, rs={rs!r})")
     gateway = HandshakeState(name, False, b"sealink", s=sr, rs=pi if pattern == "KK" else None)
     turn_device = True
