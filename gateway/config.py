@@ -111,8 +111,11 @@ def parse_transport(url: str) -> TransportConfig:
         return _chirpstack(url, host, port, options)
     if parts.scheme == "semtech-udp":
         _lora_region(url, options)
-        if options.get("rx2", "on") not in ("on", "off"):
-            raise ConfigError(f"transport {url!r}: rx2 must be on or off")
+        for window in ("rx1", "rx2"):
+            if options.get(window, "on") not in ("on", "off"):
+                raise ConfigError(f"transport {url!r}: {window} must be on or off")
+        if options.get("rx1") == options.get("rx2") == "off":
+            raise ConfigError(f"transport {url!r}: rx1 and rx2 cannot both be off")
         if "window_frames" in options and (not options["window_frames"].isdigit() or not
                                            1 <= int(options["window_frames"]) <= 16):
             raise ConfigError(f"transport {url!r}: window_frames must be 1..16")

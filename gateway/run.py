@@ -79,6 +79,7 @@ def build(cfg: Config, passphrase: Callable[[], bytes] | None = None) -> Gateway
             transports.append(SemtechUdpTransport(
                 t.host, t.port, rx1_delay_s=float(o.get("rx1_delay", 1.0)),
                 region=o.get("region", "EU868"), rx2=o.get("rx2", "on") == "on",
+                rx1=o.get("rx1", "on") == "on",
                 rx2_dr=int(o["rx2_dr"]) if "rx2_dr" in o else None,
                 window_frames=int(o.get("window_frames", 1))))
         elif t.scheme == "chirpstack-mqtt":

@@ -31,6 +31,7 @@ from sealink.lora import max_payload, unwrap, wrap
 from sim.lora import LoRaAir, Params, Radio
 
 KINDS = ("replay", "forge", "reject", "squat", "flood")
+RX2_FREQ = 869_525_000  # EU868's RX2 channel
 
 
 @dataclass
@@ -62,8 +63,10 @@ class Attacker:
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
+        # It listens on the uplink channels and on RX2's (869.525 MHz), downlinks too.
         self.radio = self.air.attach(Radio("attacker", self.position, Params(sf=7),
-                                           any_sf=True, channels=self.channels,
+                                           any_sf=True,
+                                           channels=(*self.channels, RX2_FREQ),
                                            rx_iq_inverted=None, regulated=False,
                                            on_receive=self._heard))
         self.recorded: collections.deque[_Heard] = collections.deque(maxlen=self.memory)
@@ -150,8 +153,10 @@ class Attacker:
             return None
         sid, _, p = live
         reason = rng.choice((wire.REJECT_UNKNOWN_SESSION, wire.REJECT_REVOKED))
+        # Where the device may listen: its uplink channel (RX1), or RX2's.
+        freq, sf = (p.freq, p.sf) if rng.random() < 0.5 else (RX2_FREQ, 12)
         return (wire.header(wire.KIND_REJECT, reason, sid),
-                Params(p.freq, p.sf, p.bw, p.cr, p.preamble, p.power, iq_inverted=True))
+                Params(freq, sf, p.bw, p.cr, p.preamble, p.power, iq_inverted=True))
 
     def _squat(self, rng: random.Random):
         live = self._live(rng)

@@ -47,6 +47,8 @@ class Concentrator(asyncio.DatagramProtocol):
         radio.any_sf = True
         radio.channels = radio.channels or EU868_CHANNELS
         radio.rx_iq_inverted = False  # it hears uplinks, not other gateways' downlinks
+        # A scheduled downlink goes out at its tmst (the gateway keeps the duty cycle).
+        radio.regulated = False
         radio.on_receive = self._heard
         self.stats = {"rxpk": 0, "txpk": 0, "tx_ack_errors": 0, "crc_bad": 0, "acks": 0}
         self._transport = endpoint
@@ -151,9 +153,6 @@ class Concentrator(asyncio.DatagramProtocol):
         kind = ("hs", "data", "ctl", "frag", "rej", "rel")[(frame[1] >> 5) - 1] \
             if len(frame) > 1 and 1 <= frame[1] >> 5 <= 6 else "?"
         self.tx_kinds[kind] = self.tx_kinds.get(kind, 0) + 1
-        # A scheduled downlink goes out in its window: the duty cycle is accounted for
-        # (radio.band_free_at, airtime) but not waited for.
-        self.radio.band_free_at.clear()
         self.tx_log.append((params.freq, start, end - start))
         await self.air.transmit(self.radio, frame, params, at=start)
 

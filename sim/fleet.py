@@ -52,6 +52,7 @@ BUILD = ROOT / "build"
 COMMAND = b"led=on"
 APPLICATION = "5f2c8a7e-sealink-fleet"  # the ChirpStack application of LoRaWAN devices
 FPORT = 200  # the FPort that carries Sealink frames over LoRaWAN
+RX2 = (869_525_000, 12)  # EU868's RX2 channel and data rate (DR0)
 
 
 @dataclass
@@ -245,6 +246,10 @@ def _app_call(run: DeviceRun, scenario: Scenario, keystore: str | None) -> str:
         args += f", keystore={keystore!r}"
     if run.lorawan:
         args += f", lorawan={run.lorawan!r}"
+    elif run.spec.radio == "lora":
+        # Between its uplinks the module listens on the gateway's RX2 channel
+        # (869.525 MHz, SF12, the 10 % sub-band), where every downlink comes.
+        args += f", rx={RX2!r}"
     return f"import sealink.app\nsealink.app.run({args})\n"
 
 
@@ -326,10 +331,12 @@ class Fleet:
         for stale in (out / "keys").glob("*-fs"):
             shutil.rmtree(stale)
         self.store = Store(out / "gateway.db")
-        # The P2P modules keep listening after their uplink: the frames of one answer may
-        # follow each other in RX1 (window_frames); class A strictness is the cell's.
+        # The P2P modules listen on the RX2 channel between their uplinks (they cannot
+        # retune for a window on the fleet's compressed clock), so every downlink goes in
+        # RX2, in the 10 % sub-band, and the frames of one answer may follow each other
+        # (window_frames).  Strict class A, RX1 and RX2, is the cell's (sim/cell.py).
         transport = SemtechUdpTransport("127.0.0.1", 0, rx1_delay_s=self.scenario.rx1_delay_s,
-                                        window_frames=4)
+                                        window_frames=4, rx1=False)
         transports = [transport]
         ble_specs = [d for d in self.scenario.devices if d.radio == "ble"]
         if ble_specs:

@@ -124,6 +124,7 @@ class Radio:
     airtime_s: float = 0.0
     duty_wait_s: float = 0.0
     band_free_at: dict[str, float] = field(default_factory=dict)
+    band_log: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     lost: dict[str, int] = field(default_factory=dict)
     airtime_log: list[tuple[float, float]] = field(default_factory=list)  # (start, toa)
     _tx_until: float = 0.0
@@ -224,13 +225,26 @@ class LoRaAir:
 
     # --- transmission ---------------------------------------------------------------------
 
-    async def wait_duty_cycle(self, radio: Radio, params: Params) -> float:
-        """Hold until the sub-band's 1 % budget allows the next frame (after a frame of
-        T seconds the band is off for 99 T); returns the modeled wait."""
+    async def wait_duty_cycle(self, radio: Radio, params: Params, toa: float = 0.0) -> float:
+        """Hold until the sub-band's 1 % budget allows the next frame: after a frame of
+        T seconds the band is off for 99 T (the Ton/Toff rule of LoRaWAN stacks), and the
+        time on air of any hour, this frame's included, stays within the budget (the
+        rule alone allows up to 100 T / 3600 s more in an hour that starts and ends on
+        a frame); returns the modeled wait."""
         band = sub_band(params.freq)
         if not radio.regulated:
             return 0.0
-        wait = radio.band_free_at.get(band, 0.0) - self.clock.now()
+        now = self.clock.now()
+        t = max(now, radio.band_free_at.get(band, 0.0))
+        budget = (0.1 if band == "g3" else DUTY_CYCLE) * 3600
+        log = [(s, d) for s, d in radio.band_log.get(band, ()) if s + 3600 > now]
+        radio.band_log[band] = log
+        while log:
+            window = [(s, d) for s, d in log if s + 3600 > t]
+            if not window or sum(d for _, d in window) + toa <= budget:
+                break
+            t = window[0][0] + 3600  # when the oldest frame of that hour leaves it
+        wait = t - now
         if wait > 0:
             radio.duty_wait_s += wait
             await self.clock.sleep(wait)
@@ -246,12 +260,13 @@ class LoRaAir:
         params = params or radio.params
         if not 0 < len(frame) <= max_payload(params.sf) + 1:  # (+ the MHDR)
             raise ValueError(f"{len(frame)} bytes over the SF{params.sf} limit")
-        await self.wait_duty_cycle(radio, params)
         toa = params.time_on_air_s(len(frame))
+        await self.wait_duty_cycle(radio, params, toa)
         start = self.clock.now() if at is None else at
         band = sub_band(params.freq)
         duty = 0.1 if band == "g3" else DUTY_CYCLE
         radio.band_free_at[band] = start + toa / duty
+        radio.band_log.setdefault(band, []).append((start, toa))
         radio.frames_sent += 1
         radio.bytes_sent += len(frame)
         radio.airtime_s += toa

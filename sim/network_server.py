@@ -85,6 +85,7 @@ class NetworkServer:
         radio.any_sf = True
         radio.channels = radio.channels or EU868_CHANNELS
         radio.rx_iq_inverted = False
+        radio.regulated = False  # (held by its own ledger, self.duty)
         radio.on_receive = self._heard
         self._client: aiomqtt.Client | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -273,7 +274,6 @@ class NetworkServer:
             self.duty.record(params.freq, at, toa)
             self.tx_log.append((params.freq, at, toa))
             await self.air.clock.sleep(at - self.air.clock.now())
-            self.radio.band_free_at.clear()  # (held by the ledger above, not the model)
             self._spawn(self.air.transmit(self.radio, phy, params, at=at))
             return True
         return False

@@ -156,12 +156,16 @@ class SemtechUdpTransport(DatagramTransportBase):
 
     def __init__(self, host: str, port: int, rx1_delay_s: float = 1.0, power: int = 14,
                  region: str = "EU868", rx2: bool = True, rx2_dr: int | None = None,
-                 window_frames: int = 1):
+                 window_frames: int = 1, rx1: bool = True):
         super().__init__(host, port)
         self.rx1_delay_s = rx1_delay_s
         self.power = power
         self.region = regions.region(region)
-        self.rx2 = rx2
+        # rx1=False: devices that listen on the RX2 channel between their uplinks (P2P
+        # modules parked there), never on their uplink channel.
+        self.rx1, self.rx2 = rx1, rx2
+        if not rx1 and not rx2:
+            raise TransportError("windows", "neither RX1 nor RX2")
         self.rx2_freq, self.rx2_rate = self.region.rx2(rx2_dr)
         self.window_frames = window_frames
         # The smallest frame limit of the region (what a frame must fit when nothing
@@ -183,7 +187,10 @@ class SemtechUdpTransport(DatagramTransportBase):
         self._high: dict[str, list[int]] = {}  # EUI -> [last tmst, wraps x 2^32]
 
     def mtu_for(self, up: Uplink) -> int:
-        """The largest frame an answer to this uplink may use: its RX1 data rate's."""
+        """The largest frame an answer to this uplink may use: its RX1 data rate's (RX2's
+        when RX1 is not used)."""
+        if not self.rx1:
+            return self.rx2_rate.max_frame
         try:
             rate = self.region.datr_rate(up.radio["datr"])
             _, rx1 = self.region.rx1(int(round(up.radio["freq"] * 1e6)), rate)
@@ -317,7 +324,7 @@ class SemtechUdpTransport(DatagramTransportBase):
                 del self._windows[key]
         refused: list[str] = []
         slot = None
-        if not counts[1]:  # (once RX2 carried a frame of this answer, so do the rest)
+        if self.rx1 and not counts[1]:  # (once RX2 carried one, so do the rest)
             slot = self._window(eui, phy, t0 + rx1_us, freq1, rate1, counts[0], refused)
             window, freq, rate = "rx1", freq1, rate1
         if slot is None and self.rx2:

@@ -54,7 +54,7 @@ class ModemError(SealinkError):
 class Rak3172:
     def __init__(self, reader, writer, freq=868100000, sf=7, bw=125, cr=0, preamble=8,
                  txp=14, timeout_ms=1000, retries=3, tx_timeout_ms=None, region="EU868",
-                 role="device"):
+                 role="device", rx=None):
         self._reader = reader
         self._writer = writer
         self.freq, self.sf, self.bw, self.cr = freq, sf, bw, cr
@@ -63,6 +63,9 @@ class Rak3172:
         # The polarity this end hears: a device hears downlinks (inverted), a gateway
         # hears uplinks (normal); it transmits with the other one.
         self._rx_iq = IQ_NORMAL if role == "gateway" else IQ_INVERTED
+        # rx: (freq, sf) a device listens on between its transmissions (a gateway's RX2
+        # channel, its 10 % sub-band in EU868), instead of its own uplink channel.
+        self.rx = rx
         self.timeout_ms = timeout_ms
         self.retries = retries
         # A module may hold a frame for its duty-cycle budget: allow 100x time on air.
@@ -197,10 +200,14 @@ class Rak3172:
         mode = await self.command("AT+NWM=?")
         if not mode or mode[-1].rsplit("=", 1)[-1] != "0":
             await self.command("AT+NWM=0", 5000)  # the module restarts into P2P
-        await self.command("AT+P2P=%d:%d:%d:%d:%d:%d" % (self.freq, self.sf, self.bw,
-                                                         self.cr, self.preamble, self.txp))
+        await self._tune(self.rx)
         await self.command("AT+IQINVER=%d" % self._rx_iq)
         await self.command("AT+PRECV=%d" % RX_CONTINUOUS_TX_OK)
+
+    async def _tune(self, channel):
+        freq, sf = channel or (self.freq, self.sf)
+        await self.command("AT+P2P=%d:%d:%d:%d:%d:%d" % (freq, sf, self.bw, self.cr,
+                                                         self.preamble, self.txp))
 
     def time_on_air_us(self, length):
         # (A frame on the air is the Sealink frame and its MHDR.)
@@ -214,6 +221,8 @@ class Rak3172:
         toa = self.time_on_air_us(len(frame))
         async with self._send_lock:  # one frame on the air at a time
             self._txdone.clear()
+            if self.rx:
+                await self._tune(None)  # from its listening channel to its own
             await self.command("AT+IQINVER=%d" % (1 - self._rx_iq))
             try:
                 await self.command("AT+PSEND=" + binascii.hexlify(wrap(frame)).decode().upper())
@@ -225,6 +234,8 @@ class Rak3172:
                     raise ModemError("AT+PSEND", "no TXP2P DONE") from None
             finally:
                 await self.command("AT+IQINVER=%d" % self._rx_iq)
+                if self.rx:
+                    await self._tune(self.rx)
         self.stats["tx"] += 1
         self.airtime_us += toa
 
