@@ -154,7 +154,7 @@ class Attacker:
         sid, _, p = live
         reason = rng.choice((wire.REJECT_UNKNOWN_SESSION, wire.REJECT_REVOKED))
         # Where the device may listen: its uplink channel (RX1), or RX2's.
-        freq, sf = (p.freq, p.sf) if rng.random() < 0.5 else (RX2_FREQ, 12)
+        freq, sf = (p.freq, p.sf) if rng.random() < 0.5 else (RX2_FREQ, rng.choice((9, 12)))
         return (wire.header(wire.KIND_REJECT, reason, sid),
                 Params(freq, sf, p.bw, p.cr, p.preamble, p.power, iq_inverted=True))
 

@@ -71,10 +71,12 @@ async def session(device, board="", messages=3, interval_ms=1000, command_timeou
     command, acknowledge it, and wait until every uplink is acknowledged.  It waits as
     long as that takes (command_timeout_ms=None); the caller bounds the run."""
     await _connect(device, retry_ms)
-    # (The frames of first contact, or of the reconnect: each way, counted by the radio.)
+    # The frames of first contact, or of the reconnect: sent, and taken by the session
+    # (a shared downlink channel carries other devices' frames too).
+    ch = device.channel
     await device.send(b"hello board=%s hs_ms=%d frames=%d down=%d" % (
         board.encode(), device.stats["handshake_ms"], device.stats["frames_out"],
-        device.stats["frames_in"]))
+        ch.frames_in - sum(ch.drops.values()) if ch else 0))
     for i in range(messages):
         await asyncio.sleep(interval_ms / 1000)
         await device.send(b"t=%d.%d ms=%d" % (20 + i, i * 3 % 10, now_ms() & 0xFFFFFF))
