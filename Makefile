@@ -141,6 +141,7 @@ demo: UNIX QEMU_MPS2_AN385 QEMU_VIRT_RV32
 
 bench: firmware
 	$(VPY) bench/crypto_speed.py --json $(BUILD_ROOT)/bench-crypto.json
+	$(VPY) bench/device_paths.py --json $(BUILD_ROOT)/bench-device-paths.json
 	$(VPY) bench/air_bytes.py --json $(BUILD_ROOT)/bench-air.json
 	$(VPY) bench/first_contact.py --json $(BUILD_ROOT)/bench-first-contact.json
 	$(VPY) bench/device_heap.py --json $(BUILD_ROOT)/bench-heap.json

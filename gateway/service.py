@@ -158,7 +158,7 @@ def _proof(ch: Channel) -> tuple:
     """What only an authenticated frame moves: the replay window (a transport frame that
     opened), or the state (a handshake completed by reading its last message)."""
     w = getattr(ch, "_window", None)
-    return (ch.state, None if w is None else (w.highest, w._bitmap))
+    return (ch.state, None if w is None else w.accepted)
 
 
 def _proven(ch: Channel, before: tuple) -> bool:

@@ -32,6 +32,7 @@ from rich.live import Live
 from rich.table import Table
 
 from sealink import crypto
+from sealink.lora import time_on_air_us
 from sealink_gateway import attest, regions
 from sealink_gateway.authority import Authority
 from sealink_gateway.service import Gateway, HandshakeLimiter
@@ -242,6 +243,18 @@ async def provision_qemu(run: DeviceRun, store: Store, out: Path, modified: bool
                          "    f.write('# changed after provisioning\\n')\n")
 
 
+WINDOW_FRAMES = 4  # frames the gateway may send in one receive window (semtech-udp)
+
+
+def rx_hold_ms(scenario: Scenario) -> int:
+    """Wall milliseconds a P2P device keeps listening after an uplink: until RX2 (a
+    second after RX1) has carried its window's frames, each at most the largest frame
+    of RX2's data rate, with half a modeled second to spare."""
+    largest = regions.region("EU868").rate(RX2_DR).max_phy
+    window_s = WINDOW_FRAMES * time_on_air_us(largest, RX2[1]) / 1e6
+    return math.ceil((scenario.rx1_delay_s + 1 + window_s + 0.5) * 1000 / scenario.time_scale)
+
+
 def _app_call(run: DeviceRun, scenario: Scenario, keystore: str | None) -> str:
     args = (f"token={run.token.encode()!r}, gateway_key={run.gateway_key!r}, "
             f"sf={run.spec.sf}, freq={run.spec.freq}, "
@@ -253,8 +266,10 @@ def _app_call(run: DeviceRun, scenario: Scenario, keystore: str | None) -> str:
         args += f", lorawan={run.lorawan!r}"
     elif run.spec.radio == "lora":
         # Between its uplinks the module listens on the gateway's RX2 channel
-        # (869.525 MHz, SF9, the 10 % sub-band), where every downlink comes.
-        args += f", rx={RX2!r}"
+        # (869.525 MHz, SF9, the 10 % sub-band), where every downlink comes, and stays
+        # there through the receive windows after each uplink (rx_hold_ms, on the
+        # device's wall clock).
+        args += f", rx={RX2!r}, rx_hold_ms={rx_hold_ms(scenario)}"
     return f"import sealink.app\nsealink.app.run({args})\n"
 
 
@@ -341,7 +356,8 @@ class Fleet:
         # RX2, in the 10 % sub-band, and the frames of one answer may follow each other
         # (window_frames).  Strict class A, RX1 and RX2, is the cell's (sim/cell.py).
         transport = SemtechUdpTransport("127.0.0.1", 0, rx1_delay_s=self.scenario.rx1_delay_s,
-                                        window_frames=4, rx1=False, rx2_dr=RX2_DR)
+                                        window_frames=WINDOW_FRAMES, rx1=False,
+                                        rx2_dr=RX2_DR)
         transports = [transport]
         ble_specs = [d for d in self.scenario.devices if d.radio == "ble"]
         if ble_specs:

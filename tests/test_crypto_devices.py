@@ -189,6 +189,79 @@ def test_differential_x25519(target):
     assert target.calls(calls) == expected
 
 
+def _noise_nonce(n):
+    return bytes(4) + n.to_bytes(8, "little")
+
+
+def test_message_path_aead_is_chachapoly_under_the_noise_nonce(target):
+    # seal_n / open_n (the message path: the C functions themselves on the native
+    # backend) against pyca with the nonce of Noise section 12.3, for counters that are
+    # small integers on a device and ones that are not (2^64-1: Rekey()'s).
+    rng = random.Random(0xA11CE)
+    key = rng.randbytes(32)
+    calls, expected = [], []
+    for n in (0, 1, 0x3FF, 1 << 24, (1 << 31) + 3, (1 << 32) + 5, (1 << 64) - 1):
+        pt, ad = rng.randbytes(rng.randrange(0, 60)), rng.randbytes(4)
+        sealed = ChaCha20Poly1305(key).encrypt(_noise_nonce(n), pt, ad)
+        calls += [("seal_n", key, n, pt, ad, False), ("seal_n", key, n, pt, ad, True),
+                  ("open_n", key, n, sealed, ad), ("open_n", key, n, ad + sealed, 4)]
+        expected += [("B", sealed), ("B", ad + sealed), ("B", pt), ("B", pt)]
+    assert target.calls(calls) == expected
+
+
+def test_message_path_open_refuses_what_does_not_authenticate(target):
+    sealed = ChaCha20Poly1305(K32).encrypt(_noise_nonce(7), b"reading 21.5", b"head")
+    frame = b"head" + sealed
+    got = target.calls([
+        ("open_n", K32, 8, frame, 4),                                   # other counter
+        ("open_n", K32, 7, frame[:5] + bytes([frame[5] ^ 1]) + frame[6:], 4),  # ciphertext
+        ("open_n", K32, 7, b"heaD" + sealed, 4),                        # header (AD)
+        ("open_n", K32, 7, frame, 3),                                   # AD boundary
+        ("open_n", K32, 7, frame[:19], 4),                              # shorter than a tag
+        ("open_n", K32, 7, frame, 4),                                   # the real one
+    ])
+    assert got[:5] == [("V", "None")] * 5
+    assert got[5] == ("B", b"reading 21.5")
+
+
+_HKDF_DRIVER = """
+from sealink import hkdf as H
+def _hx(t):
+    print(' '.join(binascii.hexlify(x).decode() for x in t))
+"""
+
+
+def test_hkdf_and_hmac_match_the_standard_library(target):
+    # sealink.hkdf on each target (in C on the native firmware, Python elsewhere) and
+    # the Python reference beside it, against CPython's hmac (RFC 2104) and Noise's HKDF.
+    import hmac as std
+
+    def ref_hkdf(ck, ikm, n):
+        tk = std.digest(ck, ikm, "sha256")
+        out, prev = [], b""
+        for i in range(1, n + 1):
+            prev = std.digest(tk, prev + bytes([i]), "sha256")
+            out.append(prev)
+        return out
+
+    rng = random.Random(0x4B0F)
+    target.device.exec(_HKDF_DRIVER)
+    lines, expected = [], []
+    for klen in (0, 1, 32, 63, 64, 65, 100):
+        key, msg = rng.randbytes(klen), rng.randbytes(rng.randrange(0, 120))
+        lines.append(f"_hx((H.hmac_sha256({key!r}, {msg!r}), "
+                     f"H.python_hmac_sha256({key!r}, {msg!r})))")
+        expected.append(std.digest(key, msg, "sha256").hex() * 2)
+    for ikm_len in (0, 32, 64):
+        for n in (2, 3):
+            ck, ikm = rng.randbytes(32), rng.randbytes(ikm_len)
+            lines.append(f"_hx(H.hkdf({ck!r}, {ikm!r}, {n}) + "
+                         f"H.python_hkdf({ck!r}, {ikm!r}, {n}, H.python_hmac_sha256))")
+            expected.append(" ".join(x.hex() for x in ref_hkdf(ck, ikm, n) * 2))
+    out = target.device.exec("\n".join(lines), timeout=120).strip().splitlines()
+    assert [line.replace(" ", "") for line in out] == [e.replace(" ", "") for e in expected]
+
+
 def test_random_bytes(target):
     got = target.calls([("random_bytes", 32), ("random_bytes", 32), ("random_bytes", 0)])
     assert got[0][0] == "B" and len(got[0][1]) == 32

@@ -221,6 +221,28 @@ def test_replay_window_accepts_each_counter_once(counters):
             assert counters.count(n) > 1 or n < max(accepted) - 63
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([8, 32, 64, 128]),
+       st.lists(st.integers(0, 400), min_size=1, max_size=300))
+def test_replay_window_matches_the_set_model(size, counters):
+    # The ring of bits against its definition: a counter is accepted iff it was never
+    # accepted and is within `size` of the highest accepted so far.
+    w = ReplayWindow(size)
+    seen, highest = set(), -1
+    for n in counters:
+        expected = n not in seen and n > highest - size
+        try:
+            w.update(n)
+            got = True
+        except ReplayError:
+            got = False
+        assert got == expected, (n, sorted(seen)[-5:], highest)
+        if got:
+            seen.add(n)
+            highest = max(highest, n)
+    assert (w.highest, w.accepted) == (highest, len(seen))
+
+
 @given(st.integers(0, 2**40), st.integers(-2000, 2000))
 def test_counter_reconstruction(highest, delta):
     w = ReplayWindow()

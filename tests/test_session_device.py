@@ -75,3 +75,61 @@ def test_reliable_downlink_is_acknowledged(device):
     for f in acks2:
         run.gateway.receive(f, run.now)
     assert run.gateway._reliable_out.in_flight == 0
+
+
+_COUNT_X25519 = """
+from sealink import crypto, session
+count = [0]
+def _counted(fn):
+    def f(*a):
+        count[0] += 1
+        return fn(*a)
+    return f
+crypto.x25519 = _counted(crypto.x25519)
+crypto.x25519_base = _counted(crypto.x25519_base)
+SI = bytes(range(1, 33)); SR = bytes(range(33, 65))
+PR = b''.join(bytes([b]) for b in {pr!r})
+PI = b''.join(bytes([b]) for b in {pi!r})
+def handshake(pattern):
+    dev = session.Channel(True, SI, rs=None if pattern == 'XX' else PR, sid=7)
+    gw = session.Channel(False, SR, sid=7, peer_lookup=lambda sid: PI)
+    count[0] = 0
+    frames = dev.connect(0, pattern)
+    mine = count[0]
+    while frames:
+        answers = []
+        for f in frames:
+            answers += gw.receive(f, 0)[1]
+        frames = []
+        for f in answers:
+            count[0] = 0
+            frames += dev.receive(f, 0)[1]
+            mine += count[0]
+    assert dev.state == 'established' and gw.state == 'established'
+    dev = gw = frames = answers = None
+    return mine
+"""
+
+
+@pytest.mark.parametrize("make", [t[1] for t in TARGETS if t[0] != "unix-32k-heap"],
+                         ids=[t[0] for t in TARGETS if t[0] != "unix-32k-heap"])
+def test_device_handshake_computes_only_the_patterns_x25519(make):
+    # The device's static public key does not change: it is computed once, not in every
+    # handshake.  After the first, a handshake costs exactly its pattern's X25519s: the
+    # ephemeral key, then one per DH token the initiator computes (XX and XK: ee, es, se;
+    # KK: es, ss, ee, se).
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    def pub(secret):
+        return list(X25519PrivateKey.from_private_bytes(secret).public_key().public_bytes_raw())
+
+    # (Both ends of each handshake run on the device: not in a 32 KiB heap.)
+    device = make()
+    try:
+        device.exec(_COUNT_X25519.format(pr=pub(bytes(range(33, 65))),
+                                         pi=pub(bytes(range(1, 33)))), timeout=120)
+        got = [device.exec(f"print(handshake({p!r}))", timeout=300).strip()
+               for p in ("XX", "XX", "XK", "KK", "KK")]
+    finally:
+        device.close()
+    assert got == ["5", "4", "4", "5", "5"]

@@ -5,6 +5,10 @@
 import _sealink_crypto as _c
 
 x25519_base = _c.x25519_base
+# The message path's AEAD with the Noise nonce built in C (sealink.crypto: seal_n);
+# absent from firmware built before them, where crypto.py's Python version serves.
+aead_seal_n = getattr(_c, "aead_seal_n", None)
+aead_open_n = getattr(_c, "aead_open_n", None)
 compare = _c.compare
 wipe = _c.wipe
 

@@ -32,7 +32,7 @@ async def _connect(device, backoff_ms):
 
 async def main(reader, writer, token=b"", gateway_key=None, sf=7, freq=868100000, board="",
                messages=3, interval_ms=1000, keystore=None, command_timeout_ms=None, retry_ms=3000,
-               poll_ms=5000, lorawan=None, rx=None):
+               poll_ms=5000, lorawan=None, rx=None, rx_hold_ms=0):
     if lorawan:
         from sealink.drivers.rak3172_lorawan import Rak3172Lorawan
 
@@ -40,7 +40,8 @@ async def main(reader, writer, token=b"", gateway_key=None, sf=7, freq=868100000
                                dr=lorawan.get("dr", 0), region=lorawan.get("region", "EU868"),
                                timeout_ms=2000, retries=5)
     else:
-        radio = Rak3172(reader, writer, freq=freq, sf=sf, timeout_ms=2000, retries=5, rx=rx)
+        radio = Rak3172(reader, writer, freq=freq, sf=sf, timeout_ms=2000, retries=5, rx=rx,
+                        rx_hold_ms=rx_hold_ms)
     for _ in range(10):
         try:
             await radio.start()

@@ -10,6 +10,8 @@
 #   compare(a, b) -> bool                      (constant time for equal lengths)
 #   wipe(buf)                                  (zero a bytearray / memoryview in place)
 #   random_bytes(n)                            (os.urandom; never a weaker source)
+#   seal_n(key, n, plaintext, ad, prefix)      (internal fast path, below)
+#   open_n(key, n, data, ad) -> plaintext or None
 #   BACKEND                                    ("native", "cryptography" or "python")
 #
 # Backends: "native" is the _sealink_crypto C module (Monocypher) in Sealink firmware;
@@ -21,6 +23,14 @@
 #
 # Every argument is checked here, once, for all backends: a wrong type or length raises
 # CryptoError naming the argument.  Backends only ever see well-formed input.
+#
+# The exception, for the message path of sealink.noise and sealink.session, whose keys
+# and counters are their own (checked when the key was made): seal_n and open_n take
+# ChaCha20-Poly1305 with the Noise nonce of counter n (4 zero bytes, n little-endian),
+# unchecked.  seal_n(key, n, plaintext, ad, prefix) -> [ad ||] ciphertext || tag (with
+# prefix, a Sealink frame whose header is the associated data); open_n(key, n, data, ad)
+# -> plaintext, or None when the tag does not verify; ad is bytes, or an int k: the
+# first k bytes of data.  On the native backend they are the C functions themselves.
 
 import os
 
@@ -32,6 +42,7 @@ TAG_SIZE = 16
 
 BACKEND = None
 _impl = None
+seal_n = open_n = None
 
 
 def _check(value, name, size=None):
@@ -119,15 +130,34 @@ def _load(name):
     return impl
 
 
+def _noise_nonce(n):
+    return b"\x00\x00\x00\x00" + n.to_bytes(8, "little")
+
+
+def _seal_n(key, n, plaintext, ad, prefix):
+    sealed = _impl.aead_encrypt(key, _noise_nonce(n), plaintext, ad)
+    return bytes(ad) + sealed if prefix else sealed
+
+
+def _open_n(key, n, data, ad):
+    if isinstance(ad, int):
+        ad, data = data[:ad], data[ad:]
+    if len(data) < TAG_SIZE:
+        return None
+    return _impl.aead_decrypt(key, _noise_nonce(n), data, ad)
+
+
 def use_backend(name):
     """Switch every function of this module to backend `name`."""
-    global BACKEND, _impl
+    global BACKEND, _impl, seal_n, open_n
     try:
         impl = _load(name)
     except ImportError:
         raise CryptoError("crypto backend %r is not available here" % (name,)) from None
     _impl = impl
     BACKEND = name
+    seal_n = getattr(impl, "aead_seal_n", None) or _seal_n
+    open_n = getattr(impl, "aead_open_n", None) or _open_n
 
 
 def _select():

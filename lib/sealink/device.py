@@ -18,6 +18,7 @@ import time
 
 from sealink import crypto, fragment, wire
 from sealink.errors import SealinkError
+from sealink.noise import static_public
 from sealink.session import (
     Channel,
     delivery_report,
@@ -118,13 +119,13 @@ class Keystore:
 
     @property
     def public_key(self):
-        return crypto.x25519_base(self.secret)
+        return static_public(self.secret)
 
     def save(self):
         if self.path is None:
             return
         d = {"secret": None if self.measured else self.secret.hex(),
-             "public": crypto.x25519_base(self.secret).hex(), "sid": self.sid,
+             "public": static_public(self.secret).hex(), "sid": self.sid,
              "gateway_key": self.gateway_key.hex() if self.gateway_key else None,
              "credential": self.credential.hex() if self.credential else None,
              "next_seq": self.next_seq}

@@ -12,10 +12,23 @@ try:  # CPython: the standard library's HMAC (the same construction, in C)
 except ImportError:  # MicroPython: no hmac module
     _hmac_digest = None
 
+try:  # Sealink firmware: HMAC and the Noise HKDF in C over the firmware's SHA-256
+    from _sealink_crypto import hkdf as _native_hkdf
+    from _sealink_crypto import hmac_sha256 as _native_hmac
+except ImportError:  # CPython, or stock MicroPython firmware: the code below
+    _native_hkdf = _native_hmac = None
+
 
 def hmac_sha256(key, data):
+    if _native_hmac is not None:
+        return _native_hmac(key, data)
     if _hmac_digest is not None:
         return _hmac_digest(key, data, "sha256")
+    return python_hmac_sha256(key, data)
+
+
+def python_hmac_sha256(key, data):
+    # RFC 2104 in Python over hashlib (stock MicroPython firmware).
     if len(key) > BLOCKLEN:
         key = sha256(key).digest()
     key = bytes(key) + bytes(BLOCKLEN - len(key))
@@ -28,10 +41,20 @@ def hmac_sha256(key, data):
 
 def hkdf(chaining_key, input_key_material, num_outputs):
     """Noise HKDF: 2 or 3 outputs of HASHLEN bytes."""
-    temp_key = hmac_sha256(chaining_key, input_key_material)
-    output1 = hmac_sha256(temp_key, b"\x01")
-    output2 = hmac_sha256(temp_key, output1 + b"\x02")
+    if _native_hkdf is not None:
+        return _native_hkdf(chaining_key, input_key_material, num_outputs)
+    return python_hkdf(chaining_key, input_key_material, num_outputs)
+
+
+def python_hkdf(chaining_key, input_key_material, num_outputs, mac=None):
+    # The same function in Python over `mac` (default hmac_sha256): the fallback where
+    # the firmware has no _sealink_crypto, and the reference the native one is tested
+    # against (mac=python_hmac_sha256).
+    mac = mac or hmac_sha256
+    temp_key = mac(chaining_key, input_key_material)
+    output1 = mac(temp_key, b"\x01")
+    output2 = mac(temp_key, output1 + b"\x02")
     if num_outputs == 2:
         return output1, output2
-    output3 = hmac_sha256(temp_key, output2 + b"\x03")
+    output3 = mac(temp_key, output2 + b"\x03")
     return output1, output2, output3

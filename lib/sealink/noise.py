@@ -4,7 +4,8 @@
 # can be read beside it: CipherState (5.1), SymmetricState (5.2), HandshakeState (5.3).
 # Method names are the spec's, in snake_case (EncryptWithAd -> encrypt_with_ad).
 # DH is X25519, the cipher ChaCha20-Poly1305 (IETF, nonce = 4 zero bytes || 64-bit
-# little-endian counter), the hash SHA-256: all through sealink.crypto and hashlib.
+# little-endian counter, section 12.3: crypto.seal_n / open_n build it), the hash
+# SHA-256: all through sealink.crypto and hashlib.
 #
 # Keys are raw 32-byte X25519 keys: s and e are private keys (the public halves are
 # derived), rs and re are public keys.  Injecting e is for test vectors only.
@@ -35,11 +36,6 @@ PATTERNS = {
 }
 
 
-def _nonce(n):
-    # ChaChaPoly nonce encoding (section 12.3).
-    return b"\x00\x00\x00\x00" + n.to_bytes(8, "little")
-
-
 def _own_key(secret):
     # Our copy of a private key: a sealink.keys.PrivateKey where the backend keeps key
     # objects (CPython: each DH would otherwise re-derive the key), a bare bytearray on a
@@ -53,6 +49,28 @@ def _own_key(secret):
 
 def _public(key):
     return key.public if _is_held(key) else crypto.x25519_base(key)
+
+
+_static = []  # [(secret, public)], the two static_public() asked for last
+
+
+def static_public(secret):
+    """The public key of a static private key, computed once: a device's static key
+    takes part in every handshake and every save of its keystore, and an X25519 base
+    multiplication is a fifth of a handshake's cost.  Cached by identity of an
+    immutable `bytes` secret (held by the cache, so the identity cannot be reused), two
+    of them (a device's key and, during a rotation, its next one); anything else (a
+    bytearray may change) is computed each time."""
+    if _is_held(secret):
+        return secret.public
+    for cached in _static:
+        if cached[0] is secret:
+            return cached[1]
+    public = crypto.x25519_base(secret)
+    if type(secret) is bytes:
+        _static.insert(0, (secret, public))
+        del _static[2:]
+    return public
 
 
 def _is_held(key):
@@ -99,7 +117,7 @@ class CipherState:
             return bytes(plaintext)
         if self.n >= MAX_NONCE:
             raise NonceExhaustedError("nonce space exhausted")
-        ciphertext = crypto.aead_encrypt(self.k, _nonce(self.n), plaintext, ad)
+        ciphertext = crypto.seal_n(self.k, self.n, plaintext, ad, False)
         self.n += 1
         return ciphertext
 
@@ -109,7 +127,9 @@ class CipherState:
             return bytes(ciphertext)
         if self.n >= MAX_NONCE:
             raise NonceExhaustedError("nonce space exhausted")
-        plaintext = crypto.aead_decrypt(self.k, _nonce(self.n), ciphertext, ad)
+        plaintext = crypto.open_n(self.k, self.n, ciphertext, ad)
+        if plaintext is None:
+            raise AuthenticationError("authentication tag does not verify")
         self.n += 1
         return plaintext
 
@@ -119,17 +139,20 @@ class CipherState:
     def encrypt_with_nonce(self, n, ad, plaintext):
         if not 0 <= n < MAX_NONCE:
             raise NonceExhaustedError("nonce out of range")
-        return crypto.aead_encrypt(self.k, _nonce(n), plaintext, ad)
+        return crypto.seal_n(self.k, n, plaintext, ad, False)
 
     def decrypt_with_nonce(self, n, ad, ciphertext):
         if not 0 <= n < MAX_NONCE:
             raise NonceExhaustedError("nonce out of range")
-        return crypto.aead_decrypt(self.k, _nonce(n), ciphertext, ad)
+        plaintext = crypto.open_n(self.k, n, ciphertext, ad)
+        if plaintext is None:
+            raise AuthenticationError("authentication tag does not verify")
+        return plaintext
 
     # Rekey() (section 4.2 REKEY default: ENCRYPT(k, maxnonce, zerolen, zeros)[:32]).
     def rekey(self):
         old = bytearray(self.k)
-        self.k = crypto.aead_encrypt(self.k, _nonce(MAX_NONCE), bytes(32), b"")[:32]
+        self.k = crypto.seal_n(self.k, MAX_NONCE, bytes(32), b"", False)[:32]
         crypto.wipe(old)
 
     def wipe(self):
@@ -212,10 +235,10 @@ class HandshakeState:
         # A sealink.keys.PrivateKey passed in for s stays the caller's (a gateway's
         # static key serves every handshake); copies made here are wiped at the end.
         self._own_s = not _is_held(s)
+        self.s_pub = None if s is None else static_public(s)
         if s is not None and self._own_s:
             s = _own_key(s)
         self.s = s
-        self.s_pub = None if s is None else _public(s)
         self.e = None if e is None else _own_key(e)
         self.e_pub = None if e is None else _public(self.e)
         self.rs = None if rs is None else bytes(rs)

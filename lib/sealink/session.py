@@ -22,8 +22,8 @@
 # Bad input never raises out of Channel.receive(): each rejected frame is counted by
 # reason in Channel.drops.  Channel.open_frame() is the same with the typed error.
 
-from sealink import fragment, reliable, wire
-from sealink.errors import HandshakeError, SealinkError
+from sealink import crypto, fragment, reliable, wire
+from sealink.errors import AuthenticationError, CryptoError, HandshakeError, SealinkError
 from sealink.noise import CipherState, HandshakeState, protocol_name
 from sealink.replay import ReplayError, ReplayWindow
 
@@ -306,14 +306,27 @@ class Channel:
             # Time-based rekey: skip to the next key epoch (explicit counters allow it).
             self._send_n = ((self._send_n >> REKEY_SHIFT) + 1) << REKEY_SHIFT
             self._epoch_started_ms = now_ms
+        if not isinstance(payload, (bytes, bytearray, memoryview)):
+            raise CryptoError("payload must be bytes, not %s" % type(payload).__name__)
         n = self._send_n
-        self._send_n += 1
-        if n & ((1 << REKEY_SHIFT) - 1) == 0:
+        self._send_n = n + 1
+        keys = self._send_keys
+        if n & 0x3FF == 0:  # the first counter of a key epoch (REKEY_SHIFT)
             self._epoch_started_ms = now_ms
-        head = wire.data_header(kind, self.sid, n)
-        cipher = self._send_keys.for_counter(n)
-        self._send_keys.advance(n)
-        return self._out(head + cipher.encrypt_with_nonce(n, head, payload))
+            keys.for_counter(n)
+            keys.advance(n)
+        # The frame in one allocation: the 4-byte header (wire.data_header) is the
+        # associated data and goes in front of the ciphertext.
+        t = n & 0x1FFF  # wire.COUNTER_BITS
+        sid = self.sid
+        frame = crypto.seal_n(keys.current.k, n,
+                              payload, bytes(((kind << 5) | (t >> 8), sid >> 8, sid & 0xFF,
+                                              t & 0xFF)), True)
+        if len(frame) <= self.mtu:
+            self.frames_out += 1
+            self.bytes_out += len(frame)
+            return [frame]
+        return self._out(frame)
 
     def send_reliable(self, payload, now_ms, msg_id=None):
         """Send a payload the peer must see exactly once: retransmitted by poll() until
@@ -330,12 +343,15 @@ class Channel:
         """Reliable payloads given up on after all retries (the application decides)."""
         return self._reliable_out.failed
 
-    def _read_data(self, kind, bits, body):
+    def _read_data(self, frame):
+        # A DATA, CONTROL or RELIABLE frame of this session (the caller checked its kind,
+        # session id and length), opened where it lies: its 4-byte header
+        # (wire.data_header) is the associated data.
         if self.state != "established":
             raise SessionError("data before the session is established")
-        truncated = wire.truncated_counter(bits, body)
-        head = wire.data_header(kind, self.sid, truncated)
-        n = self._window.expand(truncated, wire.COUNTER_BITS)
+        window = self._window
+        keys = self._recv_keys
+        n = window.expand(((frame[0] & 0x1F) << 8) | frame[3], 13)  # wire.COUNTER_BITS
         # The frame carries the counter's low 13 bits; the closest full counter is tried
         # first.  A sender can be further ahead (each time-based rekey skips to the
         # next 1,024-counter epoch, and frames get lost): then the counters one, two and
@@ -344,17 +360,20 @@ class Channel:
         err = None
         for _ in range(self.counter_probes):
             try:
-                self._window.check(n)
-                cipher = self._recv_keys.for_counter(n)
-                plaintext = cipher.decrypt_with_nonce(n, head, body[1:])  # or raises
-                break
+                window.check(n)
+                cipher = keys.current if n >> 10 == keys.epoch else keys.for_counter(n)
+                plaintext = crypto.open_n(cipher.k, n, frame, 4)
+                if plaintext is not None:
+                    break
+                raise AuthenticationError("authentication tag does not verify")
             except SealinkError as e:
                 err = err or e
-                n += 1 << wire.COUNTER_BITS
+                n += 0x2000  # 1 << wire.COUNTER_BITS
         else:
             raise err
-        self._recv_keys.advance(n)
-        self._window.update(n)
+        if n >> 10 != keys.epoch:  # REKEY_SHIFT
+            keys.advance(n)
+        window.update(n)
         if self.reject_reason is not None:
             del self.reject_reason  # the peer has our session after all
         if self.unconfirmed:
@@ -366,6 +385,22 @@ class Channel:
     def open_frame(self, frame, now_ms, _nested=False):
         """Process one link frame.  Returns (payloads delivered, frames to send back).
         Raises a SealinkError subclass for anything rejected."""
+        if isinstance(frame, (bytes, bytearray, memoryview)) and len(frame) >= 3:
+            kind = frame[0] >> 5
+            if kind == wire.KIND_DATA or kind == wire.KIND_RELIABLE or kind == wire.KIND_CONTROL:
+                # The message path: no parsing into parts, no copies.
+                if len(frame) < wire.DATA_HEADER + 16:
+                    raise wire.FrameError("data frame truncated")
+                if (frame[1] << 8) | frame[2] != self.sid:
+                    raise SessionError("frame for session %d, this is %d"
+                                       % ((frame[1] << 8) | frame[2], self.sid))
+                if kind == wire.KIND_DATA:
+                    return [self._read_data(frame)], []
+                if kind == wire.KIND_RELIABLE:
+                    payload, ack = self._reliable_in.accept(self._read_data(frame))
+                    return ([] if payload is None else [payload]), self.send(
+                        ack, now_ms, wire.KIND_CONTROL)
+                return self._read_control(self._read_data(frame))
         kind, bits, sid, body = wire.parse(frame)
         if sid != self.sid:
             raise SessionError("frame for session %d, this is %d" % (sid, self.sid))
@@ -378,23 +413,6 @@ class Channel:
             return self.open_frame(whole[:1] + frame[1:wire.HEADER] + whole[1:], now_ms, True)
         if kind == wire.KIND_HANDSHAKE:
             return [], self._read_handshake(bits, body, now_ms)
-        if kind == wire.KIND_DATA:
-            return [self._read_data(kind, bits, body)], []
-        if kind == wire.KIND_RELIABLE:
-            payload, ack = self._reliable_in.accept(self._read_data(kind, bits, body))
-            return ([] if payload is None else [payload]), self.send(ack, now_ms,
-                                                                      wire.KIND_CONTROL)
-        if kind == wire.KIND_CONTROL:
-            control = self._read_data(kind, bits, body)
-            if control[:1] == CONTROL_CREDENTIAL:
-                self.credential = control[1:]
-            elif control[:1] == CONTROL_POLL:
-                pass
-            elif control[:1] in (b"\x04", b"\x05"):  # a key rotation (see above)
-                self.key_control = control
-            else:
-                self._reliable_out.acknowledge(control)
-            return [], []
         # KIND_REJECT: the peer says it lost our session.  Unauthenticated (anyone can
         # send one), so on an established session it is only a reason to check: the next
         # authenticated frame from the peer clears it (_read_data); if none has come when
@@ -402,6 +420,17 @@ class Channel:
         # handshakes again.  It never stops anything else.
         if self.initiator:
             self.reject_reason = bits
+        return [], []
+
+    def _read_control(self, control):
+        if control[:1] == CONTROL_CREDENTIAL:
+            self.credential = control[1:]
+        elif control[:1] == CONTROL_POLL:
+            pass
+        elif control[:1] in (b"\x04", b"\x05"):  # a key rotation (see above)
+            self.key_control = control
+        else:
+            self._reliable_out.acknowledge(control)
         return [], []
 
     def receive(self, frame, now_ms):

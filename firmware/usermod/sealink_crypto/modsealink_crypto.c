@@ -2,7 +2,8 @@
 //
 // No cryptographic math lives here: X25519, ChaCha20-Poly1305 (IETF, 96-bit nonce),
 // constant-time comparison and wiping are Monocypher's; SHA-512 is libsodium's, and
-// Ed25519 is Monocypher's EdDSA over it (ed25519.c).  This file only moves bytes in
+// Ed25519 is Monocypher's EdDSA over it (ed25519.c); HMAC-SHA256 (dice.c) is RFC 2104
+// over the firmware's own SHA-256 (the one hashlib uses), and hkdf() the Noise HKDF on it.  This file only moves bytes in
 // and out, checks lengths exactly, and wipes every secret it copied.  The public face
 // is lib/sealink/crypto.py, which validates types and maps errors to Sealink's own.
 
@@ -10,6 +11,7 @@
 
 #include "py/runtime.h"
 #include "py/objstr.h"
+#include "py/objint.h"
 #include "monocypher.h"
 #include "ed25519.h"
 #include "dice.h"
@@ -114,6 +116,106 @@ static mp_obj_t sealink_crypto_aead_open(size_t n_args, const mp_obj_t *args) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(sealink_crypto_aead_open_obj, 4, 4, sealink_crypto_aead_open);
 
+// The Noise nonce of ChaChaPoly (revision 34, section 12.3): 4 zero bytes, then the
+// 64-bit counter n, little-endian.  n is a non-negative int below 2^64.
+static void sealink_noise_nonce(uint8_t nonce[SEALINK_NONCE_SIZE], mp_obj_t n_in) {
+    memset(nonce, 0, SEALINK_NONCE_SIZE);
+    if (mp_obj_is_small_int(n_in)) {
+        mp_int_t n = MP_OBJ_SMALL_INT_VALUE(n_in);
+        if (n < 0) {
+            mp_raise_ValueError(MP_ERROR_TEXT("nonce counter out of range"));
+        }
+        for (int i = 0; i < (int)sizeof(mp_int_t); ++i) {
+            nonce[4 + i] = (uint8_t)((mp_uint_t)n >> (8 * i));
+        }
+        return;
+    }
+    #if MICROPY_LONGINT_IMPL != MICROPY_LONGINT_IMPL_NONE
+    if (mp_obj_is_int(n_in) && mp_obj_int_sign(n_in) >= 0
+        && mp_obj_int_to_bytes_impl(n_in, false, 8, nonce + 4)) {
+        return;
+    }
+    #endif
+    mp_raise_ValueError(MP_ERROR_TEXT("nonce counter out of range"));
+}
+
+// aead_seal_n(key, n, plaintext, ad, prefix) -> ciphertext || tag, under the Noise nonce
+// of counter n; with prefix true, ad || ciphertext || tag (a Sealink frame: its header is
+// the associated data).  One allocation: the result.
+static mp_obj_t sealink_crypto_aead_seal_n(size_t n_args, const mp_obj_t *args) {
+    (void)n_args;
+    const uint8_t *key = sealink_buffer(args[0], SEALINK_KEY_SIZE, "key");
+    uint8_t nonce[SEALINK_NONCE_SIZE];
+    sealink_noise_nonce(nonce, args[1]);
+    mp_buffer_info_t plain;
+    mp_get_buffer_raise(args[2], &plain, MP_BUFFER_READ);
+    mp_buffer_info_t aad;
+    mp_get_buffer_raise(args[3], &aad, MP_BUFFER_READ);
+    size_t head = mp_obj_is_true(args[4]) ? aad.len : 0;
+
+    vstr_t out;
+    vstr_init_len(&out, head + plain.len + SEALINK_TAG_SIZE);
+    uint8_t *buf = (uint8_t *)out.buf;
+    memcpy(buf, aad.buf, head);
+    crypto_aead_ctx ctx;
+    crypto_aead_init_ietf(&ctx, key, nonce);
+    crypto_aead_write(&ctx, buf + head, buf + head + plain.len, aad.buf, aad.len, plain.buf,
+        plain.len);
+    crypto_wipe(&ctx, sizeof(ctx));
+    return mp_obj_new_bytes_from_vstr(&out);
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(sealink_crypto_aead_seal_n_obj, 5, 5, sealink_crypto_aead_seal_n);
+
+// aead_open_n(key, n, data, ad) -> plaintext, or None when the tag does not verify (or
+// data is shorter than a tag).  ad: the associated data, or an int k: the first k bytes
+// of data are the associated data and the rest is ciphertext || tag (a Sealink frame
+// opened where it lies, without copying it).  The tag is checked before anything is
+// decrypted; on failure no plaintext exists.
+static mp_obj_t sealink_crypto_aead_open_n(size_t n_args, const mp_obj_t *args) {
+    (void)n_args;
+    const uint8_t *key = sealink_buffer(args[0], SEALINK_KEY_SIZE, "key");
+    uint8_t nonce[SEALINK_NONCE_SIZE];
+    sealink_noise_nonce(nonce, args[1]);
+    mp_buffer_info_t data;
+    mp_get_buffer_raise(args[2], &data, MP_BUFFER_READ);
+    const uint8_t *ad;
+    size_t ad_len;
+    const uint8_t *cipher = data.buf;
+    size_t cipher_len = data.len;
+    if (mp_obj_is_small_int(args[3])) {
+        mp_int_t k = MP_OBJ_SMALL_INT_VALUE(args[3]);
+        if (k < 0 || (size_t)k > data.len) {
+            mp_raise_ValueError(MP_ERROR_TEXT("associated data longer than the data"));
+        }
+        ad = cipher;
+        ad_len = (size_t)k;
+        cipher += k;
+        cipher_len -= (size_t)k;
+    } else {
+        mp_buffer_info_t aad;
+        mp_get_buffer_raise(args[3], &aad, MP_BUFFER_READ);
+        ad = aad.buf;
+        ad_len = aad.len;
+    }
+    if (cipher_len < SEALINK_TAG_SIZE) {
+        return mp_const_none;
+    }
+    size_t text_len = cipher_len - SEALINK_TAG_SIZE;
+    vstr_t out;
+    vstr_init_len(&out, text_len);
+    crypto_aead_ctx ctx;
+    crypto_aead_init_ietf(&ctx, key, nonce);
+    int mismatch = crypto_aead_read(&ctx, (uint8_t *)out.buf, cipher + text_len, ad, ad_len,
+        cipher, text_len);
+    crypto_wipe(&ctx, sizeof(ctx));
+    if (mismatch) {
+        vstr_clear(&out);
+        return mp_const_none;
+    }
+    return mp_obj_new_bytes_from_vstr(&out);
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(sealink_crypto_aead_open_n_obj, 4, 4, sealink_crypto_aead_open_n);
+
 // compare(a, b) -> bool, in time that depends only on the lengths.
 static mp_obj_t sealink_crypto_compare(mp_obj_t a_in, mp_obj_t b_in) {
     mp_buffer_info_t a;
@@ -193,6 +295,51 @@ static mp_obj_t sealink_crypto_ed25519_verify(mp_obj_t public_in, mp_obj_t signa
 }
 static MP_DEFINE_CONST_FUN_OBJ_3(sealink_crypto_ed25519_verify_obj, sealink_crypto_ed25519_verify);
 
+// hmac_sha256(key, data) -> 32 bytes (RFC 2104 over the firmware's SHA-256, dice.c).
+static mp_obj_t sealink_crypto_hmac_sha256(mp_obj_t key_in, mp_obj_t data_in) {
+    mp_buffer_info_t key;
+    mp_get_buffer_raise(key_in, &key, MP_BUFFER_READ);
+    mp_buffer_info_t data;
+    mp_get_buffer_raise(data_in, &data, MP_BUFFER_READ);
+    vstr_t out;
+    vstr_init_len(&out, 32);
+    sealink_hmac_sha256((uint8_t *)out.buf, key.buf, key.len, data.buf, data.len);
+    return mp_obj_new_bytes_from_vstr(&out);
+}
+static MP_DEFINE_CONST_FUN_OBJ_2(sealink_crypto_hmac_sha256_obj, sealink_crypto_hmac_sha256);
+
+// hkdf(chaining_key, input_key_material, n) -> n outputs of 32 bytes, n = 2 or 3: the
+// HKDF of the Noise Protocol Framework (revision 34, section 4.3), with HMAC-SHA256.
+static mp_obj_t sealink_crypto_hkdf(mp_obj_t ck_in, mp_obj_t ikm_in, mp_obj_t n_in) {
+    const uint8_t *ck = sealink_buffer(ck_in, 32, "chaining key");
+    mp_buffer_info_t ikm;
+    mp_get_buffer_raise(ikm_in, &ikm, MP_BUFFER_READ);
+    mp_int_t n = mp_obj_get_int(n_in);
+    if (n != 2 && n != 3) {
+        mp_raise_ValueError(MP_ERROR_TEXT("hkdf gives 2 or 3 outputs"));
+    }
+    uint8_t temp_key[32];
+    uint8_t block[33];  // output_i || byte i+1
+    uint8_t outputs[3][32];
+    sealink_hmac_sha256(temp_key, ck, 32, ikm.buf, ikm.len);
+    block[0] = 0x01;
+    sealink_hmac_sha256(outputs[0], temp_key, 32, block, 1);
+    for (mp_int_t i = 1; i < n; ++i) {
+        memcpy(block, outputs[i - 1], 32);
+        block[32] = (uint8_t)(i + 1);
+        sealink_hmac_sha256(outputs[i], temp_key, 32, block, 33);
+    }
+    mp_obj_t items[3];
+    for (mp_int_t i = 0; i < n; ++i) {
+        items[i] = mp_obj_new_bytes(outputs[i], 32);
+    }
+    crypto_wipe(temp_key, sizeof(temp_key));
+    crypto_wipe(block, sizeof(block));
+    crypto_wipe(outputs, sizeof(outputs));
+    return mp_obj_new_tuple(n, items);
+}
+static MP_DEFINE_CONST_FUN_OBJ_3(sealink_crypto_hkdf_obj, sealink_crypto_hkdf);
+
 // dice() -> None when this boot measured nothing (no UDS), else
 // (state, static_key, evidence, register, [(name, digest), ...], device_id) with
 // state 2 (ready)
@@ -233,12 +380,16 @@ static const mp_rom_map_elem_t sealink_crypto_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_x25519_base), MP_ROM_PTR(&sealink_crypto_x25519_base_obj) },
     { MP_ROM_QSTR(MP_QSTR_aead_seal), MP_ROM_PTR(&sealink_crypto_aead_seal_obj) },
     { MP_ROM_QSTR(MP_QSTR_aead_open), MP_ROM_PTR(&sealink_crypto_aead_open_obj) },
+    { MP_ROM_QSTR(MP_QSTR_aead_seal_n), MP_ROM_PTR(&sealink_crypto_aead_seal_n_obj) },
+    { MP_ROM_QSTR(MP_QSTR_aead_open_n), MP_ROM_PTR(&sealink_crypto_aead_open_n_obj) },
     { MP_ROM_QSTR(MP_QSTR_compare), MP_ROM_PTR(&sealink_crypto_compare_obj) },
     { MP_ROM_QSTR(MP_QSTR_wipe), MP_ROM_PTR(&sealink_crypto_wipe_obj) },
     { MP_ROM_QSTR(MP_QSTR_sha512), MP_ROM_PTR(&sealink_crypto_sha512_obj) },
     { MP_ROM_QSTR(MP_QSTR_ed25519_public), MP_ROM_PTR(&sealink_crypto_ed25519_public_obj) },
     { MP_ROM_QSTR(MP_QSTR_ed25519_sign), MP_ROM_PTR(&sealink_crypto_ed25519_sign_obj) },
     { MP_ROM_QSTR(MP_QSTR_ed25519_verify), MP_ROM_PTR(&sealink_crypto_ed25519_verify_obj) },
+    { MP_ROM_QSTR(MP_QSTR_hmac_sha256), MP_ROM_PTR(&sealink_crypto_hmac_sha256_obj) },
+    { MP_ROM_QSTR(MP_QSTR_hkdf), MP_ROM_PTR(&sealink_crypto_hkdf_obj) },
     { MP_ROM_QSTR(MP_QSTR_dice), MP_ROM_PTR(&sealink_crypto_dice_obj) },
 };
 static MP_DEFINE_CONST_DICT(sealink_crypto_module_globals, sealink_crypto_module_globals_table);

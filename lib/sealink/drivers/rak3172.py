@@ -54,7 +54,7 @@ class ModemError(SealinkError):
 class Rak3172:
     def __init__(self, reader, writer, freq=868100000, sf=7, bw=125, cr=0, preamble=8,
                  txp=14, timeout_ms=1000, retries=3, tx_timeout_ms=None, region="EU868",
-                 role="device", rx=None):
+                 role="device", rx=None, rx_hold_ms=0):
         self._reader = reader
         self._writer = writer
         self.freq, self.sf, self.bw, self.cr = freq, sf, bw, cr
@@ -66,6 +66,13 @@ class Rak3172:
         # rx: (freq, sf) a device listens on between its transmissions (a gateway's RX2
         # channel, its 10 % sub-band in EU868), instead of its own uplink channel.
         self.rx = rx
+        # rx_hold_ms: after each transmission the module stays on its listening channel
+        # this long before it may tune away to transmit again: the receive windows of
+        # class A (RX1, RX2 and the frames of an answer).  Without it a device with
+        # another frame queued tunes to its uplink channel at once and, while the
+        # module holds that frame for its duty cycle (minutes at SF12), hears nothing
+        # of the answer to the frame before.
+        self.rx_hold_ms = rx_hold_ms
         self.timeout_ms = timeout_ms
         self.retries = retries
         # A module may hold a frame for its duty-cycle budget: allow 100x time on air.
@@ -236,8 +243,10 @@ class Rak3172:
                 await self.command("AT+IQINVER=%d" % self._rx_iq)
                 if self.rx:
                     await self._tune(self.rx)
-        self.stats["tx"] += 1
-        self.airtime_us += toa
+            self.stats["tx"] += 1
+            self.airtime_us += toa
+            if self.rx_hold_ms:
+                await asyncio.sleep(self.rx_hold_ms / 1000)  # the receive windows
 
     async def recv(self):
         """The next frame heard: (frame, rssi dBm, snr dB)."""
