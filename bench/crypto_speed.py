@@ -40,6 +40,7 @@ def run(name, fn, reps):
     dt = time.ticks_diff(time.ticks_us(), t0)
     print(name, dt, reps)
 run('x25519', lambda: crypto.x25519(k, pk), {reps_x})
+run('x25519_base', lambda: crypto.x25519_base(k), {reps_x})
 run('aead_encrypt_1k', lambda: crypto.aead_encrypt(key, nonce, msg), {reps_a})
 run('aead_decrypt_1k', lambda: crypto.aead_decrypt(key, nonce, sealed), {reps_a})
 if {signing!r}:
@@ -72,7 +73,8 @@ def main() -> int:
 
     table = Table(title="Instructions per operation on QEMU (-icount shift=0), native module")
     table.add_column("board")
-    columns = {"x25519": "X25519", "aead_encrypt_1k": "ChaCha20-Poly1305 seal 1 KiB",
+    columns = {"x25519": "X25519", "x25519_base": "X25519 key generation",
+               "aead_encrypt_1k": "ChaCha20-Poly1305 seal 1 KiB",
                "aead_decrypt_1k": "open 1 KiB", "ed25519_sign_100": "Ed25519 sign 100 B",
                "ed25519_verify_100": "verify 100 B", "sha512_1k": "SHA-512 1 KiB"}
     for col in columns.values():

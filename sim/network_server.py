@@ -50,7 +50,7 @@ class Session:
     name: str = ""
     fcnt_up: int = -1
     fcnt_down: int = 0
-    queue: collections.deque = field(default_factory=collections.deque)  # (fport, data)
+    queue: collections.deque = field(default_factory=collections.deque)  # (fport, data, id)
     stats: collections.Counter = field(default_factory=collections.Counter)
 
 
@@ -142,7 +142,7 @@ class NetworkServer:
         if session is None or item.dev_eui.lower() != dev_eui or not 1 <= item.f_port <= 223:
             self.stats["bad_command"] += 1
             return
-        session.queue.append((item.f_port, bytes(item.data)))
+        session.queue.append((item.f_port, bytes(item.data), item.id))
         session.stats["enqueued"] += 1
         self.stats["enqueued"] += 1
 
@@ -248,16 +248,38 @@ class NetworkServer:
                                        self.rx1_delay_s))
         if not session.queue:
             return
-        fport, data = session.queue[0]
+        fport, data, item_id = session.queue[0]
         phy = lorawan.encode(lorawan.UNCONFIRMED_DOWN, session.dev_addr, session.fcnt_down,
                              fport, data, session.nwk_s_key, session.app_s_key)
         if await self._transmit(phy, rx1, p):
             session.queue.popleft()
+            self._spawn(self._txack(session, item_id, session.fcnt_down))
             session.fcnt_down += 1
             session.stats["downlinks"] += 1
             self.stats["downlinks"] += 1
         else:
             self.stats["downlink_deferred"] += 1
+
+    async def _txack(self, session: Session, item_id: str, f_cnt_down: int) -> None:
+        """ChirpStack's txack event: the gateway sent that queue item."""
+        event = integration.TxAckEvent(
+            downlink_id=int.from_bytes(os.urandom(4), "big"), queue_item_id=item_id,
+            f_cnt_down=f_cnt_down, gateway_id="b827ebfffe000001",
+            device_info=integration.DeviceInfo(
+                tenant_id="00000000-0000-0000-0000-000000000000", tenant_name="sealink",
+                application_id=self.application, application_name="sealink",
+                device_name=session.name, dev_eui=session.dev_eui))
+        event.time.FromDatetime(datetime.datetime.now(datetime.UTC))
+        body = (json_format.MessageToJson(event, indent=None).encode() if self.fmt == "json"
+                else event.SerializeToString())
+        if self._client is None:
+            return
+        try:
+            await self._client.publish(f"application/{self.application}/device/"
+                                       f"{session.dev_eui}/event/txack", body, qos=1)
+            self.stats["txack"] += 1
+        except aiomqtt.MqttError:
+            self.stats["publish_failed"] += 1
 
     async def _transmit(self, phy: bytes, rx1: float, p: Params) -> bool:
         """Send a downlink in RX1 (at `rx1`, the uplink's channel and data rate) or RX2 (a

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import logging
+import uuid
 
 import aiomqtt
 import pytest
@@ -91,9 +92,10 @@ def test_uplink_events_in_and_downlink_commands_out(broker, fmt):
             item = api.DeviceQueueItem()
             if fmt == "json":
                 json_format.Parse(message.payload, item)
-                assert json.loads(message.payload) == {
-                    "devEui": DEV_EUI, "fPort": 200,
-                    "data": base64.b64encode(b"\x40\x01\x02answer").decode()}
+                body = json.loads(message.payload)
+                assert uuid.UUID(body.pop("id"))  # the queue item's id, for its txack
+                assert body == {"devEui": DEV_EUI, "fPort": 200,
+                                "data": base64.b64encode(b"\x40\x01\x02answer").decode()}
             else:
                 item.ParseFromString(message.payload)
             assert str(message.topic) == f"application/{APP}/device/{DEV_EUI}/command/down"
@@ -104,6 +106,54 @@ def test_uplink_events_in_and_downlink_commands_out(broker, fmt):
 
     t = asyncio.run(asyncio.wait_for(scenario(), 30))
     assert t.ignored == {"other_fport": 1} and t.drops == {fmt: 1}
+
+
+@pytest.mark.parametrize("fmt", ["json", "protobuf"])
+def test_a_frame_still_queued_is_not_enqueued_again(broker, fmt):
+    """The network server sends one queued item per uplink: a device that asks again
+    for an answer still in its queue (a handshake message repeated) must not get a
+    second copy queued behind the first, or its queue grows by a frame per uplink.
+    Once the network server reports the item sent (txack), the frame may go again."""
+    async def scenario():
+        t = ChirpStackTransport("127.0.0.1", broker, APP, fport=200, fmt=fmt)
+        await t.start(lambda up: None)
+        to = Address("chirpstack-mqtt", DEV_EUI)
+        async with aiomqtt.Client("127.0.0.1", broker) as ns:
+            await ns.subscribe(f"application/{APP}/device/+/command/down", qos=1)
+            messages = aiter(ns.messages)
+
+            async def enqueued():
+                message = await asyncio.wait_for(anext(messages), 5)
+                item = api.DeviceQueueItem()
+                if fmt == "json":
+                    json_format.Parse(message.payload, item)
+                else:
+                    item.ParseFromString(message.payload)
+                return item
+
+            await t.send(b"\x20\x01\x02message 2, part 1", to)
+            await t.send(b"\x20\x01\x02message 2, part 2", to)
+            first, second = await enqueued(), await enqueued()
+            await t.send(b"\x20\x01\x02message 2, part 1", to)  # asked again: queued
+            assert (t.enqueued, t.already_queued) == (2, 1)
+            ack = integration.TxAckEvent(queue_item_id=first.id, f_cnt_down=0)
+            ack.device_info.dev_eui = DEV_EUI
+            await ns.publish(f"application/{APP}/device/{DEV_EUI}/event/txack",
+                             json_format.MessageToJson(ack).encode() if fmt == "json"
+                             else ack.SerializeToString(), qos=1)
+            for _ in range(100):
+                if t.tx_acked:
+                    break
+                await asyncio.sleep(0.02)
+            assert t.tx_acked == 1
+            await t.send(b"\x20\x01\x02message 2, part 1", to)  # sent: may go again
+            again = await enqueued()
+            assert again.data == first.data and again.id not in (first.id, second.id)
+            await t.send(b"\x20\x01\x02message 2, part 2", to)  # still queued
+            assert (t.enqueued, t.already_queued) == (3, 2)
+        await t.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
 
 
 def test_lorawan_codec_agrees_with_an_independent_implementation(tmp_path):

@@ -133,3 +133,60 @@ def test_device_handshake_computes_only_the_patterns_x25519(make):
     finally:
         device.close()
     assert got == ["5", "4", "4", "5", "5"]
+
+
+def _step(run, frames, now=0):
+    import binascii
+
+    from device_session import parse
+
+    arg = [binascii.hexlify(f).decode() for f in frames]
+    return parse(run.device.exec(f"step({arg!r}, {now})"))
+
+
+def _window(run):
+    return run.device.exec("print(ch._window.accepted, bytes(ch._window.state).hex(), "
+                           "sorted(ch.drops.items()))").strip()
+
+
+def test_message_path_refuses_replays_and_forgeries_and_nothing_moves(device):
+    # The device's message path (one C call on Sealink firmware, the same steps in
+    # Python elsewhere): a replayed frame, one with a flipped bit in its ciphertext, tag
+    # or header, one older than the window: each refused and counted, the window as it
+    # was; then the real next frame still opens.
+    run = DeviceChannelRun(device, mtu=222, rs_known=True)
+    run.handshake()
+    gw = run.gateway
+    frames = [gw.send(b"m%d" % i, 0)[0] for i in range(80)]
+    assert _step(run, frames[70:71])[1] == [b"m70"]
+    before = _window(run)
+    flip = lambda f, i, b=1: f[:i] + bytes([f[i] ^ b]) + f[i + 1:]  # noqa: E731
+    # (Counter byte 71 ^ 2: counter 69, unseen and in the window, under the wrong nonce.)
+    bad = [frames[70], flip(frames[71], 3, 2), flip(frames[71], 6), flip(frames[71], -1),
+           frames[1]]
+    assert _step(run, bad) == ([], [])
+    after = _window(run)
+    assert after.split(" ", 2)[:2] == before.split(" ", 2)[:2]
+    assert "('AuthenticationError', 3)" in after and "('ReplayError', 2)" in after
+    assert _step(run, frames[71:72])[1] == [b"m71"]
+    # Late frames within the window still open, once each.
+    assert _step(run, frames[40:41] + frames[40:41])[1] == [b"m40"]
+
+
+def test_message_path_crosses_key_epochs(device):
+    # Counters past a key epoch (every 1,024) and a jump of several epochs (a sender's
+    # time-based rekey): the device derives the epoch's key and goes on.
+    run = DeviceChannelRun(device, mtu=222, rs_known=True)
+    run.handshake()
+    gw = run.gateway
+    gw._send_n = 1020
+    got = []
+    for i in range(8):
+        got += _step(run, gw.send(b"e%d" % i, 0))[1]
+    # Time-based rekeys, an hour apart, whose frames are lost: the one that arrives is
+    # four epochs on.
+    for hour in (1, 2, 3):
+        gw.send(b"lost", hour * 3_600_001)
+    got += _step(run, gw.send(b"far", 4 * 3_600_001))[1]
+    assert got == [b"e%d" % i for i in range(8)] + [b"far"]
+    assert run.uplink(b"still") == [b"still"]

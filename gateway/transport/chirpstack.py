@@ -11,6 +11,13 @@ channel is end to end, above LoRaWAN, between the device and this gateway.
 
     uplink events    application/<id>/device/<DevEUI>/event/up    (integration.UplinkEvent)
     downlinks        application/<id>/device/<DevEUI>/command/down  (api.DeviceQueueItem)
+    sent             application/<id>/device/<DevEUI>/event/txack  (integration.TxAckEvent)
+
+The network server keeps a queue per device and sends one item per uplink.  A frame
+already in that queue (enqueued, no txack for its queue item yet: a handshake answer
+the device asked for again before the first copy reached it) is not enqueued twice, or
+a device that is always one answer behind would make the queue grow by one frame per
+uplink for ever.
 
 Messages are JSON (the integration's default, protobuf's JSON mapping) or protobuf
 (`format=protobuf`), with the message types of the `chirpstack-api` package.  An event
@@ -25,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 
 import aiomqtt
 from chirpstack_api import api, integration
@@ -37,6 +45,7 @@ from sealink_gateway.transport import Address, FrameHandler, TransportError, Upl
 logger = logging.getLogger(__name__)
 
 FORMATS = ("json", "protobuf")
+MAX_TRACKED = 64  # queued frames remembered per device
 
 
 def parse_uplink(payload: bytes, fmt: str) -> integration.UplinkEvent:
@@ -54,8 +63,24 @@ def parse_uplink(payload: bytes, fmt: str) -> integration.UplinkEvent:
     return event
 
 
-def downlink_command(dev_eui: str, fport: int, frame: bytes, fmt: str) -> bytes:
-    item = api.DeviceQueueItem(dev_eui=dev_eui, confirmed=False, f_port=fport, data=frame)
+def parse_txack(payload: bytes, fmt: str) -> integration.TxAckEvent:
+    """A txack event (the network server sent a queue item); TransportError if
+    malformed."""
+    event = integration.TxAckEvent()
+    try:
+        if fmt == "json":
+            json_format.Parse(payload, event, ignore_unknown_fields=True)
+        else:
+            event.ParseFromString(payload)
+    except (json_format.ParseError, DecodeError, UnicodeDecodeError, ValueError):
+        raise TransportError(fmt, "not a txack event") from None
+    return event
+
+
+def downlink_command(dev_eui: str, fport: int, frame: bytes, fmt: str,
+                     item_id: str = "") -> bytes:
+    item = api.DeviceQueueItem(id=item_id, dev_eui=dev_eui, confirmed=False, f_port=fport,
+                               data=frame)
     if fmt == "json":
         return json_format.MessageToJson(item, indent=None).encode()
     return item.SerializeToString()
@@ -84,6 +109,10 @@ class ChirpStackTransport:
         self.ignored: dict[str, int] = {}
         self.connected = asyncio.Event()
         self.enqueued = 0
+        self.already_queued = 0  # frames not enqueued again (see the module's docstring)
+        self.tx_acked = 0
+        # DevEUI -> {frame: queue item id}: enqueued, not yet reported sent.
+        self._queued: dict[str, dict[bytes, str]] = {}
         self._handler: FrameHandler | None = None
         self._client: aiomqtt.Client | None = None
         self._task: asyncio.Task | None = None
@@ -91,6 +120,10 @@ class ChirpStackTransport:
     @property
     def up_topic(self) -> str:
         return f"application/{self.application}/device/+/event/up"
+
+    @property
+    def txack_topic(self) -> str:
+        return f"application/{self.application}/device/+/event/txack"
 
     def down_topic(self, dev_eui: str) -> str:
         return f"application/{self.application}/device/{dev_eui}/command/down"
@@ -122,6 +155,7 @@ class ChirpStackTransport:
                                           password=self.password,
                                           identifier=f"sealink-{self.application}") as client:
                     await client.subscribe(self.up_topic, qos=1)
+                    await client.subscribe(self.txack_topic, qos=1)
                     self._client = client
                     self.connected.set()
                     logger.info("chirpstack-mqtt: application %s on %s:%d", self.application,
@@ -136,6 +170,9 @@ class ChirpStackTransport:
 
     async def _message(self, topic: str, payload: bytes) -> None:
         parts = topic.split("/")
+        if len(parts) == 6 and parts[4:] == ["event", "txack"]:
+            self._txack(parts[3].lower(), payload)
+            return
         if len(parts) != 6 or parts[4:] != ["event", "up"]:
             self._drop("topic")
             return
@@ -167,18 +204,41 @@ class ChirpStackTransport:
             logger.exception("chirpstack-mqtt: handling a frame failed")
             self._drop("handler_error")
 
+    def _txack(self, dev_eui: str, payload: bytes) -> None:
+        try:
+            event = parse_txack(payload, self.fmt)
+        except TransportError as e:
+            self._drop(e.reason)
+            return
+        queued = self._queued.get(dev_eui, {})
+        for frame, item_id in list(queued.items()):
+            if item_id == event.queue_item_id:
+                del queued[frame]
+                self.tx_acked += 1
+        if not queued:
+            self._queued.pop(dev_eui, None)
+
     async def send(self, frame: bytes, to: Address, uplink: Uplink | None = None) -> None:
         limit = self.mtu_for(uplink) if uplink is not None else self.max_frame
         if len(frame) > limit:
             raise TransportError("too_long", f"{len(frame)} bytes > {limit}")
+        queued = self._queued.setdefault(to.key, {})
+        if frame in queued:
+            self.already_queued += 1  # on its way: the device's next uplinks take it
+            return
         client = self._client
         if client is None:
             raise TransportError("broker", "not connected to the MQTT broker")
+        item_id = str(uuid.uuid4())
         try:
             await client.publish(self.down_topic(to.key),
-                                 downlink_command(to.key, self.fport, frame, self.fmt), qos=1)
+                                 downlink_command(to.key, self.fport, frame, self.fmt,
+                                                  item_id), qos=1)
         except aiomqtt.MqttError as e:
             raise TransportError("broker", str(e)) from None
+        queued[frame] = item_id
+        while len(queued) > MAX_TRACKED:  # (a network server that never sends txack)
+            del queued[next(iter(queued))]
         self.enqueued += 1
 
     async def stop(self) -> None:

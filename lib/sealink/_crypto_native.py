@@ -9,6 +9,9 @@ x25519_base = _c.x25519_base
 # absent from firmware built before them, where crypto.py's Python version serves.
 aead_seal_n = getattr(_c, "aead_seal_n", None)
 aead_open_n = getattr(_c, "aead_open_n", None)
+# Data frames of sealink.session in one call each (the firmware's message path).
+open_data = getattr(_c, "open_data", None)
+seal_data = getattr(_c, "seal_data", None)
 compare = _c.compare
 wipe = _c.wipe
 

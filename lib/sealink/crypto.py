@@ -31,6 +31,9 @@
 # prefix, a Sealink frame whose header is the associated data); open_n(key, n, data, ad)
 # -> plaintext, or None when the tag does not verify; ad is bytes, or an int k: the
 # first k bytes of data.  On the native backend they are the C functions themselves.
+# open_data and seal_data: a whole Sealink data frame opened (counter, replay window,
+# tag) or made in one C call, on the native backend only (None elsewhere: sealink.session
+# then takes the same steps in Python).
 
 import os
 
@@ -43,6 +46,7 @@ TAG_SIZE = 16
 BACKEND = None
 _impl = None
 seal_n = open_n = None
+open_data = seal_data = None
 
 
 def _check(value, name, size=None):
@@ -149,7 +153,7 @@ def _open_n(key, n, data, ad):
 
 def use_backend(name):
     """Switch every function of this module to backend `name`."""
-    global BACKEND, _impl, seal_n, open_n
+    global BACKEND, _impl, seal_n, open_n, open_data, seal_data
     try:
         impl = _load(name)
     except ImportError:
@@ -158,6 +162,8 @@ def use_backend(name):
     BACKEND = name
     seal_n = getattr(impl, "aead_seal_n", None) or _seal_n
     open_n = getattr(impl, "aead_open_n", None) or _open_n
+    open_data = getattr(impl, "open_data", None)
+    seal_data = getattr(impl, "seal_data", None)
 
 
 def _select():

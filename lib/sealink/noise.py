@@ -92,6 +92,9 @@ def _dh(private, public):
             "DH with the peer's key failed (low-order or malformed key)") from None
 
 
+_STARTS = {}  # (protocol name, prologue) -> (h, ck) after InitializeSymmetric and prologue
+
+
 class CipherState:
     """Section 5.1."""
 
@@ -163,13 +166,16 @@ class CipherState:
 class SymmetricState:
     """Section 5.2."""
 
-    # InitializeSymmetric(protocol_name)
-    def __init__(self, protocol_name):
-        if len(protocol_name) <= HASHLEN:
-            self.h = protocol_name + bytes(HASHLEN - len(protocol_name))
-        else:
-            self.h = sha256(protocol_name).digest()
-        self.ck = self.h
+    # InitializeSymmetric(protocol_name); or, with start = (h, ck), the state that
+    # InitializeSymmetric and the hashes after it left.
+    def __init__(self, protocol_name, start=None):
+        if start is None:
+            if len(protocol_name) <= HASHLEN:
+                h = protocol_name + bytes(HASHLEN - len(protocol_name))
+            else:
+                h = sha256(protocol_name).digest()
+            start = (h, h)
+        self.h, self.ck = start
         self.cipher = CipherState()
 
     # MixKey(input_key_material)
@@ -217,20 +223,24 @@ def protocol_name(pattern):
     return "Noise_%s_%s" % (pattern, SUITE)
 
 
+# Full protocol name -> pattern name, for the patterns above.
+_PROTOCOLS = {protocol_name(p): p for p in PATTERNS}
+
+
 class HandshakeState:
     """Section 5.3.  `protocol_name` is e.g. "Noise_XX_25519_ChaChaPoly_SHA256"."""
 
     # Initialize(handshake_pattern, initiator, prologue, s, e, rs, re)
     def __init__(self, protocol_name, initiator, prologue=b"", s=None, e=None, rs=None,
                  re=None):
-        parts = protocol_name.split("_")
-        if len(parts) != 5 or parts[0] != "Noise" or "_".join(parts[2:]) != SUITE:
-            raise HandshakeError("unsupported protocol %r" % (protocol_name,))
-        pattern = PATTERNS.get(parts[1])
-        if pattern is None:
+        name = _PROTOCOLS.get(protocol_name)
+        if name is None:
+            parts = protocol_name.split("_")
+            if len(parts) != 5 or parts[0] != "Noise" or "_".join(parts[2:]) != SUITE:
+                raise HandshakeError("unsupported protocol %r" % (protocol_name,))
             raise HandshakeError("unsupported handshake pattern %r" % (parts[1],))
-        pre_initiator, pre_responder, self._messages = pattern
-        self.pattern = parts[1]
+        pre_initiator, pre_responder, self._messages = PATTERNS[name]
+        self.pattern = name
         self.initiator = bool(initiator)
         # A sealink.keys.PrivateKey passed in for s stays the caller's (a gateway's
         # static key serves every handshake); copies made here are wiped at the end.
@@ -246,10 +256,18 @@ class HandshakeState:
         self._index = 0
         self._failed = False
         self._result = None
-        self._needs = set(t for msg in self._messages for t in msg)
 
-        self.symmetric = SymmetricState(protocol_name.encode())
-        self.symmetric.mix_hash(prologue)
+        # InitializeSymmetric(protocol_name) and MixHash(prologue): the same two hashes
+        # for every handshake of a protocol and prologue, so kept (the last four).
+        key = (protocol_name, bytes(prologue))
+        start = _STARTS.get(key)
+        if start is None:
+            symmetric = SymmetricState(protocol_name.encode())
+            symmetric.mix_hash(prologue)
+            start = _STARTS[key] = (symmetric.h, symmetric.ck)
+            while len(_STARTS) > 4:
+                _STARTS.pop(next(iter(_STARTS)))
+        self.symmetric = SymmetricState(None, start)
         # Pre-messages: the initiator's keys first, then the responder's (section 7.1).
         # The supported patterns only pre-share static keys ("s").
         for side_is_initiator, tokens in ((True, pre_initiator), (False, pre_responder)):
@@ -261,8 +279,7 @@ class HandshakeState:
                                          "handshake" % (self.pattern,
                                                         "local" if mine else "remote"))
                 self.symmetric.mix_hash(key)
-        if "s" in pre_initiator + pre_responder or "s" in self._needs:
-            self._check_static()
+        self._check_static()
 
     def _check_static(self):
         for msg_index, tokens in enumerate(self._messages):

@@ -8,9 +8,8 @@
 # after authentication keeps forged frames from moving the window.
 #
 # The window is a ring of bits in a bytearray, indexed by counter mod size (RFC 6479's
-# layout): checking and sliding it touch only small integers, so a device allocates
-# nothing per frame for it (a 64-bit bitmap in one int would be a big integer on a
-# 32-bit MicroPython, built anew on every shift).
+# layout): checking and sliding it touch only small integers (a 64-bit bitmap in one int
+# would be a big integer on a 32-bit MicroPython, built anew on every shift).
 
 from sealink.errors import SealinkError
 
@@ -23,14 +22,26 @@ class ReplayError(SealinkError):
 
 
 class ReplayWindow:
+    # State in one bytearray, the layout _sealink_crypto.open_data shares (the firmware's
+    # message path runs these same steps in C): 8 bytes, the next counter expected
+    # (highest accepted + 1, little-endian), then the ring of bits.
+
     def __init__(self, size=64):
         if size < 1:
             raise ValueError("window size must be positive")
         size = (size + 7) & ~7  # whole bytes
         self.size = size
-        self.highest = -1  # highest counter accepted so far
         self.accepted = 0  # counters accepted (moves only with update())
-        self._bits = bytearray(size >> 3)  # bit n % size: counter n accepted
+        self.state = bytearray(8 + (size >> 3))
+
+    @property
+    def highest(self):
+        """The highest counter accepted so far (-1: none)."""
+        return int.from_bytes(self.state[:8], "little") - 1
+
+    @highest.setter
+    def highest(self, n):
+        self.state[:8] = (n + 1).to_bytes(8, "little")
 
     def expand(self, truncated, nbits):
         """The counter closest to highest+1 whose low nbits equal `truncated`."""
@@ -47,28 +58,30 @@ class ReplayWindow:
     def check(self, n):
         if n < 0 or n >= _COUNTER_LIMIT:
             raise ReplayError("counter out of range")
-        if n > self.highest:
+        highest = self.highest
+        if n > highest:
             return
-        if self.highest - n >= self.size:
+        if highest - n >= self.size:
             raise ReplayError("counter %d is older than the replay window" % n)
         i = n % self.size
-        if self._bits[i >> 3] & (1 << (i & 7)):
+        if self.state[8 + (i >> 3)] & (1 << (i & 7)):
             raise ReplayError("counter %d replayed" % n)
 
     def update(self, n):
         self.check(n)
-        bits, size = self._bits, self.size
-        if n > self.highest:
+        state, size = self.state, self.size
+        highest = self.highest
+        if n > highest:
             # Counters highest+1 .. n-1 were not seen: clear their slots (all of them
             # once the jump reaches the window's size).
-            if n - self.highest >= size:
-                for j in range(len(bits)):
-                    bits[j] = 0
+            if n - highest >= size:
+                for j in range(8, len(state)):
+                    state[j] = 0
             else:
-                for m in range(self.highest + 1, n):
+                for m in range(highest + 1, n):
                     i = m % size
-                    bits[i >> 3] &= ~(1 << (i & 7))
+                    state[8 + (i >> 3)] &= ~(1 << (i & 7))
             self.highest = n
         i = n % size
-        bits[i >> 3] |= 1 << (i & 7)
+        state[8 + (i >> 3)] |= 1 << (i & 7)
         self.accepted += 1

@@ -102,16 +102,12 @@ class Channel:
     """One end of a channel.  Feed it frames with receive(), send with send(), and call
     poll() now and then for retransmissions.  Times are milliseconds from any clock."""
 
-    # The reason code of a REJECT frame heard (initiator).  A class default: each
-    # instance attribute costs heap on a device (the instance's dict grows in steps).
-    reject_reason = None
-    # Initiator whose own message completed the handshake (XX message 3): it repeats
-    # that message until the first authenticated frame from the responder shows it
-    # arrived.  (A class default, set on the instance only while it holds.)
-    unconfirmed = False
     # Responder: (bits, body) of a new first handshake message that arrived while this
     # session was established (see _read_handshake); the application takes it.
     restart_message = None
+    # The gateway authority's credential, once received (a class default: a device asks
+    # for it only at first contact, if at all).
+    credential = None
     # Full counters tried for a frame's 13 bits: the closest, then (with more probes) one
     # and more spans (8,192) later.  The gateway sets 4: it receives from sparse
     # reporters, whose counters jump an epoch per report.  A device keeps 1: each probe
@@ -142,12 +138,22 @@ class Channel:
         self.max_age_ms = max_age_ms
         self.retry_ms = retry_ms
         self.max_retries = max_retries
-        self.window_size = window
+        # The replay window (its size; reset when a session is established).  The
+        # instance's attributes stay at 37, what a MicroPython dict of that size holds
+        # without growing on a 32 KiB heap, in the middle of a handshake.
+        self._window = ReplayWindow(window)
         # Sent encrypted in the initiator's last handshake message (XX: after both
         # static keys; e.g. an enrollment token).  peer_payload: what the peer sent so.
         self.handshake_payload = handshake_payload
         self.peer_payload = b""
-        self.credential = None  # the gateway authority's credential, once received
+        # The reason code of a REJECT frame heard (initiator), until an authenticated
+        # frame from the peer shows it still has our session.
+        self.reject_reason = None
+        # Initiator whose own message completed the handshake (XX and XK message 3): it
+        # repeats that message until the first authenticated frame from the responder
+        # shows it arrived.  (Both are read on every frame received: instance
+        # attributes, which MicroPython finds faster than class defaults.)
+        self.unconfirmed = False
         self.state = "idle"
         self.pattern = None
         self.handshake_hash = None
@@ -287,9 +293,9 @@ class Channel:
         self._send_keys = _EpochKeys(send)
         self._recv_keys = _EpochKeys(recv)
         self._send_n = 0
-        self._epoch_started_ms = now_ms
-        self._established_ms = now_ms
-        self._window = ReplayWindow(self.window_size)
+        self._rekey_ms = now_ms + self.rekey_after_ms  # time-based rekey from then on
+        self._expires_ms = now_ms + self.max_age_ms
+        self._window = ReplayWindow(self._window.size)
         self._hs = None  # release the handshake state: a device's heap is small
         self.state = "established"
 
@@ -299,29 +305,36 @@ class Channel:
         """Encrypt one payload; returns its link frames."""
         if self.state != "established":
             raise SessionError("no established session")
-        if now_ms - self._established_ms > self.max_age_ms or self._send_n >= MAX_COUNTER:
+        n = self._send_n
+        if now_ms > self._expires_ms or n >= 0x1000000:  # MAX_COUNTER
             self.state = "expired"
             raise SessionExpiredError("session limit reached: handshake again")
-        if now_ms - self._epoch_started_ms > self.rekey_after_ms:
+        if now_ms > self._rekey_ms:
             # Time-based rekey: skip to the next key epoch (explicit counters allow it).
-            self._send_n = ((self._send_n >> REKEY_SHIFT) + 1) << REKEY_SHIFT
-            self._epoch_started_ms = now_ms
-        if not isinstance(payload, (bytes, bytearray, memoryview)):
-            raise CryptoError("payload must be bytes, not %s" % type(payload).__name__)
-        n = self._send_n
+            n = ((n >> REKEY_SHIFT) + 1) << REKEY_SHIFT
         self._send_n = n + 1
         keys = self._send_keys
-        if n & 0x3FF == 0:  # the first counter of a key epoch (REKEY_SHIFT)
-            self._epoch_started_ms = now_ms
+        if n >> 10 != keys.epoch:  # the first counter of a key epoch (REKEY_SHIFT)
+            self._rekey_ms = now_ms + self.rekey_after_ms
             keys.for_counter(n)
             keys.advance(n)
         # The frame in one allocation: the 4-byte header (wire.data_header) is the
         # associated data and goes in front of the ciphertext.
-        t = n & 0x1FFF  # wire.COUNTER_BITS
-        sid = self.sid
-        frame = crypto.seal_n(keys.current.k, n,
-                              payload, bytes(((kind << 5) | (t >> 8), sid >> 8, sid & 0xFF,
-                                              t & 0xFF)), True)
+        seal = crypto.seal_data
+        if seal is not None:  # the firmware: header, nonce and AEAD in one C call
+            try:
+                frame = seal(keys.current.k, n, kind, self.sid, payload)
+            except TypeError:
+                raise CryptoError("payload must be bytes, not %s"
+                                  % type(payload).__name__) from None
+        else:
+            if not isinstance(payload, (bytes, bytearray, memoryview)):
+                raise CryptoError("payload must be bytes, not %s" % type(payload).__name__)
+            t = n & 0x1FFF  # wire.COUNTER_BITS
+            sid = self.sid
+            frame = crypto.seal_n(keys.current.k, n, payload,
+                                  bytes(((kind << 5) | (t >> 8), sid >> 8, sid & 0xFF,
+                                         t & 0xFF)), True)
         if len(frame) <= self.mtu:
             self.frames_out += 1
             self.bytes_out += len(frame)
@@ -351,6 +364,20 @@ class Channel:
             raise SessionError("data before the session is established")
         window = self._window
         keys = self._recv_keys
+        opener = crypto.open_data
+        if opener is not None:
+            # The firmware: counter, replay window and tag in one C call (the steps
+            # below), which moves the window only for an authentic frame.
+            got = opener(keys.current.k, keys.epoch, frame, window.state, self.sid)
+            if type(got) is bytes:
+                window.accepted += 1
+                self._confirmed()
+                return got
+            if got < 0 and self.counter_probes == 1:
+                if got == -3:
+                    raise AuthenticationError("authentication tag does not verify")
+                raise ReplayError("counter replayed or older than the replay window")
+            # Another key epoch, or more counters to try: the same steps in Python.
         n = window.expand(((frame[0] & 0x1F) << 8) | frame[3], 13)  # wire.COUNTER_BITS
         # The frame carries the counter's low 13 bits; the closest full counter is tried
         # first.  A sender can be further ahead (each time-based rekey skips to the
@@ -374,11 +401,16 @@ class Channel:
         if n >> 10 != keys.epoch:  # REKEY_SHIFT
             keys.advance(n)
         window.update(n)
-        if self.reject_reason is not None:
-            del self.reject_reason  # the peer has our session after all
-        if self.unconfirmed:
-            del self.unconfirmed  # back to the class default: the peer has our keys
+        self._confirmed()
         return plaintext
+
+    def _confirmed(self):
+        # An authenticated frame from the peer: it has our session (a REJECT heard was
+        # not its), and our last handshake message arrived.
+        if self.reject_reason is not None:
+            self.reject_reason = None
+        if self.unconfirmed:
+            self.unconfirmed = False
 
     # --- receiving -----------------------------------------------------------------------
 
@@ -394,13 +426,7 @@ class Channel:
                 if (frame[1] << 8) | frame[2] != self.sid:
                     raise SessionError("frame for session %d, this is %d"
                                        % ((frame[1] << 8) | frame[2], self.sid))
-                if kind == wire.KIND_DATA:
-                    return [self._read_data(frame)], []
-                if kind == wire.KIND_RELIABLE:
-                    payload, ack = self._reliable_in.accept(self._read_data(frame))
-                    return ([] if payload is None else [payload]), self.send(
-                        ack, now_ms, wire.KIND_CONTROL)
-                return self._read_control(self._read_data(frame))
+                return self._deliver(kind, self._read_data(frame), now_ms)
         kind, bits, sid, body = wire.parse(frame)
         if sid != self.sid:
             raise SessionError("frame for session %d, this is %d" % (sid, self.sid))
@@ -422,6 +448,16 @@ class Channel:
             self.reject_reason = bits
         return [], []
 
+    def _deliver(self, kind, plaintext, now_ms):
+        # An authenticated DATA, RELIABLE or CONTROL frame's plaintext.
+        if kind == wire.KIND_DATA:
+            return [plaintext], []
+        if kind == wire.KIND_RELIABLE:
+            payload, ack = self._reliable_in.accept(plaintext)
+            return ([] if payload is None else [payload]), self.send(
+                ack, now_ms, wire.KIND_CONTROL)
+        return self._read_control(plaintext)
+
     def _read_control(self, control):
         if control[:1] == CONTROL_CREDENTIAL:
             self.credential = control[1:]
@@ -436,12 +472,34 @@ class Channel:
     def receive(self, frame, now_ms):
         """open_frame() that never raises: rejected frames are counted in self.drops."""
         self.frames_in += 1
+        opener = crypto.open_data
+        if opener is not None and self.state == "established":
+            # The firmware's message path: a data frame of this session opened in one C
+            # call.  Anything else, or a frame that does not open, goes the long way
+            # (which says why).
+            keys = self._recv_keys
+            window = self._window
+            got = opener(keys.current.k, keys.epoch, frame, window.state, self.sid)
+            if type(got) is bytes:
+                window.accepted += 1
+                if self.reject_reason is not None or self.unconfirmed:
+                    self._confirmed()
+                kind = frame[0] >> 5
+                if kind == 2:  # wire.KIND_DATA
+                    return [got], []
+                try:
+                    return self._deliver(kind, got, now_ms)
+                except SealinkError as e:
+                    return self._dropped(e)
         try:
             return self.open_frame(frame, now_ms)
         except SealinkError as e:
-            reason = type(e).__name__
-            self.drops[reason] = self.drops.get(reason, 0) + 1
-            return [], []
+            return self._dropped(e)
+
+    def _dropped(self, e):
+        reason = type(e).__name__
+        self.drops[reason] = self.drops.get(reason, 0) + 1
+        return [], []
 
     def poll(self, now_ms):
         """Frames to retransmit now: an unanswered handshake message (or, unconfirmed,

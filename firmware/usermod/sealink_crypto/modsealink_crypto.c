@@ -12,6 +12,7 @@
 #include "py/runtime.h"
 #include "py/objstr.h"
 #include "py/objint.h"
+#include "py/smallint.h"
 #include "monocypher.h"
 #include "ed25519.h"
 #include "dice.h"
@@ -54,12 +55,22 @@ static mp_obj_t sealink_crypto_x25519(mp_obj_t secret_in, mp_obj_t public_in) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_2(sealink_crypto_x25519_obj, sealink_crypto_x25519);
 
-// x25519_base(secret) -> public key.
+// x25519_base(secret) -> public key, the same bytes as crypto_x25519_public_key (RFC
+// 7748's X25519(secret, 9)), by Monocypher's fixed-base multiplication on the Edwards
+// curve, about twice as fast as the Montgomery ladder.  crypto_x25519_dirty_fast adds
+// the low-order point that the secret's 3 lowest bits select; X25519 clamps those bits
+// to zero anyway (every scalar is a multiple of the cofactor 8), and with them zero the
+// point added is the identity: the result is the clean public key, for every secret
+// (docs/protocol.md: "Key generation").
 static mp_obj_t sealink_crypto_x25519_base(mp_obj_t secret_in) {
     const uint8_t *secret = sealink_buffer(secret_in, SEALINK_KEY_SIZE, "secret");
+    uint8_t clamped[SEALINK_KEY_SIZE];
+    memcpy(clamped, secret, SEALINK_KEY_SIZE);
+    clamped[0] &= 248;
     vstr_t public;
     vstr_init_len(&public, SEALINK_KEY_SIZE);
-    crypto_x25519_public_key((uint8_t *)public.buf, secret);
+    crypto_x25519_dirty_fast((uint8_t *)public.buf, clamped);
+    crypto_wipe(clamped, sizeof(clamped));
     return mp_obj_new_bytes_from_vstr(&public);
 }
 static MP_DEFINE_CONST_FUN_OBJ_1(sealink_crypto_x25519_base_obj, sealink_crypto_x25519_base);
@@ -215,6 +226,173 @@ static mp_obj_t sealink_crypto_aead_open_n(size_t n_args, const mp_obj_t *args) 
     return mp_obj_new_bytes_from_vstr(&out);
 }
 static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(sealink_crypto_aead_open_n_obj, 4, 4, sealink_crypto_aead_open_n);
+
+// --- The message path of sealink.session, for frames of one session ------------------
+//
+// A Sealink DATA / CONTROL / RELIABLE frame (lib/sealink/wire.py): byte 0 = kind << 5 |
+// counter bits 12..8, bytes 1-2 = session id, byte 3 = counter bits 7..0, then the
+// ChaCha20-Poly1305 ciphertext and tag of the payload; the 4 header bytes are the
+// associated data and the nonce is Noise's for the full 64-bit counter.  The receiver
+// rebuilds the counter from its 13 bits and checks it against a sliding replay window
+// (lib/sealink/replay.py keeps the same window in Python; these two functions are the
+// same steps, in C, for the firmware).
+//
+// The window's state is a bytearray: 8 bytes, the next counter expected (highest
+// accepted + 1, little-endian), then a ring of bits, bit (n mod size) set when counter n
+// was accepted, size = 8 x the remaining bytes.
+
+#define SEALINK_COUNTER_BITS (13)
+#define SEALINK_REKEY_SHIFT (10)
+
+enum {
+    SEALINK_OPEN_OLD = -1,       // older than the window
+    SEALINK_OPEN_REPLAYED = -2,  // accepted before
+    SEALINK_OPEN_FORGED = -3,    // the tag does not verify
+    SEALINK_OPEN_OTHER = -4,     // not a data frame of this session (kind, id, length)
+};
+
+static uint64_t sealink_le64(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; --i) {
+        v = (v << 8) | p[i];
+    }
+    return v;
+}
+
+// The counter closest to `expected` whose low 13 bits are `truncated` (replay.py expand).
+static uint64_t sealink_expand(uint64_t expected, uint32_t truncated) {
+    const uint64_t span = 1u << SEALINK_COUNTER_BITS;
+    const uint64_t half = span >> 1;
+    uint64_t candidate = (expected & ~(span - 1)) | truncated;
+    if (candidate + half <= expected && candidate <= UINT64_MAX - span) {
+        candidate += span;
+    } else if (candidate > expected + half && candidate >= span) {
+        candidate -= span;
+    }
+    return candidate;
+}
+
+// open_data(key, epoch, frame, window, sid) -> plaintext, with the window moved to take
+// the frame's counter; or an int, and nothing changed: a negative code (SEALINK_OPEN_*:
+// also for anything that is not a DATA, CONTROL or RELIABLE frame of session `sid`, or
+// not a buffer), or the counter (>= 0) when it belongs to another key epoch than `epoch`
+// (counter >> 10): the caller derives that key.
+static mp_obj_t sealink_crypto_open_data(size_t n_args, const mp_obj_t *args) {
+    (void)n_args;
+    const uint8_t *key = sealink_buffer(args[0], SEALINK_KEY_SIZE, "key");
+    mp_int_t epoch = mp_obj_get_int(args[1]);
+    mp_buffer_info_t frame;
+    if (mp_obj_is_str(args[2]) || !mp_get_buffer(args[2], &frame, MP_BUFFER_READ)) {
+        return MP_OBJ_NEW_SMALL_INT(SEALINK_OPEN_OTHER);
+    }
+    mp_buffer_info_t window;
+    mp_get_buffer_raise(args[3], &window, MP_BUFFER_RW);
+    mp_int_t sid = mp_obj_get_int(args[4]);
+    if (window.len < 9) {
+        mp_raise_ValueError(MP_ERROR_TEXT("window too short"));
+    }
+    const uint8_t *f = frame.buf;
+    uint8_t kind = frame.len ? f[0] >> 5 : 0;
+    if (frame.len < 4 + SEALINK_TAG_SIZE || (kind != 2 && kind != 3 && kind != 6)
+        || (((mp_int_t)f[1] << 8) | f[2]) != sid) {
+        return MP_OBJ_NEW_SMALL_INT(SEALINK_OPEN_OTHER);
+    }
+    uint8_t *state = window.buf;
+    uint8_t *bits = state + 8;
+    const uint64_t size = (uint64_t)(window.len - 8) * 8;
+
+    uint64_t next = sealink_le64(state);
+    uint64_t n = sealink_expand(next, ((uint32_t)(f[0] & 0x1F) << 8) | f[3]);
+    if (n == UINT64_MAX) {
+        return MP_OBJ_NEW_SMALL_INT(SEALINK_OPEN_OLD);  // the reserved nonce: never
+    }
+    if (n < next) {  // at or below the highest accepted
+        uint64_t offset = next - 1 - n;
+        if (offset >= size) {
+            return MP_OBJ_NEW_SMALL_INT(SEALINK_OPEN_OLD);
+        }
+        uint64_t i = n % size;
+        if (bits[i >> 3] & (1u << (i & 7))) {
+            return MP_OBJ_NEW_SMALL_INT(SEALINK_OPEN_REPLAYED);
+        }
+    }
+    if (epoch < 0 || (n >> SEALINK_REKEY_SHIFT) != (uint64_t)epoch) {
+        if (n <= (uint64_t)MP_SMALL_INT_MAX) {
+            return MP_OBJ_NEW_SMALL_INT((mp_int_t)n);
+        }
+        return mp_obj_new_int_from_ull(n);
+    }
+
+    uint8_t nonce[SEALINK_NONCE_SIZE] = { 0 };
+    for (int i = 0; i < 8; ++i) {
+        nonce[4 + i] = (uint8_t)(n >> (8 * i));
+    }
+    size_t text_len = frame.len - 4 - SEALINK_TAG_SIZE;
+    vstr_t out;
+    vstr_init_len(&out, text_len);
+    crypto_aead_ctx ctx;
+    crypto_aead_init_ietf(&ctx, key, nonce);
+    int mismatch = crypto_aead_read(&ctx, (uint8_t *)out.buf, f + 4 + text_len, f, 4, f + 4,
+        text_len);
+    crypto_wipe(&ctx, sizeof(ctx));
+    if (mismatch) {
+        vstr_clear(&out);
+        return MP_OBJ_NEW_SMALL_INT(SEALINK_OPEN_FORGED);
+    }
+    // Authentic: only now does the window move.
+    if (n >= next) {
+        if (n - next >= size) {
+            memset(bits, 0, window.len - 8);
+        } else {
+            for (uint64_t m = next; m < n; ++m) {
+                uint64_t i = m % size;
+                bits[i >> 3] &= (uint8_t) ~(1u << (i & 7));
+            }
+        }
+        next = n + 1;
+        for (int i = 0; i < 8; ++i) {
+            state[i] = (uint8_t)(next >> (8 * i));
+        }
+    }
+    uint64_t i = n % size;
+    bits[i >> 3] |= (uint8_t)(1u << (i & 7));
+    return mp_obj_new_bytes_from_vstr(&out);
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(sealink_crypto_open_data_obj, 5, 5, sealink_crypto_open_data);
+
+// seal_data(key, n, kind, sid, payload) -> the frame: header for counter n, then the
+// ciphertext and tag of payload (the header is the associated data).  One allocation.
+// TypeError for a payload that is not bytes (a str, say).
+static mp_obj_t sealink_crypto_seal_data(size_t n_args, const mp_obj_t *args) {
+    (void)n_args;
+    const uint8_t *key = sealink_buffer(args[0], SEALINK_KEY_SIZE, "key");
+    uint8_t nonce[SEALINK_NONCE_SIZE];
+    sealink_noise_nonce(nonce, args[1]);
+    mp_int_t kind = mp_obj_get_int(args[2]);
+    mp_int_t sid = mp_obj_get_int(args[3]);
+    mp_buffer_info_t plain;
+    if (mp_obj_is_str(args[4])) {
+        mp_raise_TypeError(MP_ERROR_TEXT("payload must be bytes"));
+    }
+    mp_get_buffer_raise(args[4], &plain, MP_BUFFER_READ);
+    if (kind < 0 || kind > 7 || sid < 0 || sid > 0xFFFF) {
+        mp_raise_ValueError(MP_ERROR_TEXT("kind or session id out of range"));
+    }
+    uint32_t t = (uint32_t)nonce[4] | ((uint32_t)nonce[5] << 8);  // the counter's low bits
+    vstr_t out;
+    vstr_init_len(&out, 4 + plain.len + SEALINK_TAG_SIZE);
+    uint8_t *buf = (uint8_t *)out.buf;
+    buf[0] = (uint8_t)((kind << 5) | ((t >> 8) & 0x1F));
+    buf[1] = (uint8_t)(sid >> 8);
+    buf[2] = (uint8_t)sid;
+    buf[3] = (uint8_t)t;
+    crypto_aead_ctx ctx;
+    crypto_aead_init_ietf(&ctx, key, nonce);
+    crypto_aead_write(&ctx, buf + 4, buf + 4 + plain.len, buf, 4, plain.buf, plain.len);
+    crypto_wipe(&ctx, sizeof(ctx));
+    return mp_obj_new_bytes_from_vstr(&out);
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(sealink_crypto_seal_data_obj, 5, 5, sealink_crypto_seal_data);
 
 // compare(a, b) -> bool, in time that depends only on the lengths.
 static mp_obj_t sealink_crypto_compare(mp_obj_t a_in, mp_obj_t b_in) {
@@ -382,6 +560,8 @@ static const mp_rom_map_elem_t sealink_crypto_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_aead_open), MP_ROM_PTR(&sealink_crypto_aead_open_obj) },
     { MP_ROM_QSTR(MP_QSTR_aead_seal_n), MP_ROM_PTR(&sealink_crypto_aead_seal_n_obj) },
     { MP_ROM_QSTR(MP_QSTR_aead_open_n), MP_ROM_PTR(&sealink_crypto_aead_open_n_obj) },
+    { MP_ROM_QSTR(MP_QSTR_open_data), MP_ROM_PTR(&sealink_crypto_open_data_obj) },
+    { MP_ROM_QSTR(MP_QSTR_seal_data), MP_ROM_PTR(&sealink_crypto_seal_data_obj) },
     { MP_ROM_QSTR(MP_QSTR_compare), MP_ROM_PTR(&sealink_crypto_compare_obj) },
     { MP_ROM_QSTR(MP_QSTR_wipe), MP_ROM_PTR(&sealink_crypto_wipe_obj) },
     { MP_ROM_QSTR(MP_QSTR_sha512), MP_ROM_PTR(&sealink_crypto_sha512_obj) },
