@@ -84,7 +84,7 @@ firmware: $(BOARD)
 MAKE_UNIX = $(MAKE) -C $(MICROPY_DIR)/ports/unix -j$(JOBS) MPY_LIB_DIR=$(NO_MPY_LIB) \
 	VARIANT_DIR=$(ROOT)/boards/$(1) BOARD_DIR=$(ROOT)/boards/$(1)
 MAKE_QEMU = $(MAKE) -C $(MICROPY_DIR)/ports/qemu -j$(JOBS) MPY_LIB_DIR=$(NO_MPY_LIB) \
-	BOARD_DIR=$(ROOT)/boards/$(1) RV32_ARCH=rv32imac
+	BOARD=$(1) BOARD_DIR=$(ROOT)/boards/$(1) RV32_ARCH=rv32imac
 
 # Each board is built twice: with the module (the firmware) and without it (the
 # baseline tools/firmware_size.py compares against to report the module's flash cost).

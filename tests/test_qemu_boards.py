@@ -91,3 +91,15 @@ def test_idle_guest_sleeps(board):
     after = proc.cpu_times()
     used = (after.user + after.system) - (before.user + before.system)
     assert used < 0.5, f"QEMU used {used:.2f} s of CPU in 2 s idle"
+
+
+@pytest.mark.parametrize("board", BOARDS)
+def test_firmware_names_its_own_board(board):
+    # sys.implementation._build is the board the image was built for (an RV32 image
+    # once reported MPS2_AN385, the qemu port's default).
+    device = QemuDevice(board)
+    try:
+        got = device.exec("import sys\nprint(sys.implementation._build)").strip()
+    finally:
+        device.close()
+    assert got == board
