@@ -213,7 +213,8 @@ class Gateway:
         self.static_key = static_key
         self.authority = authority
         self.transports = transports
-        self.limiter = limiter or HandshakeLimiter()
+        # (Not `limiter or ...`: an empty limiter has len() 0, and is false.)
+        self.limiter = limiter if limiter is not None else HandshakeLimiter()
         self.retry_ms = retry_ms
         self.reliable_retries = reliable_retries
         self.sessions: dict[int, _Session] = {}

@@ -506,6 +506,16 @@ def test_first_contact_completes_at_mtu_20(env):
     asyncio.run(asyncio.wait_for(scenario(), 60))
 
 
+def test_the_configured_handshake_limit_is_the_one_in_force(env):
+    """[limits] handshakes_per_source: a new limiter has no buckets, so len() 0, and the
+    gateway once took it for none (`limiter or HandshakeLimiter()`) and enforced the
+    default 5 per 10 s whatever the configuration said."""
+    gw = Gateway(Store(env["db"]), env["gw_secret"], Authority.load_or_create(env["authority"]),
+                 [], limiter=HandshakeLimiter(rate=50, per_s=1))
+    assert all(gw.limiter.allow("forwarder", 0.0) for _ in range(50))
+    assert not gw.limiter.allow("forwarder", 0.0)
+
+
 def test_handshake_limiter_forgets_idle_sources():
     """Stage 6, finding 12: a bucket per source, never pruned: 20,000 sources that each
     sent one handshake kept 20,000 buckets."""
