@@ -328,7 +328,7 @@ class Gateway:
 
     async def _on_uplink(self, up: Uplink) -> None:
         try:
-            kind, bits, sid, _ = wire.parse(up.frame)
+            kind, bits, sid = wire.peek(up.frame)
         except wire.FrameError as e:
             self._drop("malformed_frame", str(e))
             return

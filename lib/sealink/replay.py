@@ -56,9 +56,11 @@ class ReplayWindow:
         return candidate
 
     def check(self, n):
+        self._check(n, self.highest)
+
+    def _check(self, n, highest):
         if n < 0 or n >= _COUNTER_LIMIT:
             raise ReplayError("counter out of range")
-        highest = self.highest
         if n > highest:
             return
         if highest - n >= self.size:
@@ -68,9 +70,9 @@ class ReplayWindow:
             raise ReplayError("counter %d replayed" % n)
 
     def update(self, n):
-        self.check(n)
         state, size = self.state, self.size
-        highest = self.highest
+        highest = int.from_bytes(state[:8], "little") - 1
+        self._check(n, highest)
         if n > highest:
             # Counters highest+1 .. n-1 were not seen: clear their slots (all of them
             # once the jump reaches the window's size).
@@ -81,7 +83,7 @@ class ReplayWindow:
                 for m in range(highest + 1, n):
                     i = m % size
                     state[8 + (i >> 3)] &= ~(1 << (i & 7))
-            self.highest = n
+            state[:8] = (n + 1).to_bytes(8, "little")
         i = n % size
         state[8 + (i >> 3)] |= 1 << (i & 7)
         self.accepted += 1

@@ -48,31 +48,38 @@ def header(kind, bits, sid):
 
 def parse(frame):
     """(kind, bits, sid, body) of a frame; FrameError when malformed."""
+    kind, bits, sid = peek(frame)
+    return kind, bits, sid, bytes(frame[HEADER:])
+
+
+def peek(frame):
+    """(kind, bits, sid) of a frame, checked as parse() checks it, without copying its
+    body; FrameError when malformed."""
     if not isinstance(frame, (bytes, bytearray, memoryview)):
         raise FrameError("frame must be bytes")
-    if len(frame) < HEADER:
+    size = len(frame) - HEADER
+    if size < 0:
         raise FrameError("frame of %d bytes is shorter than the header" % len(frame))
     kind = frame[0] >> 5
     bits = frame[0] & 0x1F
     sid = (frame[1] << 8) | frame[2]
-    body = bytes(frame[HEADER:])
     if kind == KIND_HANDSHAKE:
         if (bits >> 3) not in PATTERN_NAMES:
             raise FrameError("unknown handshake pattern code %d" % (bits >> 3))
-        if not body:
+        if not size:
             raise FrameError("empty handshake frame")
     elif kind in (KIND_DATA, KIND_CONTROL, KIND_RELIABLE):
-        if len(body) < 1 + 16:
+        if size < 1 + 16:
             raise FrameError("data frame truncated")
     elif kind == KIND_FRAGMENT:
-        if len(body) < 3:
+        if size < 3:
             raise FrameError("fragment frame truncated")
     elif kind == KIND_REJECT:
-        if body:
+        if size:
             raise FrameError("reject frame carries no body")
     else:
         raise FrameError("unknown frame kind %d" % kind)
-    return kind, bits, sid, body
+    return kind, bits, sid
 
 
 def handshake_frame(pattern, index, sid, message):
