@@ -41,6 +41,17 @@ def berkeley_size(path: Path) -> dict[str, int]:
     return {"text": text, "data": data, "bss": bss}
 
 
+def frozen_size(build: Path, board: str) -> int:
+    """Flash of the frozen Python (asyncio and lib/sealink as bytecode, with their
+    qstrs and constants): the allocated sections of the build's frozen_content.o.
+    The baseline freezes the same manifest, so the module's figure leaves it out."""
+    obj = build / board / "frozen_content.o"
+    if not obj.exists():
+        return 0
+    size = berkeley_size(obj)
+    return size["text"] + size["data"]
+
+
 def board_sizes(board: str, build: Path) -> dict[str, object]:
     with_module = berkeley_size(firmware_path(build, board))
     baseline = berkeley_size(firmware_path(build / "baseline", board))
@@ -51,6 +62,7 @@ def board_sizes(board: str, build: Path) -> dict[str, object]:
         "module_text": with_module["text"] - baseline["text"],
         "module_data": with_module["data"] - baseline["data"],
         "module_bss": with_module["bss"] - baseline["bss"],
+        "frozen": frozen_size(build, board),
     }
 
 
@@ -64,11 +76,13 @@ def main() -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print("flash cost of _sealink_crypto (X25519, ChaCha20-Poly1305, Ed25519, SHA-512, bindings)")
-    print(f"{'board':<18}{'text':>10}{'baseline':>10}{'module':>10}{'data':>7}{'bss':>7}")
+    print("flash cost of _sealink_crypto (X25519, ChaCha20-Poly1305, Ed25519, SHA-512, bindings)"
+          " and of the frozen Python (asyncio, lib/sealink)")
+    print(f"{'board':<18}{'text':>10}{'baseline':>10}{'module':>10}{'data':>7}{'bss':>7}"
+          f"{'frozen':>9}")
     for r in rows:
         print(f"{r['board']:<18}{r['text']:>10}{r['text_baseline']:>10}{r['module_text']:>10}"
-              f"{r['module_data']:>7}{r['module_bss']:>7}")
+              f"{r['module_data']:>7}{r['module_bss']:>7}{r['frozen']:>9}")
     return 0
 
 
