@@ -552,19 +552,22 @@ class Store:
         other writes (callables: audit entries, session records), in one transaction
         (one fsync); returns the uplinks' ids."""
         now = time.time()
-        ids = []
         with self.transaction():
             for action in actions:
                 action()
-            for device_id, payload, radio, *rest in rows:
-                cur = self.db.execute("INSERT INTO uplinks (device_id, payload, radio,"
-                                      " received_at, msg_id) VALUES (?, ?, ?, ?, ?)",
-                                      (device_id, payload, json.dumps(radio), now,
-                                       rest[0] if rest else None))
-                ids.append(cur.lastrowid)
+            # One statement for the batch.  uplinks.id is a rowid (INTEGER PRIMARY KEY,
+            # no AUTOINCREMENT): each insert takes the largest id + 1, and no other
+            # connection can write inside this transaction, so the batch's ids are the
+            # n that end at last_insert_rowid(), in order.
+            self.db.executemany("INSERT INTO uplinks (device_id, payload, radio,"
+                                " received_at, msg_id) VALUES (?, ?, ?, ?, ?)",
+                                [(device_id, payload, json.dumps(radio), now,
+                                  rest[0] if rest else None)
+                                 for device_id, payload, radio, *rest in rows])
+            last = self.db.execute("SELECT last_insert_rowid()").fetchone()[0]
             self.db.executemany("UPDATE devices SET last_seen = ? WHERE id = ?",
                                 [(now, d) for d in {r[0] for r in rows}])
-        return ids
+        return list(range(last - len(rows) + 1, last + 1)) if rows else []
 
     def uplinks(self, device_id: str | None = None, limit: int = 100,
                 unpublished: bool = False, after_id: int = 0) -> list[dict[str, Any]]:

@@ -78,6 +78,25 @@ def test_revoke(store):
         store.revoke(dev.id)
 
 
+def test_a_batch_of_uplinks_is_given_the_ids_it_was_stored_under(store):
+    """add_uplinks commits a batch in one statement and returns each row's id (the
+    gateway hands them to subscribers and MQTT): they must be the rows' own, in order,
+    also after rows were deleted and with another writer's work in between."""
+    token, _ = store.create_token({}, 60)
+    dev = store.enroll(token, _key())
+    first = store.add_uplinks([(dev.id, b"a%d" % i, {"rssi": -i}) for i in range(5)])
+    store.db.execute("DELETE FROM uplinks WHERE id = ?", (first[-1],))  # the newest
+    store.db.commit()
+    store.audit("between", dev.id)
+    second = store.add_uplinks([(dev.id, b"b%d" % i, {"rssi": i}, i) for i in range(300)])
+    assert store.add_uplinks([]) == []
+    rows = {r["id"]: r for r in store.uplinks(dev.id, limit=1000)}
+    for ids, prefix, n in ((first[:-1], b"a", 4), (second, b"b", 300)):
+        assert [bytes(rows[i]["payload"]) for i in ids] == [prefix + b"%d" % i
+                                                           for i in range(n)]
+    assert [rows[i]["msg_id"] for i in second] == list(range(300))
+
+
 def test_committed_rows_survive_kill_9(tmp_path):
     """A writer process killed with SIGKILL right after committing loses nothing."""
     path = tmp_path / "crash.db"
