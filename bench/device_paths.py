@@ -28,6 +28,8 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from device_session import DEVICE_HANDSHAKE  # noqa: E402
+
 from devices import QemuDevice  # noqa: E402
 
 # Runs on the device.  Both ends of each channel run there; only the device's side of
@@ -180,26 +182,11 @@ def pair(mtu=255):
     return dev, gw
 
 def hs_setup(pattern):
-    def setup():
-        dev = session.Channel(True, SI, rs=None if pattern == "XX" else PR, sid=7)
-        gw = session.Channel(False, SR, sid=7, peer_lookup=lambda sid: PI)
-        return [dev, gw]
-    return setup
+    return lambda: handshake_pair(pattern)
 
 def hs_step(pattern):
     # The device's side of a whole handshake: connect, read each answer, write the next.
-    def step(st):
-        dev, gw = st
-        frames = mine(dev.connect, 0, pattern)
-        while frames:
-            answers = []
-            for f in frames:
-                answers += gw.receive(f, 0)[1]
-            frames = []
-            for f in answers:
-                frames += mine(dev.receive, f, 0)[1]
-        assert dev.state == "established" and gw.state == "established", (dev.state, gw.state)
-    return step
+    return lambda st: run_handshake(st[0], st[1], pattern, mine)
 
 def established(mtu):
     dev, gw = pair(mtu)
@@ -246,7 +233,8 @@ PATHS = {
 def measure(board: str, handshakes: bool = True) -> dict[str, dict]:
     device = QemuDevice(board, icount=0)
     try:
-        out = device.exec(f"HANDSHAKES = {handshakes!r}\n" + _MEASURE, timeout=1800)
+        out = device.exec(f"HANDSHAKES = {handshakes!r}\n" + DEVICE_HANDSHAKE
+                          + _MEASURE, timeout=1800)
     finally:
         device.close()
     result = {}

@@ -183,30 +183,39 @@ class NetworkServer:
         dr = self.region.rate_of(p.sf, p.bw).dr
         event = integration.UplinkEvent(
             deduplication_id=str(uuid.uuid4()),
-            device_info=integration.DeviceInfo(
-                tenant_id="00000000-0000-0000-0000-000000000000", tenant_name="sealink",
-                application_id=self.application, application_name="sealink",
-                device_name=session.name, dev_eui=session.dev_eui),
+            device_info=self._device_info(session),
             dev_addr=f"{session.dev_addr:08x}", adr=False, dr=dr, f_cnt=frame.fcnt,
             f_port=frame.fport, confirmed=frame.mtype == lorawan.CONFIRMED_UP,
             data=frame.payload)
-        event.time.FromDatetime(datetime.datetime.now(datetime.UTC))
         rx = event.rx_info.add()
         rx.gateway_id, rx.rssi, rx.snr = "b827ebfffe000001", int(rssi), snr
         event.tx_info.frequency = p.freq
         event.tx_info.modulation.lora.bandwidth = p.bw * 1000
         event.tx_info.modulation.lora.spreading_factor = p.sf
+        sent = await self._emit(session, "up", event)
+        self.stats["published" if sent else "publish_failed"] += 1
+
+    def _device_info(self, session: Session) -> integration.DeviceInfo:
+        return integration.DeviceInfo(
+            tenant_id="00000000-0000-0000-0000-000000000000", tenant_name="sealink",
+            application_id=self.application, application_name="sealink",
+            device_name=session.name, dev_eui=session.dev_eui)
+
+    async def _emit(self, session: Session, kind: str, event) -> bool | None:
+        """Publish an integration event of the device (`kind`: up, txack), in the
+        configured format, with its time set now: True once the broker took it, False
+        if it refused, None when not connected."""
+        event.time.FromDatetime(datetime.datetime.now(datetime.UTC))
         body = (json_format.MessageToJson(event, indent=None).encode() if self.fmt == "json"
                 else event.SerializeToString())
         if self._client is None:
-            self.stats["publish_failed"] += 1
-            return
+            return None
         try:
             await self._client.publish(f"application/{self.application}/device/"
-                                       f"{session.dev_eui}/event/up", body, qos=1)
-            self.stats["published"] += 1
+                                       f"{session.dev_eui}/event/{kind}", body, qos=1)
+            return True
         except aiomqtt.MqttError:
-            self.stats["publish_failed"] += 1
+            return False
 
     def _join(self, phy: bytes, p: Params) -> None:
         try:
@@ -265,21 +274,10 @@ class NetworkServer:
         event = integration.TxAckEvent(
             downlink_id=int.from_bytes(os.urandom(4), "big"), queue_item_id=item_id,
             f_cnt_down=f_cnt_down, gateway_id="b827ebfffe000001",
-            device_info=integration.DeviceInfo(
-                tenant_id="00000000-0000-0000-0000-000000000000", tenant_name="sealink",
-                application_id=self.application, application_name="sealink",
-                device_name=session.name, dev_eui=session.dev_eui))
-        event.time.FromDatetime(datetime.datetime.now(datetime.UTC))
-        body = (json_format.MessageToJson(event, indent=None).encode() if self.fmt == "json"
-                else event.SerializeToString())
-        if self._client is None:
-            return
-        try:
-            await self._client.publish(f"application/{self.application}/device/"
-                                       f"{session.dev_eui}/event/txack", body, qos=1)
-            self.stats["txack"] += 1
-        except aiomqtt.MqttError:
-            self.stats["publish_failed"] += 1
+            device_info=self._device_info(session))
+        sent = await self._emit(session, "txack", event)
+        if sent is not None:
+            self.stats["txack" if sent else "publish_failed"] += 1
 
     async def _transmit(self, phy: bytes, rx1: float, p: Params) -> bool:
         """Send a downlink in RX1 (at `rx1`, the uplink's channel and data rate) or RX2 (a

@@ -31,6 +31,28 @@ def send(data_hex, now):
     emit(ch.send(u(data_hex), now), [])
 """
 
+# Runs on the device: both ends of a handshake there, the device (initiator) with static
+# key SI and the gateway (responder) with SR; PI and PR are their public keys, defined
+# before this.  `mine(fn, *args)` runs each of the device's own calls (to time it, or to
+# count what it computes).
+DEVICE_HANDSHAKE = """
+from sealink import session
+def handshake_pair(pattern):
+    dev = session.Channel(True, SI, rs=None if pattern == 'XX' else PR, sid=7)
+    gw = session.Channel(False, SR, sid=7, peer_lookup=lambda sid: PI)
+    return dev, gw
+def run_handshake(dev, gw, pattern, mine):
+    frames = mine(dev.connect, 0, pattern)
+    while frames:
+        answers = []
+        for f in frames:
+            answers += gw.receive(f, 0)[1]
+        frames = []
+        for f in answers:
+            frames += mine(dev.receive, f, 0)[1]
+    assert dev.state == 'established' and gw.state == 'established', (dev.state, gw.state)
+"""
+
 
 def parse(out):
     frames, payloads = [], []

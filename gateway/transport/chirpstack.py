@@ -48,16 +48,22 @@ FORMATS = ("json", "protobuf")
 MAX_TRACKED = 64  # queued frames remembered per device
 
 
-def parse_uplink(payload: bytes, fmt: str) -> integration.UplinkEvent:
-    """An uplink event, from JSON or protobuf; TransportError(reason) if malformed."""
-    event = integration.UplinkEvent()
+def _parse(event, payload: bytes, fmt: str, what: str):
+    """`event` (an integration message) filled from JSON or protobuf; TransportError(fmt)
+    if malformed."""
     try:
         if fmt == "json":
             json_format.Parse(payload, event, ignore_unknown_fields=True)
         else:
             event.ParseFromString(payload)
     except (json_format.ParseError, DecodeError, UnicodeDecodeError, ValueError):
-        raise TransportError(fmt, "not an uplink event") from None
+        raise TransportError(fmt, f"not {what}") from None
+    return event
+
+
+def parse_uplink(payload: bytes, fmt: str) -> integration.UplinkEvent:
+    """An uplink event, from JSON or protobuf; TransportError(reason) if malformed."""
+    event = _parse(integration.UplinkEvent(), payload, fmt, "an uplink event")
     if not event.device_info.dev_eui:
         raise TransportError("no_dev_eui", "uplink event without a DevEUI")
     return event
@@ -66,15 +72,7 @@ def parse_uplink(payload: bytes, fmt: str) -> integration.UplinkEvent:
 def parse_txack(payload: bytes, fmt: str) -> integration.TxAckEvent:
     """A txack event (the network server sent a queue item); TransportError if
     malformed."""
-    event = integration.TxAckEvent()
-    try:
-        if fmt == "json":
-            json_format.Parse(payload, event, ignore_unknown_fields=True)
-        else:
-            event.ParseFromString(payload)
-    except (json_format.ParseError, DecodeError, UnicodeDecodeError, ValueError):
-        raise TransportError(fmt, "not a txack event") from None
-    return event
+    return _parse(integration.TxAckEvent(), payload, fmt, "a txack event")
 
 
 def downlink_command(dev_eui: str, fport: int, frame: bytes, fmt: str,

@@ -362,22 +362,12 @@ class Channel:
         # (wire.data_header) is the associated data.
         if self.state != "established":
             raise SessionError("data before the session is established")
+        if crypto.open_data is not None:
+            got = self._open_in_c(frame)
+            if got is not None:
+                return got
         window = self._window
         keys = self._recv_keys
-        opener = crypto.open_data
-        if opener is not None:
-            # The firmware: counter, replay window and tag in one C call (the steps
-            # below), which moves the window only for an authentic frame.
-            got = opener(keys.current.k, keys.epoch, frame, window.state, self.sid)
-            if type(got) is bytes:
-                window.accepted += 1
-                self._confirmed()
-                return got
-            if got < 0 and self.counter_probes == 1:
-                if got == -3:
-                    raise AuthenticationError("authentication tag does not verify")
-                raise ReplayError("counter replayed or older than the replay window")
-            # Another key epoch, or more counters to try: the same steps in Python.
         n = window.expand(((frame[0] & 0x1F) << 8) | frame[3], 13)  # wire.COUNTER_BITS
         # The frame carries the counter's low 13 bits; the closest full counter is tried
         # first.  A sender can be further ahead (each time-based rekey skips to the
@@ -403,6 +393,26 @@ class Channel:
         window.update(n)
         self._confirmed()
         return plaintext
+
+    def _open_in_c(self, frame):
+        # The firmware: counter, replay window and tag in one C call (the steps of
+        # _read_data), which moves the window only for an authentic frame.  Returns the
+        # plaintext, or None for a frame left to those steps in Python (not a data frame
+        # of this session, another key epoch, more counters to try); raises for a replay
+        # or a forgery.
+        window = self._window
+        keys = self._recv_keys
+        got = crypto.open_data(keys.current.k, keys.epoch, frame, window.state, self.sid)
+        if type(got) is bytes:
+            window.accepted += 1
+            if self.reject_reason is not None or self.unconfirmed:
+                self._confirmed()
+            return got
+        if -4 < got < 0 and self.counter_probes == 1:
+            if got == -3:
+                raise AuthenticationError("authentication tag does not verify")
+            raise ReplayError("counter replayed or older than the replay window")
+        return None
 
     def _confirmed(self):
         # An authenticated frame from the peer: it has our session (a REJECT heard was
@@ -472,26 +482,17 @@ class Channel:
     def receive(self, frame, now_ms):
         """open_frame() that never raises: rejected frames are counted in self.drops."""
         self.frames_in += 1
-        opener = crypto.open_data
-        if opener is not None and self.state == "established":
-            # The firmware's message path: a data frame of this session opened in one C
-            # call.  Anything else, or a frame that does not open, goes the long way
-            # (which says why).
-            keys = self._recv_keys
-            window = self._window
-            got = opener(keys.current.k, keys.epoch, frame, window.state, self.sid)
-            if type(got) is bytes:
-                window.accepted += 1
-                if self.reject_reason is not None or self.unconfirmed:
-                    self._confirmed()
-                kind = frame[0] >> 5
-                if kind == 2:  # wire.KIND_DATA
-                    return [got], []
-                try:
-                    return self._deliver(kind, got, now_ms)
-                except SealinkError as e:
-                    return self._dropped(e)
         try:
+            if crypto.open_data is not None and self.state == "established":
+                # The firmware's message path: a data frame of this session opened in
+                # one C call, without open_frame's parsing.  Anything else goes the
+                # long way.
+                got = self._open_in_c(frame)
+                if got is not None:
+                    kind = frame[0] >> 5
+                    if kind == 2:  # wire.KIND_DATA
+                        return [got], []
+                    return self._deliver(kind, got, now_ms)
             return self.open_frame(frame, now_ms)
         except SealinkError as e:
             return self._dropped(e)

@@ -40,6 +40,41 @@ static int sealink_is_zero32(const uint8_t buf[32]) {
     return ((acc - 1) >> 8) & 1;
 }
 
+// ChaCha20-Poly1305 (IETF): `len` bytes of plain sealed into out (ciphertext, then the
+// 16-byte tag at out + len).
+static void sealink_aead_seal(uint8_t *out, const uint8_t *key, const uint8_t *nonce,
+    const uint8_t *ad, size_t ad_len, const uint8_t *plain, size_t len) {
+    crypto_aead_ctx ctx;
+    crypto_aead_init_ietf(&ctx, key, nonce);
+    crypto_aead_write(&ctx, out, out + len, ad, ad_len, plain, len);
+    crypto_wipe(&ctx, sizeof(ctx));
+}
+
+// The plaintext of sealed (text_len bytes of ciphertext, then the tag) as bytes, or
+// MP_OBJ_NULL when the tag does not verify.  Monocypher verifies the tag before it
+// decrypts: on failure no plaintext exists.
+static mp_obj_t sealink_aead_open(const uint8_t *key, const uint8_t *nonce,
+    const uint8_t *ad, size_t ad_len, const uint8_t *sealed, size_t text_len) {
+    vstr_t out;
+    vstr_init_len(&out, text_len);
+    crypto_aead_ctx ctx;
+    crypto_aead_init_ietf(&ctx, key, nonce);
+    int mismatch = crypto_aead_read(&ctx, (uint8_t *)out.buf, sealed + text_len, ad, ad_len,
+        sealed, text_len);
+    crypto_wipe(&ctx, sizeof(ctx));
+    if (mismatch) {
+        vstr_clear(&out);
+        return MP_OBJ_NULL;
+    }
+    return mp_obj_new_bytes_from_vstr(&out);
+}
+
+static void sealink_put_le64(uint8_t *p, uint64_t v) {
+    for (int i = 0; i < 8; ++i) {
+        p[i] = (uint8_t)(v >> (8 * i));
+    }
+}
+
 // x25519(secret, public) -> shared secret; ValueError on an all-zero result.
 static mp_obj_t sealink_crypto_x25519(mp_obj_t secret_in, mp_obj_t public_in) {
     const uint8_t *secret = sealink_buffer(secret_in, SEALINK_KEY_SIZE, "secret");
@@ -87,17 +122,12 @@ static mp_obj_t sealink_crypto_aead_seal(size_t n_args, const mp_obj_t *args) {
 
     vstr_t out;
     vstr_init_len(&out, plain.len + SEALINK_TAG_SIZE);
-    crypto_aead_ctx ctx;
-    crypto_aead_init_ietf(&ctx, key, nonce);
-    crypto_aead_write(&ctx, (uint8_t *)out.buf, (uint8_t *)out.buf + plain.len,
-        aad.buf, aad.len, plain.buf, plain.len);
-    crypto_wipe(&ctx, sizeof(ctx));
+    sealink_aead_seal((uint8_t *)out.buf, key, nonce, aad.buf, aad.len, plain.buf, plain.len);
     return mp_obj_new_bytes_from_vstr(&out);
 }
 static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(sealink_crypto_aead_seal_obj, 4, 4, sealink_crypto_aead_seal);
 
 // aead_open(key, nonce, ciphertext || tag, aad) -> plaintext; ValueError on a bad tag.
-// Monocypher verifies the tag before it decrypts: on failure no plaintext exists.
 static mp_obj_t sealink_crypto_aead_open(size_t n_args, const mp_obj_t *args) {
     (void)n_args;
     const uint8_t *key = sealink_buffer(args[0], SEALINK_KEY_SIZE, "key");
@@ -110,20 +140,12 @@ static mp_obj_t sealink_crypto_aead_open(size_t n_args, const mp_obj_t *args) {
     mp_buffer_info_t aad;
     mp_get_buffer_raise(args[3], &aad, MP_BUFFER_READ);
 
-    size_t text_len = sealed.len - SEALINK_TAG_SIZE;
-    const uint8_t *cipher = sealed.buf;
-    vstr_t out;
-    vstr_init_len(&out, text_len);
-    crypto_aead_ctx ctx;
-    crypto_aead_init_ietf(&ctx, key, nonce);
-    int mismatch = crypto_aead_read(&ctx, (uint8_t *)out.buf, cipher + text_len,
-        aad.buf, aad.len, cipher, text_len);
-    crypto_wipe(&ctx, sizeof(ctx));
-    if (mismatch) {
-        vstr_clear(&out);
+    mp_obj_t plain = sealink_aead_open(key, nonce, aad.buf, aad.len, sealed.buf,
+        sealed.len - SEALINK_TAG_SIZE);
+    if (plain == MP_OBJ_NULL) {
         mp_raise_ValueError(MP_ERROR_TEXT("authentication failed"));
     }
-    return mp_obj_new_bytes_from_vstr(&out);
+    return plain;
 }
 static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(sealink_crypto_aead_open_obj, 4, 4, sealink_crypto_aead_open);
 
@@ -136,9 +158,7 @@ static void sealink_noise_nonce(uint8_t nonce[SEALINK_NONCE_SIZE], mp_obj_t n_in
         if (n < 0) {
             mp_raise_ValueError(MP_ERROR_TEXT("nonce counter out of range"));
         }
-        for (int i = 0; i < (int)sizeof(mp_int_t); ++i) {
-            nonce[4 + i] = (uint8_t)((mp_uint_t)n >> (8 * i));
-        }
+        sealink_put_le64(nonce + 4, (mp_uint_t)n);
         return;
     }
     #if MICROPY_LONGINT_IMPL != MICROPY_LONGINT_IMPL_NONE
@@ -168,11 +188,7 @@ static mp_obj_t sealink_crypto_aead_seal_n(size_t n_args, const mp_obj_t *args) 
     vstr_init_len(&out, head + plain.len + SEALINK_TAG_SIZE);
     uint8_t *buf = (uint8_t *)out.buf;
     memcpy(buf, aad.buf, head);
-    crypto_aead_ctx ctx;
-    crypto_aead_init_ietf(&ctx, key, nonce);
-    crypto_aead_write(&ctx, buf + head, buf + head + plain.len, aad.buf, aad.len, plain.buf,
-        plain.len);
-    crypto_wipe(&ctx, sizeof(ctx));
+    sealink_aead_seal(buf + head, key, nonce, aad.buf, aad.len, plain.buf, plain.len);
     return mp_obj_new_bytes_from_vstr(&out);
 }
 static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(sealink_crypto_aead_seal_n_obj, 5, 5, sealink_crypto_aead_seal_n);
@@ -211,19 +227,9 @@ static mp_obj_t sealink_crypto_aead_open_n(size_t n_args, const mp_obj_t *args) 
     if (cipher_len < SEALINK_TAG_SIZE) {
         return mp_const_none;
     }
-    size_t text_len = cipher_len - SEALINK_TAG_SIZE;
-    vstr_t out;
-    vstr_init_len(&out, text_len);
-    crypto_aead_ctx ctx;
-    crypto_aead_init_ietf(&ctx, key, nonce);
-    int mismatch = crypto_aead_read(&ctx, (uint8_t *)out.buf, cipher + text_len, ad, ad_len,
-        cipher, text_len);
-    crypto_wipe(&ctx, sizeof(ctx));
-    if (mismatch) {
-        vstr_clear(&out);
-        return mp_const_none;
-    }
-    return mp_obj_new_bytes_from_vstr(&out);
+    mp_obj_t plain = sealink_aead_open(key, nonce, ad, ad_len, cipher,
+        cipher_len - SEALINK_TAG_SIZE);
+    return plain == MP_OBJ_NULL ? mp_const_none : plain;
 }
 static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(sealink_crypto_aead_open_n_obj, 4, 4, sealink_crypto_aead_open_n);
 
@@ -324,19 +330,10 @@ static mp_obj_t sealink_crypto_open_data(size_t n_args, const mp_obj_t *args) {
     }
 
     uint8_t nonce[SEALINK_NONCE_SIZE] = { 0 };
-    for (int i = 0; i < 8; ++i) {
-        nonce[4 + i] = (uint8_t)(n >> (8 * i));
-    }
-    size_t text_len = frame.len - 4 - SEALINK_TAG_SIZE;
-    vstr_t out;
-    vstr_init_len(&out, text_len);
-    crypto_aead_ctx ctx;
-    crypto_aead_init_ietf(&ctx, key, nonce);
-    int mismatch = crypto_aead_read(&ctx, (uint8_t *)out.buf, f + 4 + text_len, f, 4, f + 4,
-        text_len);
-    crypto_wipe(&ctx, sizeof(ctx));
-    if (mismatch) {
-        vstr_clear(&out);
+    sealink_put_le64(nonce + 4, n);
+    mp_obj_t plain = sealink_aead_open(key, nonce, f, 4, f + 4,
+        frame.len - 4 - SEALINK_TAG_SIZE);
+    if (plain == MP_OBJ_NULL) {
         return MP_OBJ_NEW_SMALL_INT(SEALINK_OPEN_FORGED);
     }
     // Authentic: only now does the window move.
@@ -349,14 +346,11 @@ static mp_obj_t sealink_crypto_open_data(size_t n_args, const mp_obj_t *args) {
                 bits[i >> 3] &= (uint8_t) ~(1u << (i & 7));
             }
         }
-        next = n + 1;
-        for (int i = 0; i < 8; ++i) {
-            state[i] = (uint8_t)(next >> (8 * i));
-        }
+        sealink_put_le64(state, n + 1);
     }
     uint64_t i = n % size;
     bits[i >> 3] |= (uint8_t)(1u << (i & 7));
-    return mp_obj_new_bytes_from_vstr(&out);
+    return plain;
 }
 static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(sealink_crypto_open_data_obj, 5, 5, sealink_crypto_open_data);
 
@@ -386,10 +380,7 @@ static mp_obj_t sealink_crypto_seal_data(size_t n_args, const mp_obj_t *args) {
     buf[1] = (uint8_t)(sid >> 8);
     buf[2] = (uint8_t)sid;
     buf[3] = (uint8_t)t;
-    crypto_aead_ctx ctx;
-    crypto_aead_init_ietf(&ctx, key, nonce);
-    crypto_aead_write(&ctx, buf + 4, buf + 4 + plain.len, buf, 4, plain.buf, plain.len);
-    crypto_wipe(&ctx, sizeof(ctx));
+    sealink_aead_seal(buf + 4, key, nonce, buf, 4, plain.buf, plain.len);
     return mp_obj_new_bytes_from_vstr(&out);
 }
 static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(sealink_crypto_seal_data_obj, 5, 5, sealink_crypto_seal_data);
