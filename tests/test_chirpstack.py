@@ -275,7 +275,13 @@ def test_device_enrolls_over_lorawan_through_the_network_server(tmp_path, broker
     # What the network server decrypted is Sealink's frames: no plaintext in it.
     assert heard and not any(b"t=21.5" in h or b"done" in h for h in heard)
     assert ns.stats["downlinks"] > 0 and ns.stats["mic_failed"] == 0
-    assert ns.stats["joins"] == (1 if activation == "otaa" else 0)
+    # OTAA joins at least once (again when a join accept missed the module's window:
+    # the module retries, as RUI3 does; whether it misses depends on the host's timing
+    # on the compressed clock); ABP never does.
+    if activation == "otaa":
+        assert ns.stats["joins"] >= 1
+    else:
+        assert ns.stats["joins"] == 0
     assert device.keystore.enrolled
 
 
