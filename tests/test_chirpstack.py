@@ -136,6 +136,21 @@ def test_a_frame_still_queued_is_not_enqueued_again(broker, fmt):
             first, second = await enqueued(), await enqueued()
             await t.send(b"\x20\x01\x02message 2, part 1", to)  # asked again: queued
             assert (t.enqueued, t.already_queued) == (2, 1)
+            # A malformed txack, and one for an item nobody queued: counted, nothing
+            # taken off the queue.
+            txack = f"application/{APP}/device/{DEV_EUI}/event/txack"
+            await ns.publish(txack, b"\x00not an event" if fmt == "protobuf"
+                             else b"{not json", qos=1)
+            stray = integration.TxAckEvent(queue_item_id=str(uuid.uuid4()))
+            await ns.publish(txack, json_format.MessageToJson(stray).encode()
+                             if fmt == "json" else stray.SerializeToString(), qos=1)
+            for _ in range(100):
+                if t.drops:
+                    break
+                await asyncio.sleep(0.02)
+            assert t.drops == {fmt: 1} and t.tx_acked == 0
+            await t.send(b"\x20\x01\x02message 2, part 1", to)  # still queued
+            assert (t.enqueued, t.already_queued) == (2, 2)
             ack = integration.TxAckEvent(queue_item_id=first.id, f_cnt_down=0)
             ack.device_info.dev_eui = DEV_EUI
             await ns.publish(f"application/{APP}/device/{DEV_EUI}/event/txack",
@@ -150,7 +165,7 @@ def test_a_frame_still_queued_is_not_enqueued_again(broker, fmt):
             again = await enqueued()
             assert again.data == first.data and again.id not in (first.id, second.id)
             await t.send(b"\x20\x01\x02message 2, part 2", to)  # still queued
-            assert (t.enqueued, t.already_queued) == (3, 2)
+            assert (t.enqueued, t.already_queued) == (3, 3)
         await t.stop()
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
