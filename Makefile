@@ -104,7 +104,7 @@ UNIX_STOCK: setup
 # A board's configuration (its folder, the shared QEMU code, our port patches) decides
 # which modules and qstrs the build generates; MicroPython's incremental build does not
 # notice such a change, so a board whose configuration changed is rebuilt from scratch.
-BOARD_CONFIG = cat boards/$(1)/* boards/qemu_common/* firmware/patches/*/* 2>/dev/null | sha256sum
+BOARD_CONFIG = cat boards/$(1)/* boards/qemu_common/* boards/sealink_manifest.py firmware/patches/*/* 2>/dev/null | sha256sum
 FRESH_BUILD = cfg=$$($(call BOARD_CONFIG,$(1))); \
 	if [ "$$(cat $(BUILD_ROOT)/$(1).config 2>/dev/null)" != "$$cfg" ]; then \
 		rm -rf $(BUILD_ROOT)/$(1) $(BUILD_ROOT)/baseline/$(1); mkdir -p $(BUILD_ROOT); \
@@ -125,7 +125,7 @@ $(BOARDS_IDF):
 	@exit 2
 
 sizes:
-	@$(VPY) tools/firmware_size.py UNIX QEMU_MPS2_AN385 QEMU_VIRT_RV32
+	@$(VPY) tools/firmware_size.py --modules UNIX QEMU_MPS2_AN385 QEMU_VIRT_RV32
 
 # --- Tests, demo, benchmarks ----------------------------------------------------------------
 test: firmware lint

@@ -147,6 +147,8 @@ def enroll_bulk(workdir: Path, n: int) -> list[tuple[bytes, int]]:
 
 def cpu_s(proc: subprocess.Popen) -> float:
     t = psutil.Process(proc.pid).cpu_times()
+    if os.environ.get("BENCH_DEBUG"):
+        print(f"cpu: user {t.user:.2f} s, system {t.system:.2f} s")
     return t.user + t.system
 
 

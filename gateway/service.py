@@ -239,7 +239,8 @@ class Gateway:
         self._batch: list[tuple[_Session, bytes, Uplink, list[bytes], int | None]] = []
         self._audits: list = []  # deferred writes (callables) for the next group commit
         self._commit_scheduled = False
-        self._status: dict[str, tuple[float, str]] = {}  # device id -> (read at, status)
+        self._revoked: set[str] = set()  # revoked device ids, read at _revoked_read_at
+        self._revoked_read_at = float("-inf")
         self._queued_hint = True  # downlinks may be queued (cleared when none are)
         # Frames carrying a downlink through a transport that confirms transmission
         # (semtech-udp's TX_ACK): frame -> downlink id, until the verdict arrives.
@@ -268,6 +269,8 @@ class Gateway:
         for t in self.transports:
             if hasattr(t, "on_tx_result"):
                 t.on_tx_result = self._tx_result
+            if hasattr(t, "fast_path"):
+                t.fast_path = self._fast_uplink
             await t.start(self._on_uplink)
         self._poller = asyncio.create_task(self._poll_loop())
         logger.info("gateway started: %d transports", len(self.transports))
@@ -325,6 +328,41 @@ class Gateway:
         return downlink_id
 
     # --- frames in ------------------------------------------------------------------------
+
+    def _fast_uplink(self, up: Uplink) -> bool:
+        """The message path: a DATA frame on an authorized session with nothing else to
+        do (no handshake pending on its sid, no downlink in flight or waiting, no key
+        rotation or announcement due) is opened in one call (crypto.open_data: counter,
+        replay window, tag) and joins the group commit, with the steps _on_uplink would
+        take for it.  Returns False, having changed nothing, for any other frame, or one
+        that does not open at once (a replay, a forgery, another key epoch): _on_uplink
+        takes those the long way, and counts what it drops."""
+        frame = up.frame
+        if len(frame) < 20 or frame[0] >> 5 != wire.KIND_DATA or self._queued_hint:
+            return False
+        sid = (frame[1] << 8) | frame[2]
+        session = self.sessions.get(sid)
+        if session is None or not session.authorized or session.inflight or \
+                session.backlog or session.announce or session.ask_rotate or \
+                sid in self.pending or session.transport.needs_window:
+            return False
+        ch = session.channel
+        if ch.state != "established" or ch.restart_message is not None or \
+                getattr(ch, "key_control", None):
+            return False
+        if self._device_status(session.device_id) != "active":
+            return False
+        now = self._clock()
+        payload = ch._open_in_c(frame)  # None: left to the long way, nothing changed
+        if payload is None:
+            return False
+        ch.frames_in += 1
+        session.last_heard = now
+        session.address = up.source  # authentic: the device's address now
+        session.last_uplink = up
+        self._batch.append((session, payload, up, (), None))
+        self._schedule_commit()
+        return True
 
     async def _on_uplink(self, up: Uplink) -> None:
         try:
@@ -775,13 +813,14 @@ class Gateway:
         return evidence, verdict
 
     def _device_status(self, device_id: str) -> str:
+        """"active" or "revoked", as the store says: the set of revoked devices is read
+        again at most once per STATUS_CACHE_S (a revocation by another process, `sealink
+        devices revoke`, takes effect within that), in one query for the whole fleet."""
         now = self._clock()
-        cached = self._status.get(device_id)
-        if cached is None or now - cached[0] > STATUS_CACHE_S:
-            device = self.store.device(device_id)
-            cached = (now, device.status if device else "unknown")
-            self._status[device_id] = cached
-        return cached[1]
+        if now - self._revoked_read_at > STATUS_CACHE_S:
+            self._revoked = self.store.revoked_ids()
+            self._revoked_read_at = now
+        return "revoked" if device_id in self._revoked else "active"
 
     async def _accept(self, session: _Session, sid: int, payloads: list[bytes],
                       up: Uplink, replies: list[bytes]) -> bool:
@@ -868,16 +907,18 @@ class Gateway:
         self.counters["uplinks"] += len(batch)
         if batch:
             self.uplink_event.set()
+        subscribers = self._subscribers
         for uplink_id, (session, payload, up, replies, msg_id) in zip(ids, batch, strict=True):
             if msg_id is not None:
                 self._remember(session.device_id, msg_id)
-            message = Message(uplink_id, session.device_id, session.attributes,
-                              payload, up.radio, up.received_at)
-            for queue in self._subscribers:
-                try:
-                    queue.put_nowait(message)
-                except asyncio.QueueFull:
-                    self._drop("subscriber_full")
+            if subscribers:
+                message = Message(uplink_id, session.device_id, session.attributes,
+                                  payload, up.radio, up.received_at)
+                for queue in subscribers:
+                    try:
+                        queue.put_nowait(message)
+                    except asyncio.QueueFull:
+                        self._drop("subscriber_full")
             for f in replies:  # acknowledgements only after the commit
                 asyncio.ensure_future(self._send_frame(session.transport, f, session.address,
                                                        session.last_uplink))
@@ -1047,9 +1088,20 @@ class Gateway:
         self.counters["downlink_tx_errors"] += 1
 
     def _expire_half_open(self, now: float) -> None:
-        """Drop the handshakes (XX in progress, or not yet authorized) idle for longer
-        than pending_timeout_s.  Run once a second, not per poll."""
+        """Drop the handshakes (XX in progress, or not yet authorized; KK answered and
+        not yet proven) idle for longer than pending_timeout_s.  Run once a second, not
+        per poll: a sweep of every half-open handshake, 20 times a second, cost a fleet
+        reconnecting at once more than the handshakes' own crypto."""
         self._expired_at = now
+        for sid, pendings in list(self.pending.items()):
+            alive = [p for p in pendings
+                     if now - max(p.created, p.last_heard) <= self.pending_timeout_s]
+            for _ in range(len(pendings) - len(alive)):
+                self._drop("handshake_timeout")
+            if alive:
+                self.pending[sid] = alive
+            else:
+                del self.pending[sid]
         for sid in list(self._half_open):
             session = self.sessions.get(sid)
             if session is None or session.authorized:
@@ -1063,15 +1115,6 @@ class Gateway:
         while True:
             await asyncio.sleep(self.poll_s)
             now = self._clock()
-            for sid, pendings in list(self.pending.items()):
-                alive = [p for p in pendings
-                         if now - max(p.created, p.last_heard) <= self.pending_timeout_s]
-                for _ in range(len(pendings) - len(alive)):
-                    self._drop("handshake_timeout")
-                if alive:
-                    self.pending[sid] = alive
-                else:
-                    del self.pending[sid]
             if now - self._expired_at >= 1.0:
                 self._expire_half_open(now)
             for sid in list(self._needs_poll):

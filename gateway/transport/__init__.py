@@ -104,6 +104,9 @@ class DatagramTransportBase:
         self._tasks: set[asyncio.Task] = set()
         self._pending: list[Uplink] = []
         self.endpoint: Any = None  # set: start() attaches to it instead of a socket
+        # The gateway's message path (Gateway._fast_uplink): takes a frame at once and
+        # returns True, or returns False and the frame goes to the handler.
+        self.fast_path: Callable[[Uplink], bool] | None = None
 
     def _drop(self, reason: str) -> None:
         self.drops[reason] = self.drops.get(reason, 0) + 1
@@ -183,9 +186,11 @@ class DatagramTransportBase:
         self._pending.append(up)
 
     async def _handle(self, batch: list[Uplink]) -> None:
+        fast = self.fast_path
         for up in batch:
             try:
-                await self._handler(up)
+                if fast is None or not fast(up):
+                    await self._handler(up)
             except Exception:  # one bad frame must never stop the others
                 logger.exception("%s: handling a frame failed", self.name)
                 self._drop("handler_error")

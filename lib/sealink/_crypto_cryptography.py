@@ -48,3 +48,99 @@ def compare(a, b):
 def wipe(buf):
     view = memoryview(buf).cast("B")
     view[:] = bytes(len(view))
+
+
+# The message path (sealink.crypto: seal_n, open_n, open_data, seal_data), as the
+# firmware's C module has it.  A ChaCha20Poly1305 object is built once per key and kept:
+# a gateway opens many frames under each session's key.  The cache is bounded (cleared
+# whole when full).  (pyca keeps the key inside its object, beyond our reach to wipe,
+# cached or not.)
+_NONCE = __import__("struct").Struct("<4xQ")  # the Noise nonce: 4 zero bytes, LE64 counter
+_AEAD_CACHE = 1 << 16
+_aeads = {}
+
+
+def _aead(key):
+    aead = _aeads.get(key)
+    if aead is None:
+        if len(_aeads) >= _AEAD_CACHE:
+            _aeads.clear()
+        key = bytes(key)
+        aead = _aeads[key] = ChaCha20Poly1305(key)
+    return aead
+
+
+def aead_seal_n(key, n, plaintext, ad, prefix):
+    sealed = _aead(key).encrypt(_NONCE.pack(n), plaintext, ad)
+    return ad + sealed if prefix else sealed
+
+
+def aead_open_n(key, n, data, ad):
+    if type(ad) is int:
+        ad, data = data[:ad], data[ad:]
+    if len(data) < 16:
+        return None
+    try:
+        return _aead(key).decrypt(_NONCE.pack(n), data, ad)
+    except InvalidTag:
+        return None
+
+
+OPEN_OLD, OPEN_REPLAYED, OPEN_FORGED, OPEN_OTHER = -1, -2, -3, -4
+_LAST = (1 << 64) - 1  # the reserved nonce: never a counter
+
+
+def open_data(key, epoch, frame, window, sid):
+    """A DATA, CONTROL or RELIABLE frame of session `sid` opened: counter expanded from
+    its 13 bits, checked against the replay window (sealink.replay's bytearray: next
+    counter LE64, then the ring of bits), tag verified, and only then the window moved.
+    Returns the plaintext; or, nothing changed, a negative code (OPEN_*), or the counter
+    when it belongs to another key epoch than `epoch` (the caller derives that key).
+    The steps of _sealink_crypto.open_data, one for one."""
+    if len(frame) < 20 or (frame[0] >> 5) not in (2, 3, 6) or \
+            ((frame[1] << 8) | frame[2]) != sid:
+        return OPEN_OTHER
+    nxt = int.from_bytes(window[:8], "little")
+    size = (len(window) - 8) << 3
+    truncated = ((frame[0] & 0x1F) << 8) | frame[3]
+    n = (nxt & ~0x1FFF) | truncated  # the counter closest to nxt with these low bits
+    if n <= nxt - 0x1000 and n + 0x2000 < _LAST + 1:
+        n += 0x2000
+    elif n > nxt + 0x1000 and n >= 0x2000:
+        n -= 0x2000
+    if n >= _LAST:
+        return OPEN_OLD
+    if n < nxt:
+        if nxt - 1 - n >= size:
+            return OPEN_OLD
+        i = n % size
+        if window[8 + (i >> 3)] & (1 << (i & 7)):
+            return OPEN_REPLAYED
+    if epoch < 0 or n >> 10 != epoch:
+        return n
+    try:
+        plain = _aead(key).decrypt(_NONCE.pack(n), frame[4:], frame[:4])
+    except InvalidTag:
+        return OPEN_FORGED
+    if n >= nxt:  # authentic: only now does the window move
+        if n - nxt >= size:
+            window[8:] = bytes(len(window) - 8)
+        else:
+            for m in range(nxt, n):
+                i = m % size
+                window[8 + (i >> 3)] &= ~(1 << (i & 7))
+        window[:8] = (n + 1).to_bytes(8, "little")
+    i = n % size
+    window[8 + (i >> 3)] |= 1 << (i & 7)
+    return plain
+
+
+def seal_data(key, n, kind, sid, payload):
+    """The frame for counter n: its 4-byte header (kind, the counter's low 13 bits,
+    sid), then the ciphertext and tag of payload under the header as associated data."""
+    if isinstance(payload, str):
+        raise TypeError("payload must be bytes")
+    if not 0 <= kind <= 7 or not 0 <= sid <= 0xFFFF:
+        raise ValueError("kind or session id out of range")
+    header = bytes(((kind << 5) | ((n >> 8) & 0x1F), sid >> 8, sid & 0xFF, n & 0xFF))
+    return header + _aead(key).encrypt(_NONCE.pack(n), payload, header)
