@@ -66,6 +66,12 @@ WINDOW = 200
 PROBE = 100
 
 
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -99,11 +105,15 @@ def start_mosquitto(workdir: Path) -> tuple[subprocess.Popen, int]:
     raise RuntimeError("mosquitto did not start")
 
 
-def start_gateway(workdir: Path, mqtt_port: int | None) -> tuple[subprocess.Popen, int, int]:
+def start_gateway(workdir: Path, mqtt_port: int | None,
+                  workers: int = 1) -> tuple[subprocess.Popen, int, int]:
     metrics_port = free_port()
     cfg = workdir / "gateway.toml"
+    # Port 0 with one worker (the kernel picks); several need a port known beforehand.
+    port = free_udp_port() if workers > 1 else 0
     cfg.write_text('[gateway]\ndatabase = "state.db"\nlog_level = "WARNING"\n'
-                   '[[transport]]\nurl = "udp://127.0.0.1:0?mtu=222"\n'
+                   f'workers = {workers}\n'
+                   f'[[transport]]\nurl = "udp://127.0.0.1:{port}?mtu=222"\n'
                    f'[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n'
                    "[limits]\nhandshakes_per_source = 1000000\nhandshake_window_s = 1\n"
                    + (f'[mqtt]\nurl = "mqtt://127.0.0.1:{mqtt_port}"\n' if mqtt_port else ""))
@@ -118,8 +128,9 @@ def start_gateway(workdir: Path, mqtt_port: int | None) -> tuple[subprocess.Pope
     # log_level WARNING hides the "listening" line: find the UDP port from the process.
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        ports = [c.laddr.port for c in psutil.Process(proc.pid).net_connections("udp")]
-        if ports:
+        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children()]
+        ports = [c.laddr.port for p in family for c in p.net_connections("udp")]
+        if len(ports) >= workers:
             return proc, ports[0], metrics_port
         time.sleep(0.1)
     proc.kill()
@@ -146,10 +157,13 @@ def enroll_bulk(workdir: Path, n: int) -> list[tuple[bytes, int]]:
 
 
 def cpu_s(proc: subprocess.Popen) -> float:
-    t = psutil.Process(proc.pid).cpu_times()
-    if os.environ.get("BENCH_DEBUG"):
-        print(f"cpu: user {t.user:.2f} s, system {t.system:.2f} s")
-    return t.user + t.system
+    """CPU seconds (user + system) of the gateway: its process and its workers."""
+    parent = psutil.Process(proc.pid)
+    total = 0.0
+    for p in [parent, *parent.children(recursive=True)]:
+        t = p.cpu_times()
+        total += t.user + t.system
+    return total
 
 
 def crypto_floor() -> dict:
@@ -213,14 +227,14 @@ def pump(sock: socket.socket, frames: list[bytes], addr, on_reply=None,
     return last_reply - start
 
 
-def run_size(n: int, messages: int, mqtt: bool) -> dict:
+def run_size(n: int, messages: int, mqtt: bool, workers: int = 1) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         gw_key = load_or_create_static_key(workdir / "gateway.key")
         gw_pub = crypto.x25519_base(gw_key)
         devices = enroll_bulk(workdir, n)
         broker, mqtt_port = start_mosquitto(workdir) if mqtt else (None, None)
-        proc, port, metrics_port = start_gateway(workdir, mqtt_port)
+        proc, port, metrics_port = start_gateway(workdir, mqtt_port, workers)
         addr = ("127.0.0.1", port)
         try:
             rss_before = psutil.Process(proc.pid).memory_info().rss
@@ -284,6 +298,7 @@ def run_size(n: int, messages: int, mqtt: bool) -> dict:
                        and not ln.startswith("#")])
             return {
                 "devices": n,
+                "workers": workers,
                 "handshakes_answered": answered,
                 "handshakes_completed": int(completed),
                 "handshakes_per_s": answered / hs_time,
@@ -317,11 +332,13 @@ def main() -> int:
     parser.add_argument("--sizes", default="100,1000,10000")
     parser.add_argument("--messages", type=int, default=100000)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--workers", default="1,2", help="gateway processes, one run each")
     parser.add_argument("--mqtt-sizes", default="1000",
                         help="sizes run again with a mosquitto broker ('' for none)")
     args = parser.parse_args()
     floor = crypto_floor()
-    rows = [run_size(int(n), args.messages, False) for n in args.sizes.split(",")]
+    rows = [run_size(int(n), args.messages, False, int(w))
+            for w in args.workers.split(",") for n in args.sizes.split(",")]
     rows += [run_size(int(n), args.messages, True) for n in args.mqtt_sizes.split(",") if n]
     table = Table(title="Gateway over udp:// on loopback (one process, 2-core machine)")
     for col in ("devices", "MQTT", "handshakes answered/proven", "handshakes/s", "per CPU-s",

@@ -440,6 +440,10 @@ def gateway(ctx: click.Context, config_path: str, passphrase_fd: int | None) -> 
     from sealink_gateway.keyfile import KeyFileError
 
     try:
+        if cfg.workers > 1:
+            from sealink_gateway.workers import serve_workers
+
+            sys.exit(serve_workers(cfg, cfg.workers, passphrase_source(passphrase_fd)))
         asyncio.run(serve(cfg, passphrase=passphrase_source(passphrase_fd)))
     except KeyFileError as e:
         raise click.ClickException(f"not started: {e}") from None
@@ -458,6 +462,7 @@ def gateway_check(ctx: click.Context, as_json: bool) -> None:
         raise click.ClickException(str(e)) from None
     summary = {"config": str(cfg.path), "database": str(cfg.database),
                "transports": [t.url for t in cfg.transports],
+               "workers": cfg.workers,
                "mqtt": f"{cfg.mqtt_host}:{cfg.mqtt_port}" if cfg.mqtt_host else None,
                "metrics": f"{cfg.metrics_host}:{cfg.metrics_port}" if cfg.metrics_host
                else None}

@@ -5,6 +5,8 @@
     static_key = "gateway.key"       # the gateway's X25519 key (created, mode 0600)
     authority_key = "authority.pem"  # Ed25519 key that signs credentials (created, 0600)
     log_level = "INFO"
+    workers = 1                      # processes (one per core): udp:// is sharded over
+                                     # them by session id (gateway/workers.py)
 
     [[transport]]
     url = "udp://0.0.0.0:1700?mtu=222"
@@ -75,6 +77,7 @@ class Config:
     static_key: Path
     authority_key: Path
     log_level: str = "INFO"
+    workers: int = 1
     transports: list[TransportConfig] = field(default_factory=list)
     mqtt_host: str | None = None
     mqtt_port: int = 1883
@@ -218,6 +221,11 @@ def load(path: str | Path) -> Config:
                 require_private(key)
             except KeyFileError as e:
                 raise ConfigError(str(e)) from None
+    workers = gw.get("workers", 1)
+    if not isinstance(workers, int) or isinstance(workers, bool) or not 1 <= workers <= 64:
+        raise ConfigError(f"[gateway] workers must be a whole number from 1 to 64, "
+                          f"not {workers!r}")
+    cfg.workers = workers
     if cfg.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"log_level {cfg.log_level!r} is not DEBUG, INFO, WARNING or ERROR")
     if "custody" in data:

@@ -38,8 +38,12 @@ def envelope(uplink: dict, attributes: dict, attestation: str | None = None) -> 
 
 
 class MqttBridge:
-    def __init__(self, gateway: Gateway, host: str, port: int, prefix: str = "sealink"):
+    def __init__(self, gateway: Gateway, host: str, port: int, prefix: str = "sealink",
+                 poll_s: float | None = None):
         self.gateway = gateway
+        # None: woken only by the gateway's commits; else also every poll_s (uplinks
+        # that other processes commit: gateway/workers.py).
+        self.poll_s = poll_s
         self.host, self.port, self.prefix = host, port, prefix
         self.published = 0
         self._task: asyncio.Task | None = None
@@ -80,7 +84,10 @@ class MqttBridge:
         while True:
             batch = store.uplinks(unpublished=True, limit=BATCH)
             if not batch:
-                await self.gateway.uplink_event.wait()
+                try:
+                    await asyncio.wait_for(self.gateway.uplink_event.wait(), self.poll_s)
+                except TimeoutError:
+                    pass
                 self.gateway.uplink_event.clear()
                 continue
             publishes = []

@@ -26,19 +26,26 @@ logger = logging.getLogger("sealink_gateway")
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message (no keys, no payloads)."""
+    """One JSON object per line: time, level, logger, message (no keys, no payloads);
+    and the worker, when the gateway runs on several (gateway/workers.py)."""
+
+    def __init__(self, worker: int | None = None):
+        super().__init__()
+        self.worker = worker
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {"time": round(record.created, 3), "level": record.levelname,
                  "logger": record.name, "message": record.getMessage()}
+        if self.worker is not None:
+            entry["worker"] = self.worker
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)
 
 
-def setup_logging(level: str) -> None:
+def setup_logging(level: str, worker: int | None = None) -> None:
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(JsonFormatter(worker))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -57,11 +64,20 @@ def load_or_create_static_key(path: Path) -> bytes:
     return key
 
 
-def build(cfg: Config, passphrase: Callable[[], bytes] | None = None) -> Gateway:
+def build(cfg: Config, passphrase: Callable[[], bytes] | None = None, keys=None,
+          shard: tuple[int, int] = (0, 1), bound: dict | None = None) -> Gateway:
+    """The gateway the configuration describes.  On several workers (gateway/workers.py)
+    each builds its own with the keys unlocked once (`keys`: load_keys()), its shard
+    (index, count), and `bound`: the udp:// sockets it reads, by transport index; the
+    transports that are not udp:// run in worker 0 only."""
     transports = []
-    for t in cfg.transports:
+    for j, t in enumerate(cfg.transports):
+        if shard[0] != 0 and t.scheme != "udp":
+            continue
         if t.scheme == "udp":
-            transports.append(UdpTransport(t.host, t.port, int(t.options.get("mtu", 222))))
+            udp = UdpTransport(t.host, t.port, int(t.options.get("mtu", 222)))
+            udp.bound = (bound or {}).get(j)
+            transports.append(udp)
         elif t.scheme == "ble":
             from sealink_gateway.transport.ble import BleakCentral, BleTransport, BumbleCentral
 
@@ -91,7 +107,8 @@ def build(cfg: Config, passphrase: Callable[[], bytes] | None = None) -> Gateway
                 region=o.get("region", "EU868"), username=o.get("username"),
                 password=o.get("password")))
     store = Store(cfg.database)
-    static, authority, retiring = load_keys(cfg, store, passphrase)
+    store.shard = shard
+    static, authority, retiring = keys or load_keys(cfg, store, passphrase)
     return Gateway(store, static, authority, transports,
                    HandshakeLimiter(cfg.handshakes_per_source, cfg.handshake_window_s),
                    retiring=retiring)
@@ -161,10 +178,15 @@ def authority_grace_ended(endorsement: bytes) -> bool:
 
 
 async def serve(cfg: Config, ready: asyncio.Event | None = None,
-                passphrase: Callable[[], bytes] | None = None) -> None:
+                passphrase: Callable[[], bytes] | None = None, keys=None,
+                shard: tuple[int, int] = (0, 1), bound: dict | None = None,
+                report=None) -> None:
+    """Run the gateway until SIGTERM / SIGINT.  On several workers (gateway/workers.py),
+    this is one worker: keys, shard and bound as build() takes them, and `report`, the
+    pipe its metrics go to the parent by (which serves them)."""
     # `kill -USR1 <pid>` writes every thread's stack to stderr (a stuck gateway).
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    gateway = build(cfg, passphrase)
+    gateway = build(cfg, passphrase, keys, shard, bound)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -172,13 +194,20 @@ async def serve(cfg: Config, ready: asyncio.Event | None = None,
     loop.add_signal_handler(signal.SIGHUP, lambda: reload_keys(cfg, gateway, passphrase))
     await gateway.start()
     bridge = None
-    if cfg.mqtt_host:
+    if cfg.mqtt_host and shard[0] == 0:
         from sealink_gateway.mqtt import MqttBridge
 
-        bridge = MqttBridge(gateway, cfg.mqtt_host, cfg.mqtt_port, cfg.mqtt_prefix)
+        # On several workers the others commit uplinks too: the bridge looks at the
+        # store every 50 ms besides when this worker commits.
+        bridge = MqttBridge(gateway, cfg.mqtt_host, cfg.mqtt_port, cfg.mqtt_prefix,
+                            poll_s=0.05 if shard[1] > 1 else None)
         await bridge.start()
-    metrics_server = None
-    if cfg.metrics_host:
+    metrics_server = reporter = None
+    if report is not None:
+        from sealink_gateway.workers import report_metrics
+
+        reporter = asyncio.create_task(report_metrics(gateway, report))
+    elif cfg.metrics_host:
         from sealink_gateway.metrics import serve as serve_metrics
 
         metrics_server, _ = serve_metrics(gateway, cfg.metrics_host, cfg.metrics_port)
@@ -190,6 +219,11 @@ async def serve(cfg: Config, ready: asyncio.Event | None = None,
     await stop.wait()
     logger.info("stopping: draining transports and queues")
     await gateway.stop()
+    if reporter is not None:
+        reporter.cancel()
+        from sealink_gateway.workers import send_metrics
+
+        send_metrics(gateway, report)  # the last word: what the drain committed
     if bridge is not None:
         # Give the bridge a moment to publish what was accepted before the stop.
         deadline = time.monotonic() + 2.0

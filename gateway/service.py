@@ -242,6 +242,9 @@ class Gateway:
         self._revoked: set[str] = set()  # revoked device ids, read at _revoked_read_at
         self._revoked_read_at = float("-inf")
         self._queued_hint = True  # downlinks may be queued (cleared when none are)
+        # Devices with downlinks queued, as the last look at the store found (each
+        # _flush_downlinks: on send(), and every poll_s): their uplinks take the long way.
+        self._queued_devices: set[str] = set()
         # Frames carrying a downlink through a transport that confirms transmission
         # (semtech-udp's TX_ACK): frame -> downlink id, until the verdict arrives.
         self._awaiting_tx: dict[bytes, int] = {}
@@ -338,13 +341,14 @@ class Gateway:
         that does not open at once (a replay, a forgery, another key epoch): _on_uplink
         takes those the long way, and counts what it drops."""
         frame = up.frame
-        if len(frame) < 20 or frame[0] >> 5 != wire.KIND_DATA or self._queued_hint:
+        if len(frame) < 20 or frame[0] >> 5 != wire.KIND_DATA:
             return False
         sid = (frame[1] << 8) | frame[2]
         session = self.sessions.get(sid)
         if session is None or not session.authorized or session.inflight or \
                 session.backlog or session.announce or session.ask_rotate or \
-                sid in self.pending or session.transport.needs_window:
+                sid in self.pending or session.transport.needs_window or \
+                session.device_id in self._queued_devices:
             return False
         ch = session.channel
         if ch.state != "established" or ch.restart_message is not None or \
@@ -1035,6 +1039,7 @@ class Gateway:
         in_flight = {i for s in self.sessions.values() for i in s.inflight.values()}
         queued = [d for d in queued if d["id"] not in in_flight]
         self._queued_hint = bool(queued)
+        self._queued_devices = {d["device_id"] for d in queued}
         for downlink in queued:
             session = self.sessions.get(self._by_device.get(downlink["device_id"], -1))
             if session is None or session.channel.state != "established":

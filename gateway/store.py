@@ -207,6 +207,9 @@ class Store:
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._last_seen: dict[str, float] = {}  # device id -> last_seen written (add_uplinks)
+        # (index, count): this process is shard `index` of `count` (gateway/workers.py),
+        # and gives new devices session ids of its own, sid % count == index.
+        self.shard = (0, 1)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
@@ -348,12 +351,16 @@ class Store:
         return True
 
     def free_sid(self, exclude: set[int] = frozenset()) -> int:
-        """A session id no enrolled device has (nor any in `exclude`)."""
+        """A session id no enrolled device has (nor any in `exclude`); with a shard
+        (index, count) set, one of that shard's: sid % count == index."""
+        index, count = self.shard
         used = {r[0] for r in self.db.execute("SELECT sid FROM devices")} | set(exclude)
-        if len(used) >= LAST_SID - FIRST_SID + 1:
+        first = FIRST_SID + (index - FIRST_SID) % count  # the shard's first sid
+        choices = range(first, LAST_SID + 1, count)
+        if len(used.intersection(choices)) >= len(choices):
             raise StoreError("no session id left")
         while True:
-            sid = FIRST_SID + secrets.randbelow(LAST_SID - FIRST_SID + 1)
+            sid = choices[secrets.randbelow(len(choices))]
             if sid not in used:
                 return sid
 

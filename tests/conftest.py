@@ -21,3 +21,13 @@ def _no_unhandled_asyncio_errors(caplog):
     errors = [r.getMessage() for r in caplog.get_records("call")
               if r.name == "asyncio" and r.levelno >= logging.ERROR]
     assert not errors, errors
+
+
+@pytest.fixture
+def mosquitto(tmp_path):
+    """A mosquitto broker of the test's own, on loopback: its port."""
+    from sim.broker import Mosquitto
+
+    broker = Mosquitto(tmp_path)
+    yield broker.port
+    broker.stop()

@@ -21,7 +21,6 @@ from test_gateway_service import UdpDevice, _first_contact_sid
 
 from sealink import crypto
 from sealink_gateway.authority import verify
-from sim.broker import Mosquitto
 
 SEALINK = str(Path(sys.executable).parent / "sealink")
 
@@ -30,13 +29,6 @@ def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture
-def mosquitto(tmp_path):
-    broker = Mosquitto(tmp_path)
-    yield broker.port
-    broker.stop()
 
 
 class GatewayProcess:
@@ -214,7 +206,8 @@ class _Back(asyncio.DatagramProtocol):
         pass
 
 
-def test_uplinks_committed_once_across_kill_9_of_the_gateway(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_uplinks_committed_once_across_kill_9_of_the_gateway(tmp_path, workers):
     """Stage 6, finding 6, as it was found: `kill -9` of the gateway process while a
     device streams reliable uplinks (device stack on CPython, its UDP driver, the
     gateway's udp:// transport on loopback).  Each kill loses the gateway's sessions and
@@ -228,7 +221,10 @@ def test_uplinks_committed_once_across_kill_9_of_the_gateway(tmp_path):
 
     port = _free_port()
     config = tmp_path / "gateway.toml"
+    # (workers = 2: the gateway on two processes, gateway/workers.py; kill -9 of the
+    # parent takes its workers with it.)
     config.write_text('[gateway]\ndatabase = "state.db"\nlog_level = "INFO"\n'
+                      f'workers = {workers}\n'
                       f'[[transport]]\nurl = "udp://127.0.0.1:{port}?mtu=51"\n')
     db = tmp_path / "state.db"
 

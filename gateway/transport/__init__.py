@@ -104,6 +104,7 @@ class DatagramTransportBase:
         self._tasks: set[asyncio.Task] = set()
         self._pending: list[Uplink] = []
         self.endpoint: Any = None  # set: start() attaches to it instead of a socket
+        self.bound: socket.socket | None = None  # set: start() reads this bound socket
         # The gateway's message path (Gateway._fast_uplink): takes a frame at once and
         # returns True, or returns False and the frame goes to the handler.
         self.fast_path: Callable[[Uplink], bool] | None = None
@@ -116,18 +117,22 @@ class DatagramTransportBase:
             await self.attach(handler, self.endpoint)
             return
         self._handler = handler
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            self.host, self.port, type=socket.SOCK_DGRAM)
-        family, _, _, _, address = infos[0]
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            # No SO_REUSEADDR: on UDP it would let another local socket bind the same
-            # port and take devices' frames.  (A restart needs no TIME_WAIT reuse.)
-            sock.bind(address)
+        if self.bound is not None:
+            sock = self.bound  # bound for us (gateway/workers.py: one of a shard group)
             sock.setblocking(False)
-        except OSError:
-            sock.close()
-            raise
+        else:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                self.host, self.port, type=socket.SOCK_DGRAM)
+            family, _, _, _, address = infos[0]
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                # No SO_REUSEADDR: on UDP it would let another local socket bind the same
+                # port and take devices' frames.  (A restart needs no TIME_WAIT reuse.)
+                sock.bind(address)
+                sock.setblocking(False)
+            except OSError:
+                sock.close()
+                raise
         self._grow_receive_buffer(sock)
         self._sock = sock
         self._transport = _Socket(sock, self._drop)
