@@ -139,15 +139,21 @@ test-fast: setup
 demo: UNIX QEMU_MPS2_AN385 QEMU_VIRT_RV32
 	$(VPY) -m sim.fleet sim/scenarios/demo.toml --out $(BUILD_ROOT)/demo
 
+# Every benchmark, each writing its JSON (and its console tables) into build/bench/;
+# bench/report.py then writes build/bench/results.md and results.json.
+BENCH_DIR = $(BUILD_ROOT)/bench
 bench: firmware
-	$(VPY) bench/crypto_speed.py --json $(BUILD_ROOT)/bench-crypto.json
-	$(VPY) bench/device_paths.py --json $(BUILD_ROOT)/bench-device-paths.json
-	$(VPY) bench/air_bytes.py --json $(BUILD_ROOT)/bench-air.json
-	$(VPY) bench/first_contact.py --json $(BUILD_ROOT)/bench-first-contact.json
-	$(VPY) bench/device_heap.py --json $(BUILD_ROOT)/bench-heap.json
-	$(VPY) bench/gateway_scale.py --json $(BUILD_ROOT)/bench-gateway.json
-	$(VPY) bench/aloha.py --out $(BUILD_ROOT)/bench
-	$(VPY) bench/cell_scale.py --out $(BUILD_ROOT)/bench
+	@mkdir -p $(BENCH_DIR)
+	set -o pipefail; $(VPY) bench/device_paths.py --json $(BENCH_DIR)/device_paths.json | tee $(BENCH_DIR)/device_paths.txt
+	set -o pipefail; $(VPY) bench/device_heap.py --json $(BENCH_DIR)/heap.json | tee $(BENCH_DIR)/heap.txt
+	set -o pipefail; $(VPY) bench/gateway_scale.py --json $(BENCH_DIR)/gateway.json | tee $(BENCH_DIR)/gateway.txt
+	$(VPY) tools/firmware_size.py --json UNIX QEMU_MPS2_AN385 QEMU_VIRT_RV32 > $(BENCH_DIR)/sizes.json
+	set -o pipefail; $(VPY) bench/crypto_speed.py --json $(BENCH_DIR)/crypto.json | tee $(BENCH_DIR)/crypto.txt
+	set -o pipefail; $(VPY) bench/air_bytes.py --json $(BENCH_DIR)/air.json | tee $(BENCH_DIR)/air.txt
+	set -o pipefail; $(VPY) bench/first_contact.py --json $(BENCH_DIR)/first_contact.json | tee $(BENCH_DIR)/first_contact.txt
+	set -o pipefail; $(VPY) bench/aloha.py --out $(BENCH_DIR) | tee $(BENCH_DIR)/aloha.txt
+	set -o pipefail; $(VPY) bench/cell_scale.py --out $(BENCH_DIR) | tee $(BENCH_DIR)/cell.txt
+	$(VPY) bench/report.py --dir $(BENCH_DIR)
 
 lint: setup
 	$(VENV)/bin/ruff check .

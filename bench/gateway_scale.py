@@ -1,35 +1,39 @@
 #!/usr/bin/env python3
-"""Gateway scale: one `sealink gateway` process over udp:// on loopback, at 100, 1,000
-and 10,000 enrolled devices.
+"""Gateway scale: `sealink gateway` over udp:// on loopback, on one worker process and
+on two (gateway/workers.py), at 100, 1,000 and 10,000 enrolled devices.
 
-For each fleet size N, in one run:
+For each fleet size N and worker count, in one run:
   1. N devices are enrolled (bulk, straight into the gateway's SQLite file).
   2. Handshakes: every device's KK message 1 is prepared beforehand (untimed), then all
      are sent, at most WINDOW unanswered at once; rate = message 2s the gateway
      answered / time until the last answer (each is the responder's whole crypto: a key
      generation and four DH; the handshake is counted completed, "proven", when the
      device's first frame under the new keys arrives, in the message phase).
-  3. Messages: the devices finish their handshakes (untimed) and M transport frames are
+  3. Burst: the devices finish their handshakes (untimed) and M transport frames are
      encrypted beforehand; then all are sent, paced by every PROBE-th one being a
-     reliable uplink whose ack follows its commit; rate = uplinks the gateway accepted
-     (decrypted, replay-checked, committed to SQLite, handed to subscribers) / time,
-     read from its Prometheus counters.  With a broker attached (--mqtt-sizes), also
-     the rate at which the broker acknowledged them (QoS 1).
-  4. Memory: the gateway's RSS growth per established, idle session.
+     reliable uplink whose ack follows its commit (at most 4 probes unanswered); rate =
+     uplinks the gateway accepted (decrypted, replay-checked, committed to SQLite,
+     handed to subscribers) / time, read from its Prometheus counters.  With a broker
+     attached (--mqtt-sizes), also the rate at which the broker acknowledged them (QoS 1).
+  4. Trickle: TRICKLE_RATE uplinks a second, evenly spaced, for TRICKLE_S seconds: the
+     gateway's CPU use while it mostly waits, its messages per CPU second, and the time
+     from sending a reliable uplink to receiving its ack (its commit included).
+  5. Memory: the gateway's RSS (all its processes) growth per established idle session.
 
-Each rate is given per wall second and per CPU second of the gateway process (user +
-system time, from /proc via psutil, read before and after the phase), beside the floor
-of the crypto it must do, measured in this process in the same run with pyca: a KK
-handshake is one key generation and four X25519 (responder: ee, se, es, ss), a message
-is one ChaCha20-Poly1305 open of a 26-40 byte frame.  Per CPU second is the figure that
-does not depend on what else the machine is doing.  Durability as in production: the
-store's SQLite runs in WAL mode with synchronous=FULL, and an uplink is acknowledged
-only after the transaction holding it has committed (gateway/store.py).
+Each rate is given per wall second and per CPU second of the gateway (user + system
+time of its process and its workers, from /proc via psutil, read before and after the
+phase), beside the floor of the crypto it must do, measured in this process in the same
+run with pyca: a KK handshake is one key generation and four X25519 (responder: ee, se,
+es, ss), a message is one ChaCha20-Poly1305 open of a 26-40 byte frame.  Per CPU second
+is the figure that does not depend on what else the machine is doing.  Durability as in
+production (FSYNC_POLICY, printed with the tables).
 
 The load generator runs on the same 2-core machine, in this process: its own cost is
-kept out of the timed phases by preparing every frame beforehand.
-Usage: .venv/bin/python bench/gateway_scale.py [--sizes 100,1000,10000] [--mqtt-sizes 1000]
-       [--json FILE]
+kept out of the timed phases by preparing every frame beforehand, but it shares the
+cores with the gateway's workers, so wall-clock rates on two workers understate what two
+free cores give.
+Usage: .venv/bin/python bench/gateway_scale.py [--sizes 100,1000,10000] [--workers 1,2]
+       [--mqtt-sizes 1000] [--messages 100000] [--json FILE]
 """
 
 from __future__ import annotations
@@ -64,6 +68,12 @@ from sealink_gateway.store import Store, device_id_for  # noqa: E402
 SEALINK = str(Path(sys.executable).parent / "sealink")
 WINDOW = 200
 PROBE = 100
+TRICKLE_RATE = 1000  # uplinks a second in the trickle phase
+TRICKLE_S = 5.0
+FSYNC_POLICY = ("fsync policy: SQLite WAL, synchronous=FULL (the WAL is fsynced at every "
+                "commit); uplinks accepted in one turn of a worker's event loop share one "
+                "transaction; an uplink is acknowledged (reliable) or handed on only after "
+                "its transaction has committed.")
 
 
 def free_udp_port() -> int:
@@ -156,6 +166,12 @@ def enroll_bulk(workdir: Path, n: int) -> list[tuple[bytes, int]]:
     return devices
 
 
+def rss(proc: subprocess.Popen) -> int:
+    """Resident bytes of the gateway: its process and its workers."""
+    parent = psutil.Process(proc.pid)
+    return sum(p.memory_info().rss for p in [parent, *parent.children(recursive=True)])
+
+
 def cpu_s(proc: subprocess.Popen) -> float:
     """CPU seconds (user + system) of the gateway: its process and its workers."""
     parent = psutil.Process(proc.pid)
@@ -227,6 +243,40 @@ def pump(sock: socket.socket, frames: list[bytes], addr, on_reply=None,
     return last_reply - start
 
 
+def pump_paced(sock: socket.socket, frames: list[tuple[bool, bytes]], addr,
+               rate: float) -> tuple[list[float], float]:
+    """Send frames evenly spaced at `rate` a second; (seconds from each reliable frame
+    to its ack, in order, and the phase's length)."""
+    start = time.perf_counter()
+    sent_at: list[float] = []
+    latencies: list[float] = []
+    for i, (reliable, frame) in enumerate(frames):
+        due = start + i / rate
+        while True:
+            now = time.perf_counter()
+            wait = due - now
+            ready, _, _ = select.select([sock], [], [], max(0.0, wait))
+            if ready:
+                while True:
+                    try:
+                        sock.recv(2048)
+                    except BlockingIOError:
+                        break
+                    if len(latencies) < len(sent_at):
+                        latencies.append(time.perf_counter() - sent_at[len(latencies)])
+            if time.perf_counter() >= due:
+                break
+        sock.sendto(frame, addr)
+        if reliable:
+            sent_at.append(time.perf_counter())
+    deadline = time.perf_counter() + 5
+    while len(latencies) < len(sent_at) and time.perf_counter() < deadline:
+        if select.select([sock], [], [], 0.05)[0]:
+            sock.recv(2048)
+            latencies.append(time.perf_counter() - sent_at[len(latencies)])
+    return latencies or [float("nan")], time.perf_counter() - start
+
+
 def run_size(n: int, messages: int, mqtt: bool, workers: int = 1) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -237,7 +287,7 @@ def run_size(n: int, messages: int, mqtt: bool, workers: int = 1) -> dict:
         proc, port, metrics_port = start_gateway(workdir, mqtt_port, workers)
         addr = ("127.0.0.1", port)
         try:
-            rss_before = psutil.Process(proc.pid).memory_info().rss
+            rss_before = rss(proc)
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
             sock.setblocking(False)
@@ -261,7 +311,7 @@ def run_size(n: int, messages: int, mqtt: bool, workers: int = 1) -> dict:
                 sid = (frame[1] << 8) | frame[2]
                 channels[sid].receive(frame, 0)
             ready = [ch for ch in channels.values() if ch.state == "established"]
-            rss_sessions = psutil.Process(proc.pid).memory_info().rss
+            rss_sessions = rss(proc)
             # Uplinks: plain transport frames, every PROBE-th one reliable, so its ack
             # (sent after the gateway commits it, and in order after the frames before
             # it) paces the load: at most WINDOW x PROBE frames outstanding.
@@ -292,6 +342,27 @@ def run_size(n: int, messages: int, mqtt: bool, workers: int = 1) -> dict:
                     time.sleep(0.02)
                     done = metric(metrics_port, name)
                 published_per_s = (done - before) / (time.perf_counter() - start)
+            # Trickle: TRICKLE_RATE uplinks a second, evenly spaced, for TRICKLE_S; the
+            # same mix (every PROBE-th reliable).  What it costs per second and per
+            # message when the gateway mostly waits, and how long a commit takes to be
+            # acknowledged (send to ack, at the generator).
+            paced = []
+            for i in range(int(TRICKLE_RATE * TRICKLE_S)):
+                text = b"trickle=%05d" % i
+                if i % PROBE == PROBE - 1:
+                    probe = ready[(i // PROBE) % len(ready)]
+                    paced.append((True, probe.send_reliable(text, 0)[0]))
+                    probe._reliable_out._pending.clear()
+                else:
+                    paced.append((False, ready[i % len(ready)].send(text, 0)[0]))
+            time.sleep(1.0)  # the burst's commits and reports settle
+            before_t = metric(metrics_port, 'sealink_messages_total{direction="up"}')
+            c0 = cpu_s(proc)
+            latencies, trickle_s = pump_paced(sock, paced, addr, TRICKLE_RATE)
+            time.sleep(0.5)
+            trickle_cpu = cpu_s(proc) - c0
+            trickle_ok = metric(metrics_port, 'sealink_messages_total{direction="up"}') - before_t
+            latencies.sort()
             if os.environ.get("BENCH_DEBUG"):
                 text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read()
                 print([ln for ln in text.decode().splitlines() if "drops" in ln
@@ -310,8 +381,15 @@ def run_size(n: int, messages: int, mqtt: bool, workers: int = 1) -> dict:
                 "messages_per_cpu_s": (accepted - before) / msg_cpu,
                 "message_phase_s": msg_time,
                 "published_per_s": published_per_s,
+                "trickle_rate": TRICKLE_RATE,
+                "trickle_accepted": int(trickle_ok),
+                "trickle_sent": len(paced),
+                "trickle_cpu_per_s": trickle_cpu / trickle_s,
+                "trickle_messages_per_cpu_s": trickle_ok / trickle_cpu,
+                "trickle_ack_p50_ms": 1000 * latencies[len(latencies) // 2],
+                "trickle_ack_p99_ms": 1000 * latencies[int(len(latencies) * 0.99)],
                 "rss_per_session_bytes": (rss_sessions - rss_before) / max(1, len(ready)),
-                "rss_mib": psutil.Process(proc.pid).memory_info().rss / 2**20,
+                "rss_mib": rss(proc) / 2**20,
             }
         finally:
             if broker is not None:
@@ -340,13 +418,15 @@ def main() -> int:
     rows = [run_size(int(n), args.messages, False, int(w))
             for w in args.workers.split(",") for n in args.sizes.split(",")]
     rows += [run_size(int(n), args.messages, True) for n in args.mqtt_sizes.split(",") if n]
-    table = Table(title="Gateway over udp:// on loopback (one process, 2-core machine)")
-    for col in ("devices", "MQTT", "handshakes answered/proven", "handshakes/s", "per CPU-s",
-                "of floor", "messages accepted", "messages/s", "per CPU-s", "of floor",
-                "published to MQTT/s", "bytes/idle session", "gateway RSS"):
+    console = Console(width=170)
+    table = Table(title="Gateway over udp:// on loopback (2-core machine): burst")
+    for col in ("workers", "devices", "MQTT", "handshakes answered/proven", "handshakes/s",
+                "per CPU-s", "of floor", "messages accepted", "messages/s", "per CPU-s",
+                "of floor", "published to MQTT/s", "bytes/idle session", "gateway RSS"):
         table.add_column(col, justify="right")
     for r in rows:
-        table.add_row(f"{r['devices']:,}", "-" if r["published_per_s"] is None else "yes",
+        table.add_row(str(r["workers"]), f"{r['devices']:,}",
+                      "-" if r["published_per_s"] is None else "yes",
                       f"{r['handshakes_answered']:,}/{r['handshakes_completed']:,}",
                       f"{r['handshakes_per_s']:,.0f}",
                       f"{r['handshakes_per_cpu_s']:,.0f}",
@@ -358,13 +438,26 @@ def main() -> int:
                       "-" if r["published_per_s"] is None else f"{r['published_per_s']:,.0f}",
                       f"{r['rss_per_session_bytes']:,.0f}",
                       f"{r['rss_mib']:,.0f} MiB")
-    Console(width=160).print(table)
+    console.print(table)
+    trickle = Table(title=f"... and a trickle: {TRICKLE_RATE:,} uplinks/s for {TRICKLE_S:.0f} s")
+    for col in ("workers", "devices", "MQTT", "accepted", "gateway CPU", "messages per CPU-s",
+                "ack after commit, p50", "p99"):
+        trickle.add_column(col, justify="right")
+    for r in rows:
+        trickle.add_row(str(r["workers"]), f"{r['devices']:,}",
+                        "-" if r["published_per_s"] is None else "yes",
+                        f"{r['trickle_accepted']:,}/{r['trickle_sent']:,}",
+                        f"{100 * r['trickle_cpu_per_s']:.0f} %",
+                        f"{r['trickle_messages_per_cpu_s']:,.0f}",
+                        f"{r['trickle_ack_p50_ms']:.1f} ms", f"{r['trickle_ack_p99_ms']:.1f} ms")
+    console.print(trickle)
     print(f"floor (pyca, this process, per CPU second): "
           f"{floor['handshakes_per_cpu_s']:,.0f} KK responder handshakes "
           f"(1 key generation + 4 X25519), {floor['opens_per_cpu_s']:,.0f} AEAD opens of "
-          f"26-40 B; phases: " + ", ".join(
-              f"{r['devices']:,}: {r['handshake_phase_s']:.2f} s / {r['message_phase_s']:.2f} s"
-              for r in rows))
+          f"26-40 B; phases (handshakes / burst): " + ", ".join(
+              f"{r['workers']}x{r['devices']:,}: {r['handshake_phase_s']:.2f} s / "
+              f"{r['message_phase_s']:.2f} s" for r in rows))
+    print(FSYNC_POLICY)
     if args.json:
         args.json.write_text(json.dumps({"floor": floor, "rows": rows}, indent=2))
     return 0

@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from sealink import wire
+from sealink import crypto, wire
 from sealink.errors import HandshakeError, SealinkError
 from sealink.keys import PrivateKey
 from sealink.noise import HandshakeState, protocol_name
@@ -341,7 +341,7 @@ class Gateway:
         that does not open at once (a replay, a forgery, another key epoch): _on_uplink
         takes those the long way, and counts what it drops."""
         frame = up.frame
-        if len(frame) < 20 or frame[0] >> 5 != wire.KIND_DATA:
+        if len(frame) < 20 or frame[0] >> 5 != wire.KIND_DATA or crypto.open_data is None:
             return False
         sid = (frame[1] << 8) | frame[2]
         session = self.sessions.get(sid)

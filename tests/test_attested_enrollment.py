@@ -8,7 +8,6 @@ back under its DeviceID without a new token."""
 import asyncio
 import hashlib
 
-from test_gateway_process import mosquitto  # noqa: F401 (a fixture)
 from test_gateway_service import _start, env  # noqa: F401 (env is a fixture)
 
 from evidence import Identity

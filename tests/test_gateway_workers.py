@@ -62,7 +62,7 @@ class WorkersProcess(GatewayProcess):
         self.port = _free_port()
         self.config = tmp_path / "gateway.toml"
         self.config.write_text(
-            f'[gateway]\ndatabase = "state.db"\nlog_level = "DEBUG"\nworkers = {workers}\n'
+            f'[gateway]\ndatabase = "state.db"\nlog_level = "INFO"\nworkers = {workers}\n'
             f'[[transport]]\nurl = "udp://127.0.0.1:{self.port}?mtu=222"\n'
             f'[mqtt]\nurl = "mqtt://127.0.0.1:{mqtt_port}"\n'
             f'[metrics]\nlisten = "127.0.0.1:{self.metrics_port}"\n')
@@ -74,6 +74,16 @@ class WorkersProcess(GatewayProcess):
         self.log = []
         for _ in range(workers):
             self._line_matching("listening", 30)
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        return self.wait(30)
+
+    def wait(self, timeout):
+        """The exit status, reading the logs meanwhile (a full pipe would block it)."""
+        _, err = self.proc.communicate(timeout=timeout)
+        self.log += [json.loads(x) for x in err.decode().splitlines() if x.strip()]
+        return self.proc.returncode
 
     def metrics(self) -> str:
         return urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
@@ -159,7 +169,8 @@ def test_a_worker_that_dies_stops_the_gateway(tmp_path, mosquitto):
     gw = WorkersProcess(tmp_path, mosquitto)
     workers = psutil.Process(gw.proc.pid).children()
     workers[1].send_signal(signal.SIGKILL)
-    assert gw.proc.wait(30) == 1
+    assert gw.wait(30) == 1
+    assert any("exited with -9: stopping the gateway" in e["message"] for e in gw.log)
     assert not any(w.is_running() for w in workers)
 
 
@@ -167,7 +178,7 @@ def test_killing_the_parent_kills_its_workers(tmp_path, mosquitto):
     gw = WorkersProcess(tmp_path, mosquitto)
     workers = psutil.Process(gw.proc.pid).children()
     gw.proc.send_signal(signal.SIGKILL)
-    gw.proc.wait(10)
+    gw.wait(10)
     gone, alive = psutil.wait_procs(workers, timeout=10)
     assert not alive
 

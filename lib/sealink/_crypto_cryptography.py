@@ -17,10 +17,20 @@ def _private(secret):
     return X25519PrivateKey.from_private_bytes(bytes(secret))
 
 
+_PUBLIC_CACHE = 4096
+_publics = {}  # public key bytes -> X25519PublicKey: a handshake uses each peer key twice
+
+
 def x25519(secret, public):
     private = _private(secret)
+    peer = _publics.get(public) if type(public) is bytes else None
+    if peer is None:
+        if len(_publics) >= _PUBLIC_CACHE:
+            _publics.clear()
+        public = bytes(public)
+        peer = _publics[public] = X25519PublicKey.from_public_bytes(public)
     try:
-        return private.exchange(X25519PublicKey.from_public_bytes(bytes(public)))
+        return private.exchange(peer)
     except ValueError:
         # OpenSSL refuses the all-zero shared secret itself.
         return None

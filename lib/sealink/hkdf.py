@@ -7,10 +7,13 @@ from hashlib import sha256
 HASHLEN = 32
 BLOCKLEN = 64
 
-try:  # CPython: the standard library's HMAC (the same construction, in C)
-    from hmac import digest as _hmac_digest
-except ImportError:  # MicroPython: no hmac module
-    _hmac_digest = None
+try:  # CPython: OpenSSL's one-shot HMAC, as hmac.digest() calls it (without its checks)
+    from _hashlib import hmac_digest as _hmac_digest
+except ImportError:
+    try:  # CPython without OpenSSL: the standard library's HMAC
+        from hmac import digest as _hmac_digest
+    except ImportError:  # MicroPython: no hmac module
+        _hmac_digest = None
 
 try:  # Sealink firmware: HMAC and the Noise HKDF in C over the firmware's SHA-256
     from _sealink_crypto import hkdf as _native_hkdf
