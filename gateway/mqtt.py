@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 
 BATCH = 1000  # uplinks in flight to the broker at once
+STOP_S = 5.0  # how long stop() waits for the client to leave the broker
 
 
 def envelope(uplink: dict, attributes: dict, attestation: str | None = None) -> bytes:
@@ -47,18 +48,24 @@ class MqttBridge:
         self.host, self.port, self.prefix = host, port, prefix
         self.published = 0
         self._task: asyncio.Task | None = None
+        self._stopping = asyncio.Event()
         self.connected = asyncio.Event()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task:
+        """Leave the broker cleanly: the client's work stops, then it disconnects.
+        (Cancelling the client itself, at a bad moment, such as just after it connected,
+        could leave it waiting forever for the broker to confirm the disconnect.)"""
+        if self._task is None:
+            return
+        self._stopping.set()
+        done, _ = await asyncio.wait({self._task}, timeout=STOP_S)
+        if not done:
+            logger.warning("mqtt: the client did not stop in %.0f s; cancelling it", STOP_S)
             self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await asyncio.wait({self._task}, timeout=STOP_S)
 
     async def _run(self) -> None:
         while True:
@@ -72,11 +79,25 @@ class MqttBridge:
                     await client.subscribe(f"{self.prefix}/+/down", qos=1)
                     self.connected.set()
                     logger.info("mqtt: connected to %s:%d", self.host, self.port)
-                    await asyncio.gather(self._publish(client), self._downlinks(client))
+                    work = asyncio.gather(self._publish(client), self._downlinks(client))
+                    stopping = asyncio.ensure_future(self._stopping.wait())
+                    await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                    if self._stopping.is_set():
+                        work.cancel()
+                        await asyncio.gather(work, return_exceptions=True)
+                        return  # and the client disconnects, as it leaves the `with`
+                    stopping.cancel()
+                    await work  # raises what ended it (the connection lost)
             except aiomqtt.MqttError as e:
                 self.connected.clear()
+                if self._stopping.is_set():
+                    return
                 logger.warning("mqtt: %s; reconnecting in 1 s", e)
-                await asyncio.sleep(1.0)
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), 1.0)
+                    return
+                except TimeoutError:
+                    pass
 
     async def _publish(self, client: aiomqtt.Client) -> None:
         store = self.gateway.store

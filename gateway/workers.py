@@ -54,6 +54,7 @@ logger = logging.getLogger("sealink_gateway")
 SO_ATTACH_REUSEPORT_CBPF = 51  # linux/asm-generic/socket.h
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 REPORT_S = 0.25  # how often a worker sends its metrics to the parent
+STOP_S = 20.0  # a worker still running this long after it was asked to stop is killed
 # Gauges every worker reads from the shared store: the parent shows one worker's value
 # (the largest), not the sum.
 SHARED_GAUGES = {"sealink_downlink_queue_depth"}
@@ -248,6 +249,7 @@ def serve_workers(cfg: Config, count: int,
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, forward)
     status = 0
+    asked_at = None
     while any(w.is_alive() for w in workers):
         wait([w.sentinel for w in workers], timeout=0.5)
         dead = [w for w in workers if not w.is_alive() and w.exitcode != 0]
@@ -259,9 +261,17 @@ def serve_workers(cfg: Config, count: int,
             for w in workers:
                 if w.is_alive():
                     os.kill(w.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 30
+        if asked.is_set():
+            asked_at = asked_at or time.monotonic()
+            if time.monotonic() - asked_at > STOP_S:
+                for w in workers:
+                    if w.is_alive():
+                        logger.error("worker %s did not stop in %.0f s: killed", w.name,
+                                     STOP_S)
+                        w.kill()
+                status = 1
     for w in workers:
-        w.join(max(0.0, deadline - time.monotonic()))
+        w.join(5)
     stopping.set()
     if metrics_server is not None:
         metrics_server.shutdown()

@@ -77,7 +77,7 @@ class WorkersProcess(GatewayProcess):
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
-        return self.wait(30)
+        return self.wait(60)
 
     def wait(self, timeout):
         """The exit status, reading the logs meanwhile (a full pipe would block it)."""
@@ -169,8 +169,9 @@ def test_a_worker_that_dies_stops_the_gateway(tmp_path, mosquitto):
     gw = WorkersProcess(tmp_path, mosquitto)
     workers = psutil.Process(gw.proc.pid).children()
     workers[1].send_signal(signal.SIGKILL)
-    assert gw.wait(30) == 1
+    assert gw.wait(60) == 1
     assert any("exited with -9: stopping the gateway" in e["message"] for e in gw.log)
+    assert not any("did not stop" in e["message"] for e in gw.log), gw.log
     assert not any(w.is_running() for w in workers)
 
 
