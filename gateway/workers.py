@@ -251,7 +251,9 @@ def serve_workers(cfg: Config, count: int,
     status = 0
     asked_at = None
     while any(w.is_alive() for w in workers):
-        wait([w.sentinel for w in workers], timeout=0.5)
+        # (Only the live ones: a dead worker's sentinel stays ready, and would make this
+        # loop spin while the others stop.)
+        wait([w.sentinel for w in workers if w.is_alive()], timeout=0.5)
         dead = [w for w in workers if not w.is_alive() and w.exitcode != 0]
         if dead and not asked.is_set():
             logger.error("worker %s exited with %s: stopping the gateway",
