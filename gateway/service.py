@@ -354,9 +354,10 @@ class Gateway:
         if ch.state != "established" or ch.restart_message is not None or \
                 getattr(ch, "key_control", None):
             return False
-        if self._device_status(session.device_id) != "active":
-            return False
         now = self._clock()
+        if (now - self._revoked_read_at > STATUS_CACHE_S or session.device_id in self._revoked) \
+                and self._device_status(session.device_id) != "active":
+            return False
         payload = ch._open_in_c(frame)  # None: left to the long way, nothing changed
         if payload is None:
             return False
