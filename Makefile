@@ -147,6 +147,7 @@ bench: firmware
 	set -o pipefail; $(VPY) bench/device_paths.py --json $(BENCH_DIR)/device_paths.json | tee $(BENCH_DIR)/device_paths.txt
 	set -o pipefail; $(VPY) bench/device_heap.py --json $(BENCH_DIR)/heap.json | tee $(BENCH_DIR)/heap.txt
 	set -o pipefail; $(VPY) bench/gateway_scale.py --json $(BENCH_DIR)/gateway.json | tee $(BENCH_DIR)/gateway.txt
+	set -o pipefail; $(VPY) bench/gateway_path.py --json $(BENCH_DIR)/gateway_path.json | tee $(BENCH_DIR)/gateway_path.txt
 	$(VPY) tools/firmware_size.py --json UNIX QEMU_MPS2_AN385 QEMU_VIRT_RV32 > $(BENCH_DIR)/sizes.json
 	set -o pipefail; $(VPY) bench/crypto_speed.py --json $(BENCH_DIR)/crypto.json | tee $(BENCH_DIR)/crypto.txt
 	set -o pipefail; $(VPY) bench/air_bytes.py --json $(BENCH_DIR)/air.json | tee $(BENCH_DIR)/air.txt

@@ -31,7 +31,7 @@ COMMANDS = {
 }
 SOURCES = {"device_paths": "bench/device_paths.py", "heap": "bench/device_heap.py",
            "gateway": "bench/gateway_scale.py", "sizes": "tools/firmware_size.py",
-           "crypto": "bench/crypto_speed.py", "air": "bench/air_bytes.py",
+           "gateway_path": "bench/gateway_path.py", "crypto": "bench/crypto_speed.py", "air": "bench/air_bytes.py",
            "first_contact": "bench/first_contact.py", "aloha": "bench/aloha.py",
            "cell": "bench/cell_scale.py"}
 DEVICE_PATHS = [("handshake_XX", "XX first contact, initiator", 1.1),
@@ -205,7 +205,7 @@ def main() -> int:
         md.append(render(data[name]) if data[name] else
                   f"(missing: {args.dir / (name + '.json')} was not written)")
         md.append(f"\nCommand: `{COMMANDS[name]}`\n\nMethod. {method(SOURCES[name])}")
-    for name in ("crypto", "air", "first_contact", "aloha", "cell"):
+    for name in ("gateway_path", "crypto", "air", "first_contact", "aloha", "cell"):
         text = args.dir / f"{name}.txt"
         md.append(f"\n## {SOURCES[name]}\n")
         md.append("```\n" + text.read_text().rstrip() + "\n```" if text.exists()
