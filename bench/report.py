@@ -31,7 +31,8 @@ COMMANDS = {
 }
 SOURCES = {"device_paths": "bench/device_paths.py", "heap": "bench/device_heap.py",
            "gateway": "bench/gateway_scale.py", "sizes": "tools/firmware_size.py",
-           "gateway_path": "bench/gateway_path.py", "crypto": "bench/crypto_speed.py", "air": "bench/air_bytes.py",
+           "gateway_path": "bench/gateway_path.py", "crypto": "bench/crypto_speed.py",
+           "air": "bench/air_bytes.py",
            "first_contact": "bench/first_contact.py", "aloha": "bench/aloha.py",
            "cell": "bench/cell_scale.py"}
 DEVICE_PATHS = [("handshake_XX", "XX first contact, initiator", 1.1),
