@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The gateway's message path without the network: where a message's CPU goes.
+"""The gateway's paths without the network: where a message's and a handshake's CPU go.
 
 One Gateway (gateway/service.py) in this process, over its real udp:// transport
 attached to an in-memory endpoint (no socket: the datagrams are handed to the
@@ -11,6 +11,11 @@ beside it the parts measured alone in the same run: the AEAD open of one frame w
 pyca (the crypto floor) and the multi-row INSERT the store makes, per row.  What is
 left is Python.  `bench/gateway_scale.py` measures the same path over loopback
 sockets; the difference is the kernel's receive.
+
+Handshakes: the responder's Channel alone (sealink.session, what the gateway runs for
+each KK message 1) against pyca's floor (one key generation and four X25519), both per
+CPU second in this process: the Noise code's own cost, before the gateway's (store
+lookups, sessions, sending), which bench/gateway_scale.py includes.
 
 Usage: .venv/bin/python bench/gateway_path.py [--devices 1000] [--messages 100000]
        [--json FILE]
@@ -123,6 +128,37 @@ async def measure(n: int, messages: int, workdir: Path) -> dict:
             "python_us": per - open_us - insert_us}
 
 
+def handshakes(n: int = 2000) -> dict:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from sealink.keys import PrivateKey
+
+    gw_secret = crypto.random_bytes(32)
+    gw_public = crypto.x25519_base(gw_secret)
+    static = PrivateKey(gw_secret)
+    firsts = []
+    for i in range(n):
+        secret = crypto.random_bytes(32)
+        public = crypto.x25519_base(secret)
+        firsts.append((public, Channel(True, secret, rs=gw_public, sid=i + 1).connect(0)[0]))
+    start = time.process_time()
+    for public, first in firsts:
+        ch = Channel(False, static, sid=(first[1] << 8) | first[2],
+                     peer_lookup=lambda _sid, key=public: key)
+        if not ch.receive(first, 0)[1]:
+            raise RuntimeError("KK message 1 not answered")
+    channel = n / (time.process_time() - start)
+    peer = X25519PrivateKey.generate().public_key()
+    own = X25519PrivateKey.generate()
+    start = time.process_time()
+    for _ in range(n):
+        e = X25519PrivateKey.generate()
+        e.exchange(peer), e.exchange(peer), own.exchange(peer), own.exchange(peer)
+    floor = n / (time.process_time() - start)
+    return {"channel_per_cpu_s": channel, "floor_per_cpu_s": floor,
+            "ratio": channel / floor, "overhead_us": 1e6 / channel - 1e6 / floor}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=1000)
@@ -135,8 +171,12 @@ def main() -> int:
           f"{r['cpu_us_per_message']:.1f} µs of CPU each ({r['messages_per_cpu_s']:,.0f} "
           f"per CPU-s); of that, AEAD open {r['aead_open_us']:.1f} µs, store insert "
           f"{r['store_insert_us']:.1f} µs, the rest (Python) {r['python_us']:.1f} µs")
+    h = handshakes()
+    print(f"KK responder Channel: {h['channel_per_cpu_s']:,.0f} per CPU-s against pyca's floor "
+          f"of {h['floor_per_cpu_s']:,.0f} ({h['ratio']:.2f}; {h['overhead_us']:.0f} µs of "
+          f"Python per handshake)")
     if args.json:
-        args.json.write_text(json.dumps(r, indent=2))
+        args.json.write_text(json.dumps(r | {"handshake": h}, indent=2))
     return 0 if r["accepted"] == r["messages"] else 1
 
 
