@@ -40,7 +40,7 @@ DEVICE_PATHS = [("handshake_XX", "XX first contact, initiator", 1.1),
                 ("handshake_KK", "KK reconnect, initiator", 1.1),
                 ("send_32", "send one 32-B message", 2.0),
                 ("receive_32_mtu255", "receive one frame", 2.0),
-                ("receive_32_mtu51", "receive it at MTU 51 (3 fragments)", None),
+                ("receive_32_mtu51", "receive it at MTU 51 (fragments)", None),
                 ("receive_32_mtu20", "receive it at MTU 20 (fragments)", None)]
 FLASH_TARGET = 24 * 1024  # frozen Sealink on a Cortex-M3 LoRa node
 
