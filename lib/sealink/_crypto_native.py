@@ -5,6 +5,7 @@
 import _sealink_crypto as _c
 
 x25519_base = _c.x25519_base
+dh_n = _c.x25519  # (sealink.noise's DH: ValueError for an all-zero result)
 # The message path's AEAD with the Noise nonce built in C (sealink.crypto: seal_n);
 # absent from firmware built before them, where crypto.py's Python version serves.
 aead_seal_n = getattr(_c, "aead_seal_n", None)

@@ -31,6 +31,10 @@
 # prefix, a Sealink frame whose header is the associated data); open_n(key, n, data, ad)
 # -> plaintext, or None when the tag does not verify; ad is bytes, or an int k: the
 # first k bytes of data.  On the native backend they are the C functions themselves.
+# dh_n(private, public): X25519 for sealink.noise, whose keys are its own (a private key
+# it made or copied, a public key of DHLEN bytes it sliced), unchecked: on the native
+# backend the C function itself, which raises ValueError for an all-zero result; the
+# others raise LowOrderPointError.
 # open_data and seal_data: a whole Sealink data frame opened (counter, replay window,
 # tag) or made in one C call, on the native backend only (None elsewhere: sealink.session
 # then takes the same steps in Python).
@@ -45,7 +49,7 @@ TAG_SIZE = 16
 
 BACKEND = None
 _impl = None
-seal_n = open_n = None
+seal_n = open_n = dh_n = None
 open_data = seal_data = None
 
 
@@ -151,9 +155,17 @@ def _open_n(key, n, data, ad):
     return _impl.aead_decrypt(key, _noise_nonce(n), data, ad)
 
 
+def _dh_n(secret, public):
+    held = getattr(secret, "_for_backend", None)  # a sealink.keys.PrivateKey
+    shared = _impl.x25519(held() if held is not None else secret, public)
+    if shared is None:
+        raise LowOrderPointError("X25519 result is all zero (low-order public key)")
+    return shared
+
+
 def use_backend(name):
     """Switch every function of this module to backend `name`."""
-    global BACKEND, _impl, seal_n, open_n, open_data, seal_data
+    global BACKEND, _impl, seal_n, open_n, dh_n, open_data, seal_data
     try:
         impl = _load(name)
     except ImportError:
@@ -162,6 +174,7 @@ def use_backend(name):
     BACKEND = name
     seal_n = getattr(impl, "aead_seal_n", None) or _seal_n
     open_n = getattr(impl, "aead_open_n", None) or _open_n
+    dh_n = getattr(impl, "dh_n", None) or _dh_n
     open_data = getattr(impl, "open_data", None)
     seal_data = getattr(impl, "seal_data", None)
 

@@ -85,9 +85,10 @@ def _wipe_key(key):
 
 
 def _dh(private, public):
+    # (Unchecked: the handshake's keys are its own, checked when made; crypto.dh_n.)
     try:
-        return crypto.x25519(private, public)
-    except CryptoError:
+        return crypto.dh_n(private, public)
+    except (CryptoError, ValueError):
         raise HandshakeError(
             "DH with the peer's key failed (low-order or malformed key)") from None
 
@@ -253,6 +254,9 @@ class HandshakeState:
         self.e_pub = None if e is None else _public(self.e)
         self.rs = None if rs is None else bytes(rs)
         self.re = None if re is None else bytes(re)
+        if (rs is not None and len(self.rs) != DHLEN) or (re is not None
+                                                          and len(self.re) != DHLEN):
+            raise HandshakeError("a remote key must be %d bytes" % DHLEN)  # (DHs do not check)
         self._index = 0
         self._failed = False
         self._result = None
@@ -270,16 +274,18 @@ class HandshakeState:
         self.symmetric = SymmetricState(None, start)
         # Pre-messages: the initiator's keys first, then the responder's (section 7.1).
         # The supported patterns only pre-share static keys ("s").
-        for side_is_initiator, tokens in ((True, pre_initiator), (False, pre_responder)):
-            for _ in tokens:
-                mine = side_is_initiator == self.initiator
-                key = self.s_pub if mine else self.rs
-                if key is None:
-                    raise HandshakeError("pattern %s needs the %s static key before the "
-                                         "handshake" % (self.pattern,
-                                                        "local" if mine else "remote"))
-                self.symmetric.mix_hash(key)
-        self._check_static()
+        if pre_initiator or pre_responder:
+            for side_is_initiator, tokens in ((True, pre_initiator), (False, pre_responder)):
+                for _ in tokens:
+                    mine = side_is_initiator == self.initiator
+                    key = self.s_pub if mine else self.rs
+                    if key is None:
+                        raise HandshakeError("pattern %s needs the %s static key before the "
+                                             "handshake" % (self.pattern,
+                                                            "local" if mine else "remote"))
+                    self.symmetric.mix_hash(key)
+        if s is None:  # (with s, there is nothing to check)
+            self._check_static()
 
     def _check_static(self):
         for msg_index, tokens in enumerate(self._messages):
