@@ -44,26 +44,30 @@ class GatewayProcess:
         self.proc = subprocess.Popen([SEALINK, "gateway", "--config", str(self.config)],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.log = []
+        self._buf = b""
         line = self._line_matching("listening", 20)
         self.port = json.loads(line["message"].split(" ", 1)[1].split(";")[0])["udp"]
 
     def _line_matching(self, text, timeout):
+        """The next log line with `text` in its message.  Lines read past it stay for
+        the next call (several processes may log at once: gateway/workers.py)."""
         deadline = time.monotonic() + timeout
-        buf = b""
-        while time.monotonic() < deadline:
+        while True:
+            while b"\n" in self._buf:
+                raw, self._buf = self._buf.split(b"\n", 1)
+                entry = json.loads(raw)
+                self.log.append(entry)
+                if text in entry["message"]:
+                    return entry
+            if time.monotonic() >= deadline:
+                break
             ready, _, _ = select.select([self.proc.stderr], [], [], 0.2)
             if not ready:
                 continue
             chunk = os.read(self.proc.stderr.fileno(), 65536)
             if not chunk:
                 break
-            buf += chunk
-            while b"\n" in buf:
-                raw, buf = buf.split(b"\n", 1)
-                entry = json.loads(raw)
-                self.log.append(entry)
-                if text in entry["message"]:
-                    return entry
+            self._buf += chunk
         raise TimeoutError(f"no log line with {text!r}: {self.log}")
 
     def cli(self, *args):
@@ -75,7 +79,7 @@ class GatewayProcess:
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
         rc = self.proc.wait(15)
-        rest = self.proc.stderr.read().decode()
+        rest = (self._buf + self.proc.stderr.read()).decode()
         self.log += [json.loads(x) for x in rest.splitlines() if x.strip()]
         return rc
 

@@ -72,6 +72,7 @@ class WorkersProcess(GatewayProcess):
         self.proc = subprocess.Popen([SEALINK, "gateway", "--config", str(self.config)],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.log = []
+        self._buf = b""
         for _ in range(workers):
             self._line_matching("listening", 30)
 
@@ -94,7 +95,8 @@ class WorkersProcess(GatewayProcess):
             except subprocess.TimeoutExpired:
                 if time.monotonic() > deadline:
                     raise
-        self.log += [json.loads(x) for x in err.decode().splitlines() if x.strip()]
+        self.log += [json.loads(x) for x in (self._buf + err).decode().splitlines()
+                     if x.strip()]
         return self.proc.returncode
 
     def metrics(self) -> str:

@@ -87,6 +87,7 @@ def _counted(fn):
     return f
 crypto.x25519 = _counted(crypto.x25519)
 crypto.x25519_base = _counted(crypto.x25519_base)
+crypto.dh_n = _counted(crypto.dh_n)  # (the handshake's DHs: X25519, unchecked)
 SI = bytes(range(1, 33)); SR = bytes(range(33, 65))
 PR = b''.join(bytes([b]) for b in {pr!r})
 PI = b''.join(bytes([b]) for b in {pi!r})
