@@ -60,7 +60,9 @@ def _gateway_public(path: str) -> bytes:
     from sealink_gateway.run import load_or_create_static_key
 
     try:
-        if Path(path).exists() and Path(path).read_bytes()[:1] == b"{":
+        # A plain key file is the 32 raw bytes (one in 256 of them starts with "{"); a
+        # custody file is a JSON document, longer than that.
+        if Path(path).exists() and Path(path).stat().st_size != 32:
             return bytes.fromhex(custody.read_header(Path(path))["public"]["static"])
         return crypto.x25519_base(load_or_create_static_key(Path(path)))
     except KeyFileError as e:

@@ -244,3 +244,16 @@ def test_enroll_create_prints_the_gateway_key_for_the_device(tmp_path):
                                   "--gateway-key", str(tmp_path / "gateway.key"), "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["gateway_key"] == crypto.x25519_base(key).hex()
+
+
+def test_a_plain_gateway_key_that_starts_with_a_brace_is_read_as_a_key(tmp_path):
+    # One plain key in 256 starts with the byte "{", as a custody file (JSON) does: the
+    # CLI took such a key for a custody file and refused it.
+    from sealink_gateway.keyfile import write_private
+
+    key = b"{" + crypto.random_bytes(31)
+    write_private(tmp_path / "gateway.key", key)
+    r = CliRunner().invoke(main, ["--db", str(tmp_path / "s.db"), "enroll", "create",
+                                  "--gateway-key", str(tmp_path / "gateway.key"), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["gateway_key"] == crypto.x25519_base(key).hex()
