@@ -243,6 +243,23 @@ def pump(sock: socket.socket, frames: list[bytes], addr, on_reply=None,
     return last_reply - start
 
 
+def uplinks(ready: list[Channel], count: int, label: bytes) -> list[tuple[bool, bytes]]:
+    """`count` uplink frames over the devices in turn, (reliable, frame): every PROBE-th
+    a reliable one, its ack paced by the gateway's commit (probes rotate over the
+    devices too)."""
+    frames = []
+    for i in range(count):
+        text = b"%s=%05d" % (label, i)
+        if i % PROBE == PROBE - 1:
+            probe = ready[(i // PROBE) % len(ready)]
+            frames += [(True, f) for f in probe.send_reliable(text, 0)]
+            # (The generator reads no acks back: the pump only counts them.)
+            probe._reliable_out._pending.clear()
+        else:
+            frames += [(False, f) for f in ready[i % len(ready)].send(text, 0)]
+    return frames
+
+
 def pump_paced(sock: socket.socket, frames: list[tuple[bool, bytes]], addr,
                rate: float) -> tuple[list[float], float]:
     """Send frames evenly spaced at `rate` a second; (seconds from each reliable frame
@@ -315,16 +332,7 @@ def run_size(n: int, messages: int, mqtt: bool, workers: int = 1) -> dict:
             # Uplinks: plain transport frames, every PROBE-th one reliable, so its ack
             # (sent after the gateway commits it, and in order after the frames before
             # it) paces the load: at most WINDOW x PROBE frames outstanding.
-            frames = []
-            for i in range(messages):
-                text = b"temp=%05d" % i
-                if i % PROBE == PROBE - 1:  # probes rotate over the devices
-                    probe = ready[(i // PROBE) % len(ready)]
-                    frames += probe.send_reliable(text, 0)
-                    # (The generator reads no acks back: the pump only counts them.)
-                    probe._reliable_out._pending.clear()
-                else:
-                    frames += ready[i % len(ready)].send(text, 0)
+            frames = [f for _, f in uplinks(ready, messages, b"temp")]
             before = metric(metrics_port, 'sealink_messages_total{direction="up"}')
             start = time.perf_counter()
             c0 = cpu_s(proc)
@@ -346,15 +354,7 @@ def run_size(n: int, messages: int, mqtt: bool, workers: int = 1) -> dict:
             # same mix (every PROBE-th reliable).  What it costs per second and per
             # message when the gateway mostly waits, and how long a commit takes to be
             # acknowledged (send to ack, at the generator).
-            paced = []
-            for i in range(int(TRICKLE_RATE * TRICKLE_S)):
-                text = b"trickle=%05d" % i
-                if i % PROBE == PROBE - 1:
-                    probe = ready[(i // PROBE) % len(ready)]
-                    paced.append((True, probe.send_reliable(text, 0)[0]))
-                    probe._reliable_out._pending.clear()
-                else:
-                    paced.append((False, ready[i % len(ready)].send(text, 0)[0]))
+            paced = uplinks(ready, int(TRICKLE_RATE * TRICKLE_S), b"trickle")
             time.sleep(1.0)  # the burst's commits and reports settle
             before_t = metric(metrics_port, 'sealink_messages_total{direction="up"}')
             c0 = cpu_s(proc)

@@ -355,8 +355,7 @@ class Gateway:
                 getattr(ch, "key_control", None):
             return False
         now = self._clock()
-        if (now - self._revoked_read_at > STATUS_CACHE_S or session.device_id in self._revoked) \
-                and self._device_status(session.device_id) != "active":
+        if self._device_status(session.device_id, now) != "active":
             return False
         payload = ch._open_in_c(frame)  # None: left to the long way, nothing changed
         if payload is None:
@@ -817,11 +816,13 @@ class Gateway:
             return None, None
         return evidence, verdict
 
-    def _device_status(self, device_id: str) -> str:
+    def _device_status(self, device_id: str, now: float | None = None) -> str:
         """"active" or "revoked", as the store says: the set of revoked devices is read
         again at most once per STATUS_CACHE_S (a revocation by another process, `sealink
-        devices revoke`, takes effect within that), in one query for the whole fleet."""
-        now = self._clock()
+        devices revoke`, takes effect within that), in one query for the whole fleet.
+        `now`: the loop clock, when the caller has read it."""
+        if now is None:
+            now = self._clock()
         if now - self._revoked_read_at > STATUS_CACHE_S:
             self._revoked = self.store.revoked_ids()
             self._revoked_read_at = now
