@@ -9,16 +9,21 @@ For each fleet size N and worker count, in one run:
      answered / time until the last answer (each is the responder's whole crypto: a key
      generation and four DH; the handshake is counted completed, "proven", when the
      device's first frame under the new keys arrives, in the message phase).
-  3. Burst: the devices finish their handshakes (untimed) and M transport frames are
-     encrypted beforehand; then all are sent, paced by every PROBE-th one being a
+  3. Proof: the devices read message 2 (untimed), then each sends its first frame
+     under the new keys, a reliable uplink: the gateway takes the answered handshake
+     as the device's session (authorization: the device's record and key rotation
+     state read, the session recorded) and commits the message.  Rate = first frames
+     acknowledged / CPU time; "whole" = handshakes / CPU time of both phases.
+  4. Burst: M transport frames are encrypted beforehand (untimed); then all are sent,
+     paced by every PROBE-th one being a
      reliable uplink whose ack follows its commit (at most 4 probes unanswered); rate =
      uplinks the gateway accepted (decrypted, replay-checked, committed to SQLite,
      handed to subscribers) / time, read from its Prometheus counters.  With a broker
      attached (--mqtt-sizes), also the rate at which the broker acknowledged them (QoS 1).
-  4. Trickle: TRICKLE_RATE uplinks a second, evenly spaced, for TRICKLE_S seconds: the
+  5. Trickle: TRICKLE_RATE uplinks a second, evenly spaced, for TRICKLE_S seconds: the
      gateway's CPU use while it mostly waits, its messages per CPU second, and the time
      from sending a reliable uplink to receiving its ack (its commit included).
-  5. Memory: the gateway's RSS (all its processes) growth per established idle session.
+  6. Memory: the gateway's RSS (all its processes) growth per established idle session.
 
 Each rate is given per wall second and per CPU second of the gateway (user + system
 time of its process and its workers, from /proc via psutil, read before and after the
@@ -323,17 +328,34 @@ def run_size(n: int, messages: int, mqtt: bool, workers: int = 1) -> dict:
             # the handshake counts as completed once the device's first frame under the
             # new keys proves it (the message phase).
             answered = len(answers)
-            # Devices finish (untimed), then prepare the uplinks.
+            # Devices read message 2 (untimed).
             for frame in answers:
                 sid = (frame[1] << 8) | frame[2]
                 channels[sid].receive(frame, 0)
             ready = [ch for ch in channels.values() if ch.state == "established"]
+            # Proof: each device's first frame under the new keys, a reliable uplink (its
+            # ack follows the commit).  The gateway makes the answered handshake the
+            # device's session: authorization (the device's record and key rotation
+            # state read, the session recorded), then the message committed like any.
+            proofs = []
+            for ch in ready:
+                proofs += ch.send_reliable(b"first", 0)
+                ch._reliable_out._pending.clear()
+            c0 = cpu_s(proc)
+            proof_time = pump(sock, proofs, addr)
+            proof_cpu = cpu_s(proc) - c0
             rss_sessions = rss(proc)
             # Uplinks: plain transport frames, every PROBE-th one reliable, so its ack
             # (sent after the gateway commits it, and in order after the frames before
             # it) paces the load: at most WINDOW x PROBE frames outstanding.
             frames = [f for _, f in uplinks(ready, messages, b"temp")]
-            before = metric(metrics_port, 'sealink_messages_total{direction="up"}')
+            # (Workers report their counters to the parent now and then: wait until the
+            # first frames are counted, or they would be counted in the burst.)
+            up_total = 'sealink_messages_total{direction="up"}'
+            deadline = time.monotonic() + 10
+            while metric(metrics_port, up_total) < len(proofs) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            before = metric(metrics_port, up_total)
             start = time.perf_counter()
             c0 = cpu_s(proc)
             msg_time = pump(sock, frames, addr, window=4, probe_every=PROBE)
@@ -375,6 +397,10 @@ def run_size(n: int, messages: int, mqtt: bool, workers: int = 1) -> dict:
                 "handshakes_per_s": answered / hs_time,
                 "handshakes_per_cpu_s": answered / hs_cpu,
                 "handshake_phase_s": hs_time,
+                "proofs_per_s": len(proofs) / proof_time,
+                "proofs_per_cpu_s": len(proofs) / proof_cpu,
+                "handshakes_whole_per_cpu_s": answered / (hs_cpu + proof_cpu),
+                "proof_phase_s": proof_time,
                 "messages_sent": len(frames),
                 "messages_accepted": int(accepted - before),
                 "messages_per_s": (accepted - before) / msg_time,
@@ -418,10 +444,11 @@ def main() -> int:
     rows = [run_size(int(n), args.messages, False, int(w))
             for w in args.workers.split(",") for n in args.sizes.split(",")]
     rows += [run_size(int(n), args.messages, True) for n in args.mqtt_sizes.split(",") if n]
-    console = Console(width=170)
+    console = Console(width=200)
     table = Table(title="Gateway over udp:// on loopback (2-core machine): burst")
     for col in ("workers", "devices", "MQTT", "handshakes answered/proven", "handshakes/s",
-                "per CPU-s", "of floor", "messages accepted", "messages/s", "per CPU-s",
+                "per CPU-s", "of floor", "first frames per CPU-s", "whole handshakes per CPU-s",
+                "messages accepted", "messages/s", "per CPU-s",
                 "of floor", "published to MQTT/s", "bytes/idle session", "gateway RSS"):
         table.add_column(col, justify="right")
     for r in rows:
@@ -431,6 +458,8 @@ def main() -> int:
                       f"{r['handshakes_per_s']:,.0f}",
                       f"{r['handshakes_per_cpu_s']:,.0f}",
                       f"{r['handshakes_per_cpu_s'] / floor['handshakes_per_cpu_s']:.2f}",
+                      f"{r['proofs_per_cpu_s']:,.0f}",
+                      f"{r['handshakes_whole_per_cpu_s']:,.0f}",
                       f"{r['messages_accepted']:,}/{r['messages_sent']:,}",
                       f"{r['messages_per_s']:,.0f}",
                       f"{r['messages_per_cpu_s']:,.0f}",
@@ -454,9 +483,9 @@ def main() -> int:
     print(f"floor (pyca, this process, per CPU second): "
           f"{floor['handshakes_per_cpu_s']:,.0f} KK responder handshakes "
           f"(1 key generation + 4 X25519), {floor['opens_per_cpu_s']:,.0f} AEAD opens of "
-          f"26-40 B; phases (handshakes / burst): " + ", ".join(
+          f"26-40 B; phases (handshakes / first frames / burst): " + ", ".join(
               f"{r['workers']}x{r['devices']:,}: {r['handshake_phase_s']:.2f} s / "
-              f"{r['message_phase_s']:.2f} s" for r in rows))
+              f"{r['proof_phase_s']:.2f} s / {r['message_phase_s']:.2f} s" for r in rows))
     print(FSYNC_POLICY)
     if args.json:
         args.json.write_text(json.dumps({"floor": floor, "rows": rows}, indent=2))

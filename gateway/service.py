@@ -569,7 +569,7 @@ class Gateway:
             self._drop("handshake_refused", f"session {sid}")
             return None
         if sid <= LAST_SID:
-            device = self.store.device_by_sid(sid)
+            device, rotation, next_key = self.store.device_by_sid_with_rotation(sid)
             if device is None:
                 self._drop("unknown_device")
                 await self._reject(up, sid, wire.REJECT_UNKNOWN_SESSION)
@@ -583,7 +583,6 @@ class Gateway:
                 return None
             key = device.static_key
             lookup = lambda _sid: key  # noqa: E731
-            rotation, next_key = self.store.key_rotation(device.id)
         transport = self._transport(up.source)
         mtu = self._mtu(transport, up)
         channel = Channel(False, self._static, sid=sid, mtu=mtu,
@@ -1038,6 +1037,10 @@ class Gateway:
         if not self._by_device:
             return
         queued = self.store.downlinks(states=("queued",))
+        if not queued:  # (the poll loop asks 20 times a second: no walk of every session)
+            self._queued_hint = False
+            self._queued_devices = set()
+            return
         in_flight = {i for s in self.sessions.values() for i in s.inflight.values()}
         queued = [d for d in queued if d["id"] not in in_flight]
         self._queued_hint = bool(queued)

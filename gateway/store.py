@@ -384,6 +384,16 @@ class Store:
         return self._device(self.db.execute("SELECT * FROM devices WHERE sid = ?",
                                             (sid,)).fetchone())
 
+    def device_by_sid_with_rotation(
+            self, sid: int) -> tuple[Device | None, str | None, bytes | None]:
+        """device_by_sid() and key_rotation() of that device from one read (a KK
+        handshake needs both)."""
+        row = self.db.execute("SELECT * FROM devices WHERE sid = ?", (sid,)).fetchone()
+        if row is None:
+            return None, None, None
+        nxt = row["next_static_key"]
+        return self._device(row), row["key_rotation"], bytes(nxt) if nxt is not None else None
+
     def device_by_key(self, static_key: bytes) -> Device | None:
         return self._device(self.db.execute("SELECT * FROM devices WHERE static_key = ?",
                                             (static_key,)).fetchone())

@@ -11,8 +11,14 @@ def private_key(secret):
     return X25519PrivateKey.from_private_bytes(bytes(secret))
 
 
+# OpenSSL's key class, for an exact type test: isinstance() against the abstract
+# X25519PrivateKey walks the ABC machinery, and cost a gateway's handshake 5 % of its CPU.
+_KEY_TYPE = type(X25519PrivateKey.from_private_bytes(bytes(32)))
+
+
 def _private(secret):
-    if isinstance(secret, X25519PrivateKey):
+    if type(secret) is _KEY_TYPE or (type(secret) not in (bytes, bytearray)
+                                     and isinstance(secret, X25519PrivateKey)):
         return secret
     return X25519PrivateKey.from_private_bytes(bytes(secret))
 
@@ -98,6 +104,7 @@ def aead_open_n(key, n, data, ad):
 
 OPEN_OLD, OPEN_REPLAYED, OPEN_FORGED, OPEN_OTHER = -1, -2, -3, -4
 _LAST = (1 << 64) - 1  # the reserved nonce: never a counter
+_U64 = __import__("struct").Struct("<Q")  # the window's next counter
 
 
 def open_data(key, epoch, frame, window, sid):
@@ -107,14 +114,15 @@ def open_data(key, epoch, frame, window, sid):
     Returns the plaintext; or, nothing changed, a negative code (OPEN_*), or the counter
     when it belongs to another key epoch than `epoch` (the caller derives that key).
     The steps of _sealink_crypto.open_data, one for one."""
-    if len(frame) < 20 or (frame[0] >> 5) not in (2, 3, 6) or \
-            ((frame[1] << 8) | frame[2]) != sid:
+    if len(frame) < 20:
         return OPEN_OTHER
-    nxt = int.from_bytes(window[:8], "little")
+    b0 = frame[0]
+    if (b0 >> 5) not in (2, 3, 6) or ((frame[1] << 8) | frame[2]) != sid:
+        return OPEN_OTHER
+    nxt = _U64.unpack_from(window)[0]
     size = (len(window) - 8) << 3
-    truncated = ((frame[0] & 0x1F) << 8) | frame[3]
-    n = (nxt & ~0x1FFF) | truncated  # the counter closest to nxt with these low bits
-    if n <= nxt - 0x1000 and n + 0x2000 < _LAST + 1:
+    n = (nxt & ~0x1FFF) | ((b0 & 0x1F) << 8) | frame[3]  # the counter closest to nxt
+    if n <= nxt - 0x1000 and n + 0x2000 < _LAST + 1:   # with these low 13 bits
         n += 0x2000
     elif n > nxt + 0x1000 and n >= 0x2000:
         n -= 0x2000
@@ -136,10 +144,10 @@ def open_data(key, epoch, frame, window, sid):
         if n - nxt >= size:
             window[8:] = bytes(len(window) - 8)
         else:
-            for m in range(nxt, n):
+            for m in range(nxt, n):  # (none for the next counter in order)
                 i = m % size
                 window[8 + (i >> 3)] &= ~(1 << (i & 7))
-        window[:8] = (n + 1).to_bytes(8, "little")
+        _U64.pack_into(window, 0, n + 1)
     i = n % size
     window[8 + (i >> 3)] |= 1 << (i & 7)
     return plain
