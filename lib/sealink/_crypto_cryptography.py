@@ -67,23 +67,21 @@ def wipe(buf):
 
 
 # The message path (sealink.crypto: seal_n, open_n, open_data, seal_data), as the
-# firmware's C module has it.  A ChaCha20Poly1305 object is built once per key and kept:
-# a gateway opens many frames under each session's key.  The cache is bounded (cleared
-# whole when full).  (pyca keeps the key inside its object, beyond our reach to wipe,
-# cached or not.)
+# firmware's C module has it.  A key may come as bytes, or as the ChaCha20Poly1305 object
+# aead_key() built for it: sealink.session keeps one per data-phase key, for the many
+# frames under it, and drops it with the key (no cache here holds keys of sessions that
+# ended).  (pyca keeps the key inside its object, beyond our reach to wipe.)
 _NONCE = __import__("struct").Struct("<4xQ")  # the Noise nonce: 4 zero bytes, LE64 counter
-_AEAD_CACHE = 1 << 16
-_aeads = {}
+
+
+def aead_key(key):
+    return ChaCha20Poly1305(bytes(key))
 
 
 def _aead(key):
-    aead = _aeads.get(key)
-    if aead is None:
-        if len(_aeads) >= _AEAD_CACHE:
-            _aeads.clear()
-        key = bytes(key)
-        aead = _aeads[key] = ChaCha20Poly1305(key)
-    return aead
+    if type(key) is ChaCha20Poly1305:
+        return key
+    return ChaCha20Poly1305(bytes(key))
 
 
 def aead_seal_n(key, n, plaintext, ad, prefix):

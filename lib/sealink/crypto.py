@@ -36,8 +36,10 @@
 # backend the C function itself, which raises ValueError for an all-zero result; the
 # others raise LowOrderPointError.
 # open_data and seal_data: a whole Sealink data frame opened (counter, replay window,
-# tag) or made in one C call, on the native backend only (None elsewhere: sealink.session
-# then takes the same steps in Python).
+# tag) or made in one call, on the native backend (C) and on pyca (None on the pure-Python
+# backend: sealink.session then takes the same steps in Python).
+# aead_key(key): the key as these functions take it fastest, made once per data-phase
+# key by sealink.session: pyca's ChaCha20Poly1305 object; the key itself elsewhere.
 
 import os
 
@@ -155,6 +157,10 @@ def _open_n(key, n, data, ad):
     return _impl.aead_decrypt(key, _noise_nonce(n), data, ad)
 
 
+def _same(key):
+    return key
+
+
 def _dh_n(secret, public):
     held = getattr(secret, "_for_backend", None)  # a sealink.keys.PrivateKey
     shared = _impl.x25519(held() if held is not None else secret, public)
@@ -165,7 +171,7 @@ def _dh_n(secret, public):
 
 def use_backend(name):
     """Switch every function of this module to backend `name`."""
-    global BACKEND, _impl, seal_n, open_n, dh_n, open_data, seal_data
+    global BACKEND, _impl, seal_n, open_n, dh_n, open_data, seal_data, aead_key
     try:
         impl = _load(name)
     except ImportError:
@@ -177,6 +183,7 @@ def use_backend(name):
     dh_n = getattr(impl, "dh_n", None) or _dh_n
     open_data = getattr(impl, "open_data", None)
     seal_data = getattr(impl, "seal_data", None)
+    aead_key = getattr(impl, "aead_key", None) or _same
 
 
 def _select():

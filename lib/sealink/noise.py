@@ -105,15 +105,15 @@ class CipherState:
     # InitializeKey(key)
     def initialize_key(self, key):
         self.k = None if key is None else bytes(key)
+        # The key as the message path hands it to the backend (sealink.session sets it
+        # with crypto.aead_key: pyca's AEAD object, built once per key and freed with
+        # this state; the key itself elsewhere).
+        self.aead = self.k
         self.n = 0
 
     # HasKey()
     def has_key(self):
         return self.k is not None
-
-    # SetNonce(nonce)
-    def set_nonce(self, nonce):
-        self.n = nonce
 
     # EncryptWithAd(ad, plaintext)
     def encrypt_with_ad(self, ad, plaintext):
@@ -137,30 +137,14 @@ class CipherState:
         self.n += 1
         return plaintext
 
-    # The same two operations with an explicit nonce, for transports that carry the
-    # counter on the wire (lossy radios: messages are lost and reordered).  The caller
-    # owns replay protection; these never touch self.n.
-    def encrypt_with_nonce(self, n, ad, plaintext):
-        if not 0 <= n < MAX_NONCE:
-            raise NonceExhaustedError("nonce out of range")
-        return crypto.seal_n(self.k, n, plaintext, ad, False)
-
-    def decrypt_with_nonce(self, n, ad, ciphertext):
-        if not 0 <= n < MAX_NONCE:
-            raise NonceExhaustedError("nonce out of range")
-        plaintext = crypto.open_n(self.k, n, ciphertext, ad)
-        if plaintext is None:
-            raise AuthenticationError("authentication tag does not verify")
-        return plaintext
-
     # Rekey() (section 4.2 REKEY default: ENCRYPT(k, maxnonce, zerolen, zeros)[:32]).
     def rekey(self):
         old = bytearray(self.k)
-        self.k = crypto.seal_n(self.k, MAX_NONCE, bytes(32), b"", False)[:32]
+        self.k = self.aead = crypto.seal_n(self.k, MAX_NONCE, bytes(32), b"", False)[:32]
         crypto.wipe(old)
 
     def wipe(self):
-        self.k = None
+        self.k = self.aead = None
         self.n = 0
 
 
@@ -189,12 +173,6 @@ class SymmetricState:
         h = sha256(self.h)
         h.update(data)
         self.h = h.digest()
-
-    # MixKeyAndHash(input_key_material)
-    def mix_key_and_hash(self, input_key_material):
-        self.ck, temp_h, temp_k = hkdf(self.ck, input_key_material, 3)
-        self.mix_hash(temp_h)
-        self.cipher.initialize_key(temp_k)
 
     # GetHandshakeHash()
     def get_handshake_hash(self):

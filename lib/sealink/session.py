@@ -44,6 +44,13 @@ class SessionExpiredError(SessionError):
     pass
 
 
+def _held(cipher):
+    # A data-phase key, as the backend's AEAD takes it (crypto.aead_key): on CPython,
+    # pyca's object, built once for the many frames under this key and dropped with it.
+    cipher.aead = crypto.aead_key(cipher.k)
+    return cipher
+
+
 class _EpochKeys:
     """One direction's keys: epoch e = counter >> REKEY_SHIFT, each epoch Rekey()ed
     from the one before.  Keeps the current and the previous epoch, for late frames.
@@ -54,7 +61,7 @@ class _EpochKeys:
 
     def __init__(self, cipher):
         self.epoch = 0
-        self.current = cipher
+        self.current = _held(cipher)
         self.previous = None
         self._candidate = None  # (epoch, CipherState) derived by for_counter(), unused
 
@@ -77,7 +84,7 @@ class _EpochKeys:
             nxt.rekey()
             k = nxt.k
             e += 1
-        self._candidate = (epoch, nxt)
+        self._candidate = (epoch, _held(nxt))
         return nxt
 
     def advance(self, n):
@@ -323,7 +330,7 @@ class Channel:
         seal = crypto.seal_data
         if seal is not None:  # the firmware: header, nonce and AEAD in one C call
             try:
-                frame = seal(keys.current.k, n, kind, self.sid, payload)
+                frame = seal(keys.current.aead, n, kind, self.sid, payload)
             except TypeError:
                 raise CryptoError("payload must be bytes, not %s"
                                   % type(payload).__name__) from None
@@ -332,7 +339,7 @@ class Channel:
                 raise CryptoError("payload must be bytes, not %s" % type(payload).__name__)
             t = n & 0x1FFF  # wire.COUNTER_BITS
             sid = self.sid
-            frame = crypto.seal_n(keys.current.k, n, payload,
+            frame = crypto.seal_n(keys.current.aead, n, payload,
                                   bytes(((kind << 5) | (t >> 8), sid >> 8, sid & 0xFF,
                                          t & 0xFF)), True)
         if len(frame) <= self.mtu:
@@ -379,7 +386,7 @@ class Channel:
             try:
                 window.check(n)
                 cipher = keys.current if n >> 10 == keys.epoch else keys.for_counter(n)
-                plaintext = crypto.open_n(cipher.k, n, frame, 4)
+                plaintext = crypto.open_n(cipher.aead, n, frame, 4)
                 if plaintext is not None:
                     break
                 raise AuthenticationError("authentication tag does not verify")
@@ -402,7 +409,7 @@ class Channel:
         # or a forgery.
         window = self._window
         keys = self._recv_keys
-        got = crypto.open_data(keys.current.k, keys.epoch, frame, window.state, self.sid)
+        got = crypto.open_data(keys.current.aead, keys.epoch, frame, window.state, self.sid)
         if type(got) is bytes:
             window.accepted += 1
             if self.reject_reason is not None or self.unconfirmed:
@@ -539,17 +546,6 @@ class Channel:
 
 # Helpers for devices and class A gateways, kept out of the Channel class: each entry in
 # a class's dict costs heap on a device (the dict grows in steps).
-
-
-def resend_unacknowledged(ch, now_ms):
-    """Frames for every reliable message `ch` has not had acknowledged: for a medium that
-    reaches the peer only right after it transmitted (LoRa class A)."""
-    if ch.state != "established":
-        return []
-    frames = []
-    for body in ch._reliable_out.pending(now_ms):
-        frames += ch.send(body, now_ms, wire.KIND_RELIABLE)
-    return frames
 
 
 def answer_repeats_with(ch, frames):
