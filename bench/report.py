@@ -151,6 +151,7 @@ def gateway_section(gateway: dict) -> str:
               "yes" if r.get("published_per_s") is not None else "-",
               f"{r['handshakes_per_s']:,.0f}", f"{r['handshakes_per_cpu_s']:,.0f}",
               f"{r['handshakes_per_cpu_s'] / floor['handshakes_per_cpu_s']:.2f}",
+              f"{r['proofs_per_cpu_s']:,.0f}" if "proofs_per_cpu_s" in r else "-",
               f"{r['messages_accepted']:,}/{r['messages_sent']:,}",
               f"{r['messages_per_s']:,.0f}", f"{r['messages_per_cpu_s']:,.0f}",
               f"{r['messages_per_cpu_s'] / floor['opens_per_cpu_s']:.3f}",
@@ -166,7 +167,7 @@ def gateway_section(gateway: dict) -> str:
                for r in gateway["rows"] if "trickle_rate" in r]
     return ("Burst:\n\n" + md_table(
         ["workers", "devices", "MQTT", "handshakes/s", "per CPU-s", "of floor",
-         "messages accepted", "messages/s", "per CPU-s", "of floor", "to MQTT/s", "RSS"],
+         "first frames per CPU-s", "messages accepted", "messages/s", "per CPU-s", "of floor", "to MQTT/s", "RSS"],
         burst) + "\n\nTrickle:\n\n" + md_table(
         ["workers", "devices", "MQTT", "offered", "accepted", "gateway CPU",
          "messages per CPU-s", "ack p50", "ack p99"], trickle)
