@@ -167,7 +167,8 @@ def gateway_section(gateway: dict) -> str:
                for r in gateway["rows"] if "trickle_rate" in r]
     return ("Burst:\n\n" + md_table(
         ["workers", "devices", "MQTT", "handshakes/s", "per CPU-s", "of floor",
-         "first frames per CPU-s", "messages accepted", "messages/s", "per CPU-s", "of floor", "to MQTT/s", "RSS"],
+         "first frames per CPU-s", "messages accepted", "messages/s", "per CPU-s", "of floor",
+         "to MQTT/s", "RSS"],
         burst) + "\n\nTrickle:\n\n" + md_table(
         ["workers", "devices", "MQTT", "offered", "accepted", "gateway CPU",
          "messages per CPU-s", "ack p50", "ack p99"], trickle)
