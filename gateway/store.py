@@ -2,7 +2,8 @@
 the downlink queue, sessions and an audit log.
 
 Durability: WAL journal with synchronous=FULL, so a committed uplink or queued downlink
-survives a crash of the process (kill -9) or the machine.  The schema is versioned
+survives a crash of the process (kill -9) or the machine (the MQTT bridge's "published"
+marks alone are not fsynced: mark_published_many).  The schema is versioned
 with PRAGMA user_version and upgraded by the MIGRATIONS below, in order.
 """
 
@@ -637,9 +638,17 @@ class Store:
         self.mark_published_many([uplink_id])
 
     def mark_published_many(self, uplink_ids: list[int]) -> None:
-        with self.transaction():
-            self.db.executemany("UPDATE uplinks SET published = 1 WHERE id = ?",
-                                [(i,) for i in uplink_ids])
+        """Marked in a transaction that is not fsynced (WAL, synchronous=NORMAL): a
+        power loss may forget the marks (never the uplinks), and the bridge then
+        publishes those uplinks again, which QoS 1's "at least once" allows.  The next
+        fsynced commit makes them durable.  (A trickle of uplinks paid two fsyncs each.)"""
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            with self.transaction():
+                self.db.executemany("UPDATE uplinks SET published = 1 WHERE id = ?",
+                                    [(i,) for i in uplink_ids])
+        finally:
+            self.db.execute("PRAGMA synchronous=FULL")
 
     def queue_downlink(self, device_id: str, payload: bytes) -> int:
         now = time.time()
