@@ -79,9 +79,11 @@ def test_gateway_key_rotation_mid_run_loses_no_device(demo):
     rot = summary["rotation"]
     assert rot["ok"] and rot["devices"] == 4 and rot["followed"] == 4 and rot["lost"] == []
     assert rot["offline"] == ["unix-1"] and rot["same_devices"]
-    # (The LoRaWAN device, which keeps running, may be told too.)
-    assert set(rot["told"]) - {"lorawan-1"} == {"mps2_an385-1", "virt_rv32-1", "unix-1",
-                                                "unix-2"}
+    # (The LoRaWAN and BLE devices take no part in the rotation's rounds.  Either may
+    # still be in a session when the key is rotated, and be told too: how far each has
+    # got by then depends on how the machine schedules the fleet's processes.)
+    assert set(rot["told"]) - {"lorawan-1", "ble-1"} == {"mps2_an385-1", "virt_rv32-1",
+                                                         "unix-1", "unix-2"}
 
 
 def test_faults_were_injected_and_survived(demo):
