@@ -319,6 +319,9 @@ def test_uplinks_committed_once_across_kill_9_of_the_gateway(tmp_path, workers):
     rows = committed()
     expected = [b"reading %05d" % i for i in range(total)]
     assert sorted(rows) == expected, (len(rows), len(set(rows)), stats)
-    # Each kill left uplinks committed and not acknowledged, and the device came back.
-    assert stats["doubtful"] >= len(kills_at) and stats["lost_acks"] > 0, stats
+    # Each kill left uplinks committed and not acknowledged (held by the device), and the
+    # device came back.  (Their acks were lost in the deaf relay, or never sent: on a
+    # loaded machine the kill can come between a commit and its ack; so lost_acks, in
+    # `stats`, may be 0.)
+    assert stats["doubtful"] >= len(kills_at), stats
     assert stats["handshakes"] >= 1 + len(kills_at), stats
