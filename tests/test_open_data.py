@@ -5,7 +5,6 @@ and other key epochs.  The firmware's C function is checked against the same ste
 tests/test_crypto_devices.py and by the device benchmarks."""
 
 import random
-import sys
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
@@ -89,46 +88,3 @@ def test_seal_data_makes_the_frame_open_data_takes():
         assert f == frame(n, kind=6, payload=b"payload %d" % n)
         assert backend.open_data(KEY, n >> 10, f, window.state, SID) == b"payload %d" % n
 
-
-def test_no_cache_keeps_the_keys_of_ended_sessions():
-    """Each data-phase key's AEAD object lives on that key's CipherState (aead_key) and
-    goes with it: nothing in the backend holds a key once its session has ended."""
-    import gc
-    import weakref
-
-    from sealink import crypto
-    from sealink.session import Channel
-
-    crypto.use_backend("cryptography")
-    responder_static, initiator_static = crypto.random_bytes(32), crypto.random_bytes(32)
-    initiator = Channel(True, initiator_static, sid=SID,
-                        rs=crypto.x25519_base(responder_static))
-    initiator_public = crypto.x25519_base(initiator_static)
-    responder = Channel(False, responder_static, sid=SID,
-                        peer_lookup=lambda _sid: initiator_public)
-    frames = initiator.connect(0)
-    while frames:
-        answers = []
-        for f in frames:
-            answers += responder.receive(f, 0)[1]
-        frames = []
-        for f in answers:
-            frames += initiator.receive(f, 0)[1]
-    assert initiator.state == responder.state == "established"
-    for i in range(3):
-        for f in initiator.send(b"up %d" % i, 0):
-            assert responder.receive(f, 0)[0] == [b"up %d" % i]
-    handle = responder._recv_keys.current.aead
-    assert type(handle) is ChaCha20Poly1305  # the message path's handle, not the key bytes
-    held = [weakref.ref(ch._recv_keys.current) for ch in (initiator, responder)]
-    del initiator, responder, f
-    gc.collect()
-    assert all(r() is None for r in held)
-    # No module-level container of the backend (or of crypto) still refers to the handle.
-    for module in (backend, crypto):
-        for name, value in vars(module).items():
-            if isinstance(value, dict):
-                assert handle not in value.values(), name
-            elif isinstance(value, (list, tuple, set)):
-                assert all(x is not handle for x in value), name
-    assert sys.getrefcount(handle) == 2  # ours here, and getrefcount's argument

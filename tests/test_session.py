@@ -441,3 +441,36 @@ def test_reject_on_a_live_session_is_checked_before_it_ends_it():
     dev.receive(wire.header(wire.KIND_REJECT, 1, dev.sid), 6100)
     assert dev.state == "established"
     assert dev.poll(7000) == [] and dev.state == "rejected"
+
+
+def test_no_cache_keeps_the_keys_of_ended_sessions():
+    """Each data-phase key's AEAD object lives on that key's CipherState (aead_key) and
+    goes with it: nothing in the backend holds a key once its session has ended."""
+    import gc
+    import sys
+    import weakref
+
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+    from sealink import _crypto_cryptography as backend
+
+    crypto.use_backend("cryptography")
+    dev, gw = _pair(reconnect=True)
+    _handshake(dev, gw)
+    for i in range(3):
+        for f in dev.send(b"up %d" % i, 1000):
+            assert gw.receive(f, 1000)[0] == [b"up %d" % i]
+    handle = gw._recv_keys.current.aead
+    assert type(handle) is ChaCha20Poly1305  # the message path's handle, not the key bytes
+    held = [weakref.ref(ch._recv_keys.current) for ch in (dev, gw)]
+    del dev, gw, f
+    gc.collect()
+    assert all(r() is None for r in held)
+    # No module-level container of the backend (or of crypto) still refers to the handle.
+    for module in (backend, crypto):
+        for name, value in vars(module).items():
+            if isinstance(value, dict):
+                assert handle not in value.values(), name
+            elif isinstance(value, (list, tuple, set)):
+                assert all(x is not handle for x in value), name
+    assert sys.getrefcount(handle) == 2  # ours here, and getrefcount's argument
