@@ -382,8 +382,7 @@ class Store:
                                             (device_id,)).fetchone())
 
     def device_by_sid(self, sid: int) -> Device | None:
-        return self._device(self.db.execute("SELECT * FROM devices WHERE sid = ?",
-                                            (sid,)).fetchone())
+        return self.device_by_sid_with_rotation(sid)[0]
 
     def device_by_sid_with_rotation(
             self, sid: int) -> tuple[Device | None, str | None, bytes | None]:
@@ -392,8 +391,12 @@ class Store:
         row = self.db.execute("SELECT * FROM devices WHERE sid = ?", (sid,)).fetchone()
         if row is None:
             return None, None, None
+        return (self._device(row), *self._rotation(row))
+
+    @staticmethod
+    def _rotation(row: sqlite3.Row) -> tuple[str | None, bytes | None]:
         nxt = row["next_static_key"]
-        return self._device(row), row["key_rotation"], bytes(nxt) if nxt is not None else None
+        return row["key_rotation"], bytes(nxt) if nxt is not None else None
 
     def device_by_key(self, static_key: bytes) -> Device | None:
         return self._device(self.db.execute("SELECT * FROM devices WHERE static_key = ?",
@@ -504,7 +507,7 @@ class Store:
                               " WHERE id = ?", (device_id,)).fetchone()
         if row is None:
             return None, None
-        return row[0], bytes(row[1]) if row[1] is not None else None
+        return self._rotation(row)
 
     def offer_next_key(self, device_id: str, next_static: bytes) -> None:
         with self.transaction():
