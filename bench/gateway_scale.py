@@ -74,6 +74,7 @@ from sealink_gateway.store import Store, device_id_for  # noqa: E402
 SEALINK = str(Path(sys.executable).parent / "sealink")
 WINDOW = 200
 PROBE = 100
+UP_TOTAL = 'sealink_messages_total{direction="up"}'  # uplinks accepted (committed)
 TRICKLE_RATE = 1000  # uplinks a second in the trickle phase
 TRICKLE_S = 5.0
 FSYNC_POLICY = ("fsync policy: SQLite WAL, synchronous=FULL (the WAL is fsynced at every "
@@ -100,6 +101,18 @@ def metric(port: int, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split()[1])
     return 0.0
+
+
+def wait_metric(port: int, name: str, at_least: float, timeout_s: float,
+                every_s: float) -> float:
+    """The metric's value once it reaches at_least, or when timeout_s has passed
+    (each scrape costs the gateway CPU: every_s apart)."""
+    deadline = time.monotonic() + timeout_s
+    value = metric(port, name)
+    while value < at_least and time.monotonic() < deadline:
+        time.sleep(every_s)
+        value = metric(port, name)
+    return value
 
 
 def start_mosquitto(workdir: Path) -> tuple[subprocess.Popen, int]:
@@ -327,7 +340,7 @@ def run_size(n: int, messages: int, mqtt: bool, workers: int = 1) -> dict:
             hs_cpu = cpu_s(proc) - c0
             # A KK responder's work is done when it answers (key generation and four DH);
             # the handshake counts as completed once the device's first frame under the
-            # new keys proves it (the message phase).
+            # new keys proves it (the proof phase, below).
             answered = len(answers)
             # Devices read message 2 (untimed).
             for frame in answers:
@@ -352,26 +365,19 @@ def run_size(n: int, messages: int, mqtt: bool, workers: int = 1) -> dict:
             frames = [f for _, f in uplinks(ready, messages, b"temp")]
             # (Workers report their counters to the parent now and then: wait until the
             # first frames are counted, or they would be counted in the burst.)
-            up_total = 'sealink_messages_total{direction="up"}'
-            deadline = time.monotonic() + 10
-            while metric(metrics_port, up_total) < len(proofs) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            before = metric(metrics_port, up_total)
+            before = wait_metric(metrics_port, UP_TOTAL, len(proofs), 10, 0.05)
             start = time.perf_counter()
             c0 = cpu_s(proc)
             msg_time = pump(sock, frames, addr, window=4, probe_every=PROBE)
             time.sleep(0.5)
             msg_cpu = cpu_s(proc) - c0
-            accepted = metric(metrics_port, 'sealink_messages_total{direction="up"}')
+            accepted = metric(metrics_port, UP_TOTAL)
             completed = metric(metrics_port, 'sealink_handshakes_total{outcome="completed"}')
             published_per_s = None
             if mqtt:  # until the broker has acknowledged every accepted uplink
-                name = 'sealink_messages_total{direction="up_published"}'
-                deadline = time.monotonic() + 120
-                done = metric(metrics_port, name)
-                while done < accepted and time.monotonic() < deadline:
-                    time.sleep(0.2)  # (each scrape costs the gateway CPU)
-                    done = metric(metrics_port, name)
+                done = wait_metric(metrics_port,
+                                   'sealink_messages_total{direction="up_published"}',
+                                   accepted, 120, 0.2)
                 published_per_s = (done - before) / (time.perf_counter() - start)
                 # Per CPU second with a broker: until the last publish was acknowledged
                 # (the bridge's work goes on after the burst).
@@ -382,12 +388,12 @@ def run_size(n: int, messages: int, mqtt: bool, workers: int = 1) -> dict:
             # acknowledged (send to ack, at the generator).
             paced = uplinks(ready, int(TRICKLE_RATE * TRICKLE_S), b"trickle")
             time.sleep(1.0)  # the burst's commits and reports settle
-            before_t = metric(metrics_port, 'sealink_messages_total{direction="up"}')
+            before_t = metric(metrics_port, UP_TOTAL)
             c0 = cpu_s(proc)
             latencies, trickle_s = pump_paced(sock, paced, addr, TRICKLE_RATE)
             time.sleep(0.5)
             trickle_cpu = cpu_s(proc) - c0
-            trickle_ok = metric(metrics_port, 'sealink_messages_total{direction="up"}') - before_t
+            trickle_ok = metric(metrics_port, UP_TOTAL) - before_t
             latencies.sort()
             if os.environ.get("BENCH_DEBUG"):
                 text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read()
