@@ -79,9 +79,7 @@ def aead_key(key):
 
 
 def _aead(key):
-    if type(key) is ChaCha20Poly1305:
-        return key
-    return ChaCha20Poly1305(bytes(key))
+    return key if type(key) is ChaCha20Poly1305 else aead_key(key)
 
 
 def aead_seal_n(key, n, plaintext, ad, prefix):
