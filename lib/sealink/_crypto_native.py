@@ -6,13 +6,13 @@ import _sealink_crypto as _c
 
 x25519_base = _c.x25519_base
 dh_n = _c.x25519  # (sealink.noise's DH: ValueError for an all-zero result)
-# The message path's AEAD with the Noise nonce built in C (sealink.crypto: seal_n);
-# absent from firmware built before them, where crypto.py's Python version serves.
-aead_seal_n = getattr(_c, "aead_seal_n", None)
-aead_open_n = getattr(_c, "aead_open_n", None)
-# Data frames of sealink.session in one call each (the firmware's message path).
-open_data = getattr(_c, "open_data", None)
-seal_data = getattr(_c, "seal_data", None)
+# The message path's AEAD with the Noise nonce built in C (sealink.crypto: seal_n), and
+# data frames of sealink.session in one call each.  (Frozen with the module it calls:
+# the firmware that carries this file has them all.)
+aead_seal_n = _c.aead_seal_n
+aead_open_n = _c.aead_open_n
+open_data = _c.open_data
+seal_data = _c.seal_data
 compare = _c.compare
 wipe = _c.wipe
 

@@ -8,7 +8,8 @@
 #   BACKEND                               ("native", "cryptography" or None)
 #
 # "native" is the _sealink_crypto C module of Sealink firmware (Monocypher's EdDSA over
-# libsodium's SHA-512); "cryptography" is pyca/cryptography on CPython.  Stock
+# libsodium's SHA-512); "cryptography" is pyca/cryptography on CPython
+# (sealink._ed25519_cryptography, which firmware does not carry).  Stock
 # MicroPython firmware has neither: the calls raise CryptoError (there is no pure-Python
 # Ed25519; a device that attests or checks signatures runs Sealink firmware).
 # A module of its own, apart from sealink.crypto: a device that never signs never pays
@@ -17,7 +18,7 @@
 from sealink.errors import CryptoError
 
 BACKEND = None
-_c = None
+_c = None  # the functions: the C module's, or sealink._ed25519_cryptography's
 
 try:
     import _sealink_crypto as _c
@@ -31,17 +32,11 @@ except ImportError:
 
 if _c is None:
     try:
-        import hashlib
-
-        from cryptography.exceptions import InvalidSignature
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-            Ed25519PrivateKey,
-            Ed25519PublicKey,
-        )
+        from sealink import _ed25519_cryptography as _c
 
         BACKEND = "cryptography"
     except ImportError:
-        pass
+        _c = None
 
 
 def _check(value, name, size=None):
@@ -55,28 +50,22 @@ def _check(value, name, size=None):
 
 def sha512(data):
     _check(data, "data")
-    if _c is not None:
-        return _c.sha512(data)
-    return hashlib.sha512(bytes(data)).digest()
+    return _c.sha512(data)
 
 
 def public_key(private):
     _check(private, "private key", 32)
-    if _c is not None:
-        return _c.ed25519_public(private)
-    return Ed25519PrivateKey.from_private_bytes(bytes(private)).public_key().public_bytes_raw()
+    return _c.ed25519_public(private)
 
 
 def sign(private, message, public=None):
     _check(private, "private key", 32)
     _check(message, "message")
-    if _c is not None:
-        if public is None:
-            public = _c.ed25519_public(private)
-        else:
-            _check(public, "public key", 32)
-        return _c.ed25519_sign(private, public, message)
-    return Ed25519PrivateKey.from_private_bytes(bytes(private)).sign(bytes(message))
+    if public is None:
+        public = _c.ed25519_public(private)
+    else:
+        _check(public, "public key", 32)
+    return _c.ed25519_sign(private, public, message)
 
 
 def verify(public, signature, message):
@@ -85,11 +74,4 @@ def verify(public, signature, message):
     _check(message, "message")
     if len(signature) != 64:
         return False
-    if _c is not None:
-        return _c.ed25519_verify(public, signature, message)
-    try:
-        key = Ed25519PublicKey.from_public_bytes(bytes(public))
-        key.verify(bytes(signature), bytes(message))
-        return True
-    except (InvalidSignature, ValueError):
-        return False
+    return _c.ed25519_verify(public, signature, message)

@@ -1,63 +1,16 @@
 # HMAC-SHA256 (RFC 2104) and the HKDF of the Noise Protocol Framework (revision 34,
-# section 4.3), on hashlib.sha256: MicroPython has no hmac module.  Standard
-# constructions over a standard hash; nothing here is a new primitive.
-
-from hashlib import sha256
+# section 4.3):
+#
+#   hmac_sha256(key, data) -> 32 bytes
+#   hkdf(chaining_key, input_key_material, num_outputs) -> 2 or 3 outputs of 32 bytes
+#
+# On Sealink firmware, the C module's (over the firmware's SHA-256); elsewhere (CPython,
+# stock MicroPython firmware) sealink._hkdf_python's, which Sealink firmware does not
+# carry.
 
 HASHLEN = 32
-BLOCKLEN = 64
 
-try:  # CPython: OpenSSL's one-shot HMAC, as hmac.digest() calls it (without its checks)
-    from _hashlib import hmac_digest as _hmac_digest
+try:
+    from _sealink_crypto import hkdf, hmac_sha256  # noqa: F401 (re-exported)
 except ImportError:
-    try:  # CPython without OpenSSL: the standard library's HMAC
-        from hmac import digest as _hmac_digest
-    except ImportError:  # MicroPython: no hmac module
-        _hmac_digest = None
-
-try:  # Sealink firmware: HMAC and the Noise HKDF in C over the firmware's SHA-256
-    from _sealink_crypto import hkdf as _native_hkdf
-    from _sealink_crypto import hmac_sha256 as _native_hmac
-except ImportError:  # CPython, or stock MicroPython firmware: the code below
-    _native_hkdf = _native_hmac = None
-
-
-def hmac_sha256(key, data):
-    if _native_hmac is not None:
-        return _native_hmac(key, data)
-    if _hmac_digest is not None:
-        return _hmac_digest(key, data, "sha256")
-    return python_hmac_sha256(key, data)
-
-
-def python_hmac_sha256(key, data):
-    # RFC 2104 in Python over hashlib (stock MicroPython firmware).
-    if len(key) > BLOCKLEN:
-        key = sha256(key).digest()
-    key = bytes(key) + bytes(BLOCKLEN - len(key))
-    inner = sha256(bytes(b ^ 0x36 for b in key))
-    inner.update(data)
-    outer = sha256(bytes(b ^ 0x5C for b in key))
-    outer.update(inner.digest())
-    return outer.digest()
-
-
-def hkdf(chaining_key, input_key_material, num_outputs):
-    """Noise HKDF: 2 or 3 outputs of HASHLEN bytes."""
-    if _native_hkdf is not None:
-        return _native_hkdf(chaining_key, input_key_material, num_outputs)
-    return python_hkdf(chaining_key, input_key_material, num_outputs)
-
-
-def python_hkdf(chaining_key, input_key_material, num_outputs, mac=None):
-    # The same function in Python over `mac` (default hmac_sha256): the fallback where
-    # the firmware has no _sealink_crypto, and the reference the native one is tested
-    # against (mac=python_hmac_sha256).
-    mac = mac or hmac_sha256
-    temp_key = mac(chaining_key, input_key_material)
-    output1 = mac(temp_key, b"\x01")
-    output2 = mac(temp_key, output1 + b"\x02")
-    if num_outputs == 2:
-        return output1, output2
-    output3 = mac(temp_key, output2 + b"\x03")
-    return output1, output2, output3
+    from sealink._hkdf_python import hkdf, hmac_sha256  # noqa: F401 (re-exported)
