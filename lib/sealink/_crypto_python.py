@@ -190,6 +190,33 @@ def aead_decrypt(key, nonce, sealed, aad):
     return bytes(_chacha20_xor(key, 1, nonce, ciphertext))
 
 
+# The message path (sealink.crypto: seal_n, open_n) and the handshake's DH (dh_n).
+
+
+def _noise_nonce(n):
+    return b"\x00\x00\x00\x00" + n.to_bytes(8, "little")
+
+
+def aead_seal_n(key, n, plaintext, ad, prefix):
+    sealed = aead_encrypt(key, _noise_nonce(n), plaintext, ad)
+    return bytes(ad) + sealed if prefix else sealed
+
+
+def aead_open_n(key, n, data, ad):
+    if isinstance(ad, int):
+        ad, data = data[:ad], data[ad:]
+    if len(data) < 16:
+        return None
+    return aead_decrypt(key, _noise_nonce(n), data, ad)
+
+
+def dh_n(secret, public):
+    shared = x25519(secret, public)
+    if shared is None:
+        raise ValueError("X25519 result is all zero (low-order public key)")
+    return shared
+
+
 # --- Helpers --------------------------------------------------------------------------
 
 def compare(a, b):

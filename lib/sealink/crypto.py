@@ -32,9 +32,9 @@
 # -> plaintext, or None when the tag does not verify; ad is bytes, or an int k: the
 # first k bytes of data.  On the native backend they are the C functions themselves.
 # dh_n(private, public): X25519 for sealink.noise, whose keys are its own (a private key
-# it made or copied, a public key of DHLEN bytes it sliced), unchecked: on the native
-# backend the C function itself, which raises ValueError for an all-zero result; the
-# others raise LowOrderPointError.
+# it made or copied, a public key of DHLEN bytes it sliced), unchecked; ValueError for an
+# all-zero result (on the native backend, the C function itself).  Each backend has its
+# own seal_n, open_n and dh_n.
 # open_data and seal_data: a whole Sealink data frame opened (counter, replay window,
 # tag) or made in one call, on the native backend (C) and on pyca (None on the pure-Python
 # backend: sealink.session then takes the same steps in Python).
@@ -140,33 +140,8 @@ def _load(name):
     return impl
 
 
-def _noise_nonce(n):
-    return b"\x00\x00\x00\x00" + n.to_bytes(8, "little")
-
-
-def _seal_n(key, n, plaintext, ad, prefix):
-    sealed = _impl.aead_encrypt(key, _noise_nonce(n), plaintext, ad)
-    return bytes(ad) + sealed if prefix else sealed
-
-
-def _open_n(key, n, data, ad):
-    if isinstance(ad, int):
-        ad, data = data[:ad], data[ad:]
-    if len(data) < TAG_SIZE:
-        return None
-    return _impl.aead_decrypt(key, _noise_nonce(n), data, ad)
-
-
 def _same(key):
     return key
-
-
-def _dh_n(secret, public):
-    held = getattr(secret, "_for_backend", None)  # a sealink.keys.PrivateKey
-    shared = _impl.x25519(held() if held is not None else secret, public)
-    if shared is None:
-        raise LowOrderPointError("X25519 result is all zero (low-order public key)")
-    return shared
 
 
 def use_backend(name):
@@ -178,9 +153,9 @@ def use_backend(name):
         raise CryptoError("crypto backend %r is not available here" % (name,)) from None
     _impl = impl
     BACKEND = name
-    seal_n = getattr(impl, "aead_seal_n", None) or _seal_n
-    open_n = getattr(impl, "aead_open_n", None) or _open_n
-    dh_n = getattr(impl, "dh_n", None) or _dh_n
+    seal_n = impl.aead_seal_n
+    open_n = impl.aead_open_n
+    dh_n = impl.dh_n
     open_data = getattr(impl, "open_data", None)
     seal_data = getattr(impl, "seal_data", None)
     aead_key = getattr(impl, "aead_key", None) or _same
