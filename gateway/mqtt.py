@@ -11,6 +11,7 @@ import base64
 import binascii
 import json
 import logging
+import math
 import socket
 
 import aiomqtt
@@ -93,7 +94,10 @@ class MqttBridge:
                         await asyncio.gather(work, return_exceptions=True)
                         return  # and the client disconnects, as it leaves the `with`
                     stopping.cancel()
-                    await work  # raises what ended it (the connection lost)
+                    try:
+                        await work  # raises what ended it (the connection lost)
+                    finally:
+                        work.cancel()  # the other half, if it still runs
             except aiomqtt.MqttError as e:
                 self.connected.clear()
                 if self._stopping.is_set():
@@ -108,11 +112,6 @@ class MqttBridge:
     async def _publish(self, client: aiomqtt.Client) -> None:
         store = self.gateway.store
         attributes: dict[str, dict] = {}
-        window = asyncio.Semaphore(INFLIGHT)  # (its waiters go in order: so do publishes)
-
-        async def publish(topic: str, body: bytes) -> None:
-            async with window:
-                await client.publish(topic, body, qos=1)
         while True:
             batch = store.uplinks(unpublished=True, limit=BATCH)
             if not batch:
@@ -122,29 +121,44 @@ class MqttBridge:
                     pass
                 self.gateway.uplink_event.clear()
                 continue
-            publishes = []
-            decisions: dict[str, str | None] = {}  # read once per batch: it can change
+            devices = {uplink["device_id"] for uplink in batch}
+            for device_id in devices - attributes.keys():
+                device = store.device(device_id)
+                attributes[device_id] = device.attributes if device else {}
+            decisions = store.attestation_decisions(devices)  # once per batch: it can change
+            messages = []
             for uplink in batch:
                 device_id = uplink["device_id"]
-                if device_id not in attributes:
-                    device = store.device(device_id)
-                    attributes[device_id] = device.attributes if device else {}
-                if device_id not in decisions:
-                    att = store.attestation(device_id)
-                    decisions[device_id] = att["decision"] if att else None
+                decision = decisions.get(device_id)
                 # A quarantined device (unknown measurements) reaches only its
                 # quarantine topic: diagnostics and updates, not the application.
-                kind = "quarantine" if decisions[device_id] == "quarantine" else "up"
-                publishes.append(publish(
-                    f"{self.prefix}/{device_id}/{kind}",
-                    envelope(uplink, attributes[device_id], decisions[device_id])))
-            # INFLIGHT at a time, in order; marked published (one commit) once the broker has
-            # acknowledged every one of them.  A failure leaves them all unpublished:
+                kind = "quarantine" if decision == "quarantine" else "up"
+                messages.append((f"{self.prefix}/{device_id}/{kind}",
+                                 envelope(uplink, attributes[device_id], decision)))
+            # In order, INFLIGHT at a time; marked published (one commit) once the broker
+            # has acknowledged every one of them.  A failure leaves them all unpublished:
             # published again after the reconnect (at least once, as QoS 1 promises).
-            await asyncio.gather(*publishes)
+            try:
+                await asyncio.wait_for(self._publish_all(client, messages),
+                                       client.timeout * (1 + len(messages) // INFLIGHT))
+            except TimeoutError:
+                raise aiomqtt.MqttError("the broker did not acknowledge the publishes") from None
             store.mark_published_many([u["id"] for u in batch])
             self.published += len(batch)
             self.gateway.counters["published"] += len(batch)
+
+    @staticmethod
+    async def _publish_all(client: aiomqtt.Client, messages: list[tuple[str, bytes]]) -> None:
+        # INFLIGHT publishers share one iterator: each takes the next message as soon as
+        # the broker acknowledged its last, so publishes leave in the batch's order.
+        # (The batch has one timeout, its caller's, not one per message: aiomqtt would
+        # run each publish's wait as a task of its own.)
+        pending = iter(messages)
+
+        async def publisher() -> None:
+            for topic, body in pending:
+                await client.publish(topic, body, qos=1, timeout=math.inf)
+        await asyncio.gather(*(publisher() for _ in range(min(INFLIGHT, len(messages)))))
 
     async def _downlinks(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:

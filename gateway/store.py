@@ -543,6 +543,15 @@ class Store:
         return dict(row) | {"claims": json.loads(row["claims"]),
                             "result": bytes(row["result"]).hex() if row["result"] else None}
 
+    def attestation_decisions(self, device_ids) -> dict[str, str]:
+        """The latest appraisal's decision of each of these devices that has one (one
+        query: the MQTT bridge asks for a whole batch's devices at once)."""
+        decisions: dict[str, str] = {}
+        for marks, chunk in _in_lists(list(device_ids)):
+            decisions.update(self.db.execute(
+                f"SELECT device, decision FROM attestations WHERE device IN ({marks})", chunk))
+        return decisions
+
     # --- uplinks and downlinks ----------------------------------------------------------------
 
     def recent_msg_ids(self, device_id: str, limit: int = 128) -> list[int]:
@@ -634,8 +643,14 @@ class Store:
             sql += " AND published = 0"
         sql += " ORDER BY id LIMIT ?"
         args.append(limit)
-        return [dict(r) | {"radio": json.loads(r["radio"]), "payload": bytes(r["payload"])}
-                for r in self.db.execute(sql, args)]
+        out = []
+        for r in self.db.execute(sql, args):
+            uplink = dict(r)
+            radio = uplink["radio"]
+            uplink["radio"] = {} if radio == "{}" else json.loads(radio)  # ("{}": udp://)
+            uplink["payload"] = bytes(uplink["payload"])
+            out.append(uplink)
+        return out
 
     def mark_published(self, uplink_id: int) -> None:
         self.mark_published_many([uplink_id])
@@ -648,8 +663,9 @@ class Store:
         self.db.execute("PRAGMA synchronous=NORMAL")
         try:
             with self.transaction():
-                self.db.executemany("UPDATE uplinks SET published = 1 WHERE id = ?",
-                                    [(i,) for i in uplink_ids])
+                for marks, chunk in _in_lists(uplink_ids):
+                    self.db.execute(f"UPDATE uplinks SET published = 1 WHERE id IN ({marks})",
+                                    chunk)
         finally:
             self.db.execute("PRAGMA synchronous=FULL")
 
@@ -674,6 +690,14 @@ class Store:
     def set_downlink_state(self, downlink_id: int, state: str) -> None:
         self.db.execute("UPDATE downlinks SET state = ?, updated_at = ? WHERE id = ?",
                         (state, time.time(), downlink_id))
+
+
+def _in_lists(values: list):
+    """(placeholders, values) for IN lists of at most 500 values each: SQLite limits the
+    variables of a statement."""
+    for i in range(0, len(values), 500):
+        chunk = values[i:i + 500]
+        yield ",".join("?" * len(chunk)), chunk
 
 
 class _Transaction:
