@@ -4,6 +4,7 @@ application bridge in the tests."""
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import socket
 import subprocess
@@ -22,15 +23,28 @@ def free_port() -> int:
 
 
 class Mosquitto:
-    def __init__(self, workdir: Path):
-        exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        if not Path(exe).exists():
+    """mosquitto on a free loopback port.  persistent: its state (sessions, queued
+    messages) is saved in workdir when it stops, and restart() finds it again, as a
+    broker restarted for maintenance does."""
+
+    def __init__(self, workdir: Path, persistent: bool = False):
+        self.exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        if not Path(self.exe).exists():
             raise BrokerError("mosquitto is not installed (make installs it)")
         self.port = free_port()
-        conf = Path(workdir) / "mosquitto.conf"
-        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n")
-        self.proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        self.conf = Path(workdir) / "mosquitto.conf"
+        conf = f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+        if persistent:
+            # (Unbounded queues: a test's offline client must get a whole backlog.  Run
+            # as root, mosquitto becomes the user named here: the one who owns workdir.)
+            conf += (f"persistence true\npersistence_location {Path(workdir).resolve()}/\n"
+                     f"max_queued_messages 0\nuser {getpass.getuser()}\n")
+        self.conf.write_text(conf)
+        self._start()
+
+    def _start(self) -> None:
+        self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
@@ -40,6 +54,11 @@ class Mosquitto:
                 time.sleep(0.05)
         self.stop()
         raise BrokerError("mosquitto did not start")
+
+    def restart(self) -> None:
+        """Stop (SIGTERM: a persistent broker saves its state) and start on the same port."""
+        self.stop()
+        self._start()
 
     def stop(self) -> None:
         self.proc.terminate()
