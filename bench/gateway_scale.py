@@ -452,7 +452,7 @@ def main() -> int:
     args = parser.parse_args()
     floor = crypto_floor()
     rows = [run_size(int(n), args.messages, False, int(w))
-            for w in args.workers.split(",") for n in args.sizes.split(",")]
+            for w in args.workers.split(",") for n in args.sizes.split(",") if n]
     rows += [run_size(int(n), args.messages, True) for n in args.mqtt_sizes.split(",") if n]
     console = Console(width=200)
     table = Table(title="Gateway over udp:// on loopback (2-core machine): burst")
