@@ -428,8 +428,10 @@ def gateway(ctx: click.Context, config_path: str, passphrase_fd: int | None) -> 
     ctx.obj["config"] = config_path
     if ctx.invoked_subcommand is not None:
         return
+    import asyncio
+
     from sealink_gateway.config import ConfigError, load
-    from sealink_gateway.run import run_loop, serve, setup_logging
+    from sealink_gateway.run import serve, setup_logging
 
     try:
         cfg = load(config_path)
@@ -444,7 +446,7 @@ def gateway(ctx: click.Context, config_path: str, passphrase_fd: int | None) -> 
             from sealink_gateway.workers import serve_workers
 
             sys.exit(serve_workers(cfg, cfg.workers, passphrase_source(passphrase_fd)))
-        run_loop(serve(cfg, passphrase=passphrase_source(passphrase_fd)))
+        asyncio.run(serve(cfg, passphrase=passphrase_source(passphrase_fd)))
     except KeyFileError as e:
         raise click.ClickException(f"not started: {e}") from None
 

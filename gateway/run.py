@@ -12,8 +12,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import uvloop
-
 from sealink import crypto
 from sealink_gateway.authority import Authority
 from sealink_gateway.config import Config
@@ -177,13 +175,6 @@ def authority_grace_ended(endorsement: bytes) -> bool:
     import struct
 
     return struct.unpack(">I", endorsement[32:36])[0] <= time.time()
-
-
-def run_loop(main) -> None:
-    """Run the gateway (serve(), or a worker's) to its end on uvloop, libuv's event loop:
-    the same asyncio API, with the loop's own work (readiness, callbacks, timers) in C.
-    A message costs about a tenth less CPU than on asyncio's loop (bench/gateway_scale.py)."""
-    uvloop.run(main)
 
 
 async def serve(cfg: Config, ready: asyncio.Event | None = None,

@@ -181,12 +181,12 @@ class WorkersCollector:
 def _worker(cfg: Config, index: int, count: int, keys, sockets: dict[int, socket.socket],
             conn: Connection, passphrase: Callable[[], bytes] | None) -> None:
     _die_with_parent()
-    from sealink_gateway.run import run_loop, serve, setup_logging
+    from sealink_gateway.run import serve, setup_logging
 
     setup_logging(cfg.log_level, worker=index)
     try:
-        run_loop(serve(cfg, passphrase=passphrase, keys=keys, shard=(index, count),
-                       bound=sockets, report=conn))
+        asyncio.run(serve(cfg, passphrase=passphrase, keys=keys, shard=(index, count),
+                          bound=sockets, report=conn))
     except KeyboardInterrupt:
         pass
 
