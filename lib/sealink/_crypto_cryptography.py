@@ -42,15 +42,6 @@ def x25519(secret, public):
         return None
 
 
-def dh_n(secret, public):
-    # sealink.noise's DH: `secret` may be a sealink.keys.PrivateKey (its key object).
-    held = getattr(secret, "_for_backend", None)
-    shared = x25519(held() if held is not None else secret, public)
-    if shared is None:
-        raise ValueError("X25519 result is all zero (low-order public key)")
-    return shared
-
-
 def x25519_base(secret):
     return _private(secret).public_key().public_bytes_raw()
 

@@ -190,7 +190,7 @@ def aead_decrypt(key, nonce, sealed, aad):
     return bytes(_chacha20_xor(key, 1, nonce, ciphertext))
 
 
-# The message path (sealink.crypto: seal_n, open_n) and the handshake's DH (dh_n).
+# The message path (sealink.crypto: seal_n, open_n).
 
 
 def _noise_nonce(n):
@@ -208,13 +208,6 @@ def aead_open_n(key, n, data, ad):
     if len(data) < 16:
         return None
     return aead_decrypt(key, _noise_nonce(n), data, ad)
-
-
-def dh_n(secret, public):
-    shared = x25519(secret, public)
-    if shared is None:
-        raise ValueError("X25519 result is all zero (low-order public key)")
-    return shared
 
 
 # --- Helpers --------------------------------------------------------------------------

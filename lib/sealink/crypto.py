@@ -34,7 +34,7 @@
 # dh_n(private, public): X25519 for sealink.noise, whose keys are its own (a private key
 # it made or copied, a public key of DHLEN bytes it sliced), unchecked; ValueError for an
 # all-zero result (on the native backend, the C function itself).  Each backend has its
-# own seal_n, open_n and dh_n.
+# own seal_n and open_n.
 # open_data and seal_data: a whole Sealink data frame opened (counter, replay window,
 # tag) or made in one call, on the native backend (C) and on pyca (None on the pure-Python
 # backend: sealink.session then takes the same steps in Python).
@@ -144,6 +144,16 @@ def _same(key):
     return key
 
 
+def _dh_n(secret, public):
+    # The CPython backends' dh_n: `secret` may be a sealink.keys.PrivateKey, whose key
+    # object serves the backend it was made under (its raw secret any other).
+    held = getattr(secret, "_for_backend", None)
+    shared = _impl.x25519(held() if held is not None else secret, public)
+    if shared is None:
+        raise ValueError("X25519 result is all zero (low-order public key)")
+    return shared
+
+
 def use_backend(name):
     """Switch every function of this module to backend `name`."""
     global BACKEND, _impl, seal_n, open_n, dh_n, open_data, seal_data, aead_key
@@ -155,7 +165,7 @@ def use_backend(name):
     BACKEND = name
     seal_n = impl.aead_seal_n
     open_n = impl.aead_open_n
-    dh_n = impl.dh_n
+    dh_n = getattr(impl, "dh_n", None) or _dh_n
     open_data = getattr(impl, "open_data", None)
     seal_data = getattr(impl, "seal_data", None)
     aead_key = getattr(impl, "aead_key", None) or _same
