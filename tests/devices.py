@@ -70,7 +70,12 @@ class CPythonDevice:
     name = "cpython"
 
     def __init__(self):
+        from sealink import crypto
+
         self.namespace: dict = {"__name__": "__device__"}
+        # The crypto backend is this process's: what the device switches to, close()
+        # switches back (the tests after it run on the backend they expect).
+        self._backend = crypto.BACKEND
 
     def exec(self, code: str, timeout: float | None = None) -> str:
         import contextlib
@@ -87,7 +92,11 @@ class CPythonDevice:
         return out.getvalue()
 
     def close(self) -> None:
+        from sealink import crypto
+
         self.namespace.clear()
+        if crypto.BACKEND != self._backend:
+            crypto.use_backend(self._backend)
 
 
 class UnixDevice:
