@@ -41,12 +41,18 @@ def test_a_backlog_larger_than_the_window_is_published_once_and_in_order(tmp_pat
             await bridge.start()
             got, raws = [], []
             try:
-                async with asyncio.timeout(60):
-                    async for message in app.messages:
-                        raws.append(message.payload)
-                        got.append(json.loads(message.payload))
-                        if len(got) == total:
-                            break
+                try:
+                    async with asyncio.timeout(60):
+                        async for message in app.messages:
+                            raws.append(message.payload)
+                            got.append(json.loads(message.payload))
+                            if len(got) == total:
+                                break
+                except TimeoutError:
+                    raise AssertionError(
+                        f"{len(got)} of {total} uplinks reached the application in 60 s; the "
+                        f"bridge marked {bridge.published} published, connected: "
+                        f"{bridge.connected.is_set()}") from None
                 # Nothing more arrives: each uplink was published once.
                 extra = []
                 try:
