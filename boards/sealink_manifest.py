@@ -7,19 +7,20 @@
 #              ModemError, the drivers' one error, so every other driver needs it)
 # app          sealink.app, the LoRa node's main loop (needs the rak3172 driver)
 # lorawan      the RAK3172's LoRaWAN mode (sealink.drivers.rak3172_lorawan)
-# software     the pure-Python crypto, HMAC and HKDF, for firmware without the C module
-#              (Sealink firmware has _sealink_crypto).  What runs only on CPython
-#              (_crypto_cryptography, _ed25519_cryptography, keys) is never frozen.
+# software     the pure-Python crypto, HMAC, HKDF and Noise handshake, for firmware without
+#              the C module (Sealink firmware has _sealink_crypto, whose Handshake runs
+#              the Noise handshake).  What runs only on CPython (_crypto_cryptography,
+#              _ed25519_cryptography, keys) is never frozen.
 # opt          mpy-cross optimisation level (3: asserts and __debug__ blocks dropped)
 options.defaults(drivers=(), app=False, lorawan=False, software=False, opt=None)
 
 core = [
-    "__init__.py", "errors.py", "crypto.py", "_crypto_native.py", "hkdf.py", "noise.py",
-    "replay.py", "wire.py", "fragment.py", "reliable.py", "session.py", "device.py",
-    "lora.py", "attestation.py", "ed25519.py",
+    "__init__.py", "errors.py", "crypto.py", "_crypto_native.py", "replay.py", "wire.py",
+    "fragment.py", "reliable.py", "session.py", "device.py", "lora.py", "attestation.py",
+    "ed25519.py",
 ]
 if options.software:
-    core += ["_crypto_python.py", "_hkdf_python.py"]
+    core += ["_crypto_python.py", "_hkdf_python.py", "hkdf.py", "noise.py"]
 drivers = list(options.drivers)
 if options.app or options.lorawan:
     drivers.append("rak3172")

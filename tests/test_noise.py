@@ -224,21 +224,59 @@ def test_low_order_ephemeral_is_refused():
 # --- On firmware: a device completes handshakes with this CPython peer ----------------------
 
 DEVICES = [
-    ("unix", lambda: UnixDevice("UNIX")),
-    ("unix-32k-heap", lambda: UnixDevice("UNIX", heapsize="32k")),
-    ("qemu-m3", lambda: QemuDevice("QEMU_MPS2_AN385")),
-    ("qemu-rv32", lambda: QemuDevice("QEMU_VIRT_RV32")),
+    # (id, device, the handshake its session runs: "c", _sealink_crypto.Handshake, the
+    # firmware's; "python", sealink.noise on MicroPython, for firmware without the module)
+    ("unix", lambda: UnixDevice("UNIX"), "c"),
+    ("unix-32k-heap", lambda: UnixDevice("UNIX", heapsize="32k"), "c"),
+    ("qemu-m3", lambda: QemuDevice("QEMU_MPS2_AN385"), "c"),
+    ("qemu-rv32", lambda: QemuDevice("QEMU_VIRT_RV32"), "c"),
+    ("stock-python", lambda: UnixDevice("UNIX_STOCK"), "python"),
 ]
+
+
+_SETUP = ("from sealink.session import HandshakeState as HS\n"  # what the session runs
+          "from sealink import crypto\nimport binascii\n"
+          "h = binascii.hexlify\nu = binascii.unhexlify\n"
+          "def err(f, *a):\n"
+          "    try:\n"
+          "        f(*a)\n"
+          "    except Exception as x:\n"
+          "        return type(x).__name__ + ': ' + str(x)\n"
+          "    return 'no error'\n")
+
+
+def _start(param):
+    dev = param[1]()
+    dev.exec(_SETUP)
+    dev.kind = param[2]
+    dev.small_heap = "32k" in param[0]
+    return dev
 
 
 @pytest.fixture(scope="module", params=DEVICES, ids=[d[0] for d in DEVICES])
 def device(request):
-    dev = request.param[1]()
-    dev.exec("from sealink.noise import HandshakeState, protocol_name\n"
-             "from sealink import crypto\nimport binascii\n"
-             "h = binascii.hexlify\nu = binascii.unhexlify")
+    dev = _start(request.param)
     yield dev
     dev.close()
+
+
+C_DEVICES = [d for d in DEVICES if d[2] == "c"]
+
+
+@pytest.fixture(scope="module", params=C_DEVICES, ids=[d[0] for d in C_DEVICES])
+def c_device(request):
+    """A device whose session runs the handshake in C (the tests above hold sealink.noise,
+    which stock firmware runs, to noiseprotocol on CPython)."""
+    dev = _start(request.param)
+    yield dev
+    dev.close()
+
+
+def test_the_firmware_runs_the_handshake_in_c(device):
+    """Boards with the C module run the C handshake (and so carry no noise.py, see
+    test_firmware_build.py); stock firmware runs sealink.noise."""
+    name = device.exec("print(HS.__name__)").strip()
+    assert name == {"c": "Handshake", "python": "HandshakeState"}[device.kind]
 
 
 @pytest.mark.parametrize("pattern", ["XX", "XK", "KK", "IK"])
@@ -247,7 +285,7 @@ def test_device_handshakes_with_cpython(device, pattern):
     si, sr, pi, pr = _keys()
     name = protocol_name(pattern)
     rs = pr if pattern in ("KK", "IK", "XK") else None
-    device.exec(f"hs = HandshakeState({name!r}, True, b'sealink', s={si!r}, rs={rs!r})")
+    device.exec(f"hs = HS({name!r}, True, b'sealink', s={si!r}, rs={rs!r})")
     gateway = HandshakeState(name, False, b"sealink", s=sr, rs=pi if pattern == "KK" else None)
     turn_device = True
     while not gateway.complete:
@@ -259,14 +297,166 @@ def test_device_handshakes_with_cpython(device, pattern):
             out = device.exec(f"print(hs.read_message(u({msg.hex()!r})))").strip()
             assert out == "b'down'"
         turn_device = not turn_device
+    assert device.exec("print(hs.complete)").strip() == "True"
     assert device.exec("print(h(hs.handshake_hash).decode())").strip() == \
         gateway.handshake_hash.hex()
+    assert device.exec("print(h(hs.rs).decode())").strip() == pr.hex()
     to_gateway, to_device = gateway.split()
-    device.exec("tx, rx = hs.split()")
+    device.exec("tx, rx = hs.split_keys()")
     for i in range(5):
         ct = bytes.fromhex(device.exec(
-            f"print(h(tx.encrypt_with_ad(b'', b'reading {i}')).decode())").strip())
+            f"print(h(crypto.seal_n(tx, {i}, b'reading {i}', b'', False)).decode())").strip())
         assert to_gateway.decrypt_with_ad(b"", ct) == b"reading %d" % i
         ct = to_device.encrypt_with_ad(b"", b"command %d" % i)
-        assert device.exec(f"print(rx.decrypt_with_ad(b'', u({ct.hex()!r})))").strip() == \
+        assert device.exec(f"print(crypto.open_n(rx, {i}, u({ct.hex()!r}), b''))").strip() == \
             f"b'command {i}'"
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_device_handshake_is_byte_for_byte_noiseprotocol(c_device, pattern):
+    """The firmware's handshake in C, both sides on the device, against noiseprotocol
+    with the same static and ephemeral keys: every message identical, the same handshake
+    hash, and transport keys that interoperate."""
+    device = c_device
+    (i_s, i_rs), (r_s, r_rs) = _roles(pattern)
+    ei, er = os.urandom(32), os.urandom(32)
+    name = protocol_name(pattern)
+    device.exec(f"sides = [HS({name!r}, True, b'p', s={i_s!r}, e={ei!r}, rs={i_rs!r}), "
+                f"HS({name!r}, False, b'p', s={r_s!r}, e={er!r}, rs={r_rs!r})]")
+    theirs = [_theirs(name, True, i_s, i_rs, ei, b"p"), _theirs(name, False, r_s, r_rs, er, b"p")]
+    side = 0
+    while not theirs[0].handshake_finished:
+        payload = b"message from side %d" % side
+        mine = bytes.fromhex(device.exec(
+            f"m = sides[{side}].write_message({payload!r})\n"
+            f"assert sides[{1 - side}].read_message(m) == {payload!r}\n"
+            "print(h(m).decode())").strip())
+        assert mine == theirs[side].write_message(payload)
+        assert theirs[1 - side].read_message(mine) == payload
+        side = 1 - side
+    out = device.exec("print(sides[0].complete, sides[1].complete)\n"
+                      "print(h(sides[0].handshake_hash).decode())\n"
+                      "k = sides[0].split_keys()\nassert k == sides[1].split_keys()\n"
+                      "print(h(crypto.seal_n(k[0], 0, b'transport', b'', False)).decode())\n"
+                      "print(err(sides[0].split_keys))").split("\n")
+    assert out[0] == "True True"
+    assert out[1] == theirs[0].get_handshake_hash().hex()
+    assert bytes.fromhex(out[2]) == theirs[0].encrypt(b"transport")
+    assert out[3] == "HandshakeError: handshake keys already split"
+
+
+# The hostile-input tests above, for the firmware's handshake in C, run on the device:
+# every line printed is one case, "<case> <what happened>".  Sent in parts ("#--"), each
+# small enough to compile on a 32 KiB heap.
+_HOSTILE = """
+import os
+def keys():
+    a, b = os.urandom(32), os.urandom(32)
+    return a, b, crypto.x25519_base(a), crypto.x25519_base(b)
+XX = 'Noise_XX_25519_ChaChaPoly_SHA256'
+def fresh():
+    si, sr, _, _ = keys()
+    return HS(XX, True, s=si), HS(XX, False, s=sr)
+def advance(init, resp, steps):
+    w, r = init, resp
+    for _ in range(steps):
+        r.read_message(w.write_message(b'p'))
+        w, r = r, w
+    return w.write_message(b'p'), r
+#--
+for step in (0, 1, 2):
+    for cut in range(0, 32 if step == 0 else 64):
+        i, r = fresh()
+        m, reader = advance(i, r, step)
+        if cut >= len(m):
+            break
+        print('truncated', step, cut, err(reader.read_message, m[:cut]), '|',
+              err(reader.read_message, m))
+#--
+for step in (1, 2):
+    i, r = fresh()
+    m, reader = advance(i, r, step)
+    for k in range(len(m)):
+        i, r = fresh()
+        m, reader = advance(i, r, step)
+        bad = bytearray(m)
+        bad[k] ^= 0x80
+        print('tampered', step, k, err(reader.read_message, bytes(bad)))
+#--
+i, r = fresh()
+m1 = bytearray(i.write_message(b''))
+m1[5] ^= 1
+r.read_message(bytes(m1))
+print('tampered-xx1', err(i.read_message, r.write_message(b'')))
+i, r = fresh()
+try:
+    big = bytes(70000)
+except MemoryError:  # (a 32 KiB heap cannot hold a message that size: it cannot arrive)
+    print('oversized no-heap')
+else:
+    print('oversized', err(r.read_message, big))
+    big = None
+i, r = fresh()
+print('wrong-type', err(r.read_message, 'not bytes'))
+i, r = fresh()
+print('out-of-turn', err(i.read_message, bytes(32)))
+i, r = fresh()
+advance(i, r, 0)
+print('not-complete', err(i.split_keys))
+#--
+for p in ('KK', 'IK'):
+    si, sr, pi, pr = keys()
+    name = 'Noise_%s_25519_ChaChaPoly_SHA256' % p
+    i = HS(name, True, s=si, rs=crypto.x25519_base(os.urandom(32)))
+    r = HS(name, False, s=sr, rs=pi if p == 'KK' else None)
+    print('wrong-rs', p, err(r.read_message, i.write_message(b'')))
+i, r = fresh()
+i.write_message(b'')
+r.read_message(bytes(32))
+print('low-order', err(r.write_message, b''), '|', err(r.write_message, b''))
+print('no-s', err(HS, XX, True))
+print('no-rs', err(lambda: HS('Noise_KK_25519_ChaChaPoly_SHA256', True, s=bytes(32))))
+print('bad-rs', err(lambda: HS('Noise_KK_25519_ChaChaPoly_SHA256', True, s=bytes(32),
+                            rs=bytes(31))))
+print('bad-pattern', err(HS, 'Noise_ZZ_25519_ChaChaPoly_SHA256', True))
+print('bad-suite', err(HS, 'Noise_XX_448_ChaChaPoly_BLAKE2b', True))
+"""
+
+
+def test_device_handshake_refuses_hostile_messages(c_device):
+    """Truncated, tampered, oversized, out-of-turn and low-order messages, wrong keys
+    and unknown protocols: each a HandshakeError, and a handshake that failed stays
+    failed (its secrets wiped)."""
+    device = c_device
+    out = "".join(device.exec(part, timeout=600) for part in _HOSTILE.split("#--"))
+    lines = out.strip().split("\n")
+    cases = {}
+    for line in lines:
+        cases.setdefault(line.split()[0], []).append(line)
+    assert len(cases["truncated"]) == 32 + 64 + 64  # every cut tried (messages of 97, 65 B)
+    for line in cases["truncated"]:
+        first, second = line.split(" | ")
+        assert "HandshakeError: handshake message" in first, line
+        assert second == "HandshakeError: handshake already failed", line
+    assert len(cases["tampered"]) == 97 + 65  # every byte of XX messages 2 and 3
+    for line in cases["tampered"] + cases["tampered-xx1"]:
+        assert line.endswith("HandshakeError: handshake message does not authenticate"), line
+    assert cases["oversized"] == ["oversized no-heap" if device.small_heap else
+                                  "oversized HandshakeError: handshake message over 65535 bytes"]
+    assert cases["wrong-type"] == ["wrong-type HandshakeError: handshake message must be bytes"]
+    assert cases["out-of-turn"] == ["out-of-turn HandshakeError: out of turn: expected to write"]
+    assert cases["not-complete"] == ["not-complete HandshakeError: handshake not complete"]
+    assert cases["wrong-rs"] == [
+        f"wrong-rs {p} HandshakeError: handshake message does not authenticate"
+        for p in ("KK", "IK")]
+    assert cases["low-order"] == [
+        "low-order HandshakeError: DH with the peer's key failed (low-order or malformed key)"
+        " | HandshakeError: handshake already failed"]
+    assert cases["no-s"] == ["no-s HandshakeError: pattern XX sends a static key: s is required"]
+    assert cases["no-rs"] == ["no-rs HandshakeError: pattern KK needs the remote static key "
+                              "before the handshake"]
+    assert cases["bad-rs"] == ["bad-rs HandshakeError: a remote key must be 32 bytes"]
+    assert cases["bad-pattern"] == ["bad-pattern HandshakeError: unsupported handshake "
+                                    "pattern 'ZZ'"]
+    assert cases["bad-suite"] == ["bad-suite HandshakeError: unsupported protocol "
+                                  "'Noise_XX_448_ChaChaPoly_BLAKE2b'"]

@@ -18,7 +18,6 @@ import time
 
 from sealink import crypto, fragment, wire
 from sealink.errors import SealinkError
-from sealink.noise import static_public
 from sealink.session import (
     Channel,
     delivery_report,
@@ -27,6 +26,11 @@ from sealink.session import (
     poll_frame,
     restamp,
 )
+
+try:  # Sealink firmware (the handshake in C keeps the same two keys' public halves)
+    from _sealink_crypto import static_public
+except ImportError:
+    from sealink.noise import static_public
 
 try:
     _ticks = time.ticks_ms  # MicroPython

@@ -219,6 +219,7 @@ class HandshakeState:
                 raise HandshakeError("unsupported protocol %r" % (protocol_name,))
             raise HandshakeError("unsupported handshake pattern %r" % (parts[1],))
         pre_initiator, pre_responder, self._messages = PATTERNS[name]
+        self.message_count = len(self._messages)
         self.pattern = name
         self.initiator = bool(initiator)
         # A sealink.keys.PrivateKey passed in for s stays the caller's (a gateway's
@@ -383,3 +384,9 @@ class HandshakeState:
         if self._result is None:
             raise HandshakeError("handshake not complete")
         return self._result
+
+    # Their keys, for a caller that keeps its own transport state (sealink.session; the
+    # firmware's _sealink_crypto.Handshake has only this).
+    def split_keys(self):
+        to_responder, to_initiator = self.split()
+        return to_responder.k, to_initiator.k

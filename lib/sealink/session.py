@@ -24,14 +24,19 @@
 
 from sealink import crypto, fragment, reliable, wire
 from sealink.errors import AuthenticationError, CryptoError, HandshakeError, SealinkError
-from sealink.noise import CipherState, HandshakeState, protocol_name
 from sealink.replay import ReplayError, ReplayWindow
+
+try:  # Sealink firmware: the Noise handshake in C (firmware/usermod/.../noise.c)
+    from _sealink_crypto import Handshake as HandshakeState
+except ImportError:  # CPython, stock firmware: the same protocol in Python
+    from sealink.noise import HandshakeState
 
 CONTROL_CREDENTIAL = b"\x02"  # control message: the authority's credential follows
 CONTROL_POLL = b"\x03"  # control message: nothing; opens a receive window (LoRa class A)
 REKEY_SHIFT = 10
 MAX_COUNTER = 1 << 24
 PROLOGUE = b"sealink/1"
+NOISE = "Noise_%s_25519_ChaChaPoly_SHA256"  # the protocol name of a pattern
 
 
 class SessionError(SealinkError):
@@ -44,11 +49,22 @@ class SessionExpiredError(SessionError):
     pass
 
 
-def _held(cipher):
-    # A data-phase key, as the backend's AEAD takes it (crypto.aead_key): on CPython,
-    # pyca's object, built once for the many frames under this key and dropped with it.
-    cipher.aead = crypto.aead_key(cipher.k)
-    return cipher
+class _Key:
+    """One direction's key for one epoch: a Noise CipherState's k (the nonce is the
+    frame's counter), and the same key as the backend's AEAD takes it (crypto.aead_key:
+    on CPython, pyca's object, built once for the many frames under this key)."""
+
+    def __init__(self, k):
+        self.k = k
+        self.aead = crypto.aead_key(k)
+
+    def wipe(self):
+        self.k = self.aead = None
+
+
+def _rekey(k):
+    # Noise's Rekey() (section 4.2, the default): ENCRYPT(k, maxnonce, zerolen, zeros)[:32].
+    return crypto.seal_n(k, 0xFFFFFFFFFFFFFFFF, bytes(32), b"", False)[:32]
 
 
 class _EpochKeys:
@@ -59,11 +75,11 @@ class _EpochKeys:
     candidate); advance() moves to it once a frame under that key has authenticated.
     A forged counter therefore changes nothing."""
 
-    def __init__(self, cipher):
+    def __init__(self, k):
         self.epoch = 0
-        self.current = _held(cipher)
+        self.current = _Key(k)
         self.previous = None
-        self._candidate = None  # (epoch, CipherState) derived by for_counter(), unused
+        self._candidate = None  # (epoch, _Key) derived by for_counter(), unused
 
     def for_counter(self, n):
         epoch = n >> REKEY_SHIFT
@@ -78,13 +94,11 @@ class _EpochKeys:
             return cand[1]
         if cand is not None:
             cand[1].wipe()
-        k, e = self.current.k, self.epoch
-        while e < epoch:
-            nxt = CipherState(k)
-            nxt.rekey()
-            k = nxt.k
-            e += 1
-        self._candidate = (epoch, _held(nxt))
+        k = self.current.k
+        for _ in range(epoch - self.epoch):
+            k = _rekey(k)
+        nxt = _Key(k)
+        self._candidate = (epoch, nxt)
         return nxt
 
     def advance(self, n):
@@ -205,14 +219,14 @@ class Channel:
         if not self.initiator:
             raise SessionError("only the initiator connects")
         self.pattern = pattern or ("KK" if self.rs is not None else "XX")
-        self._hs = HandshakeState(protocol_name(self.pattern), True, PROLOGUE, s=self.s,
+        self._hs = HandshakeState(NOISE % self.pattern, True, PROLOGUE, s=self.s,
                                   rs=self.rs)
         self.state = "handshaking"
         return self._write_handshake(now_ms)
 
     def _write_handshake(self, now_ms):
         index = self._hs._index
-        last = index == len(self._hs._messages) - 1
+        last = index == self._hs.message_count - 1
         # The initiator's payload goes in its last message (after both static keys); a
         # responder's in XK message 2 (the session id it assigns the device).
         if self.initiator:
@@ -257,7 +271,7 @@ class Channel:
             elif pattern not in ("XX", "XK"):
                 raise HandshakeError("pattern %s is not accepted here" % pattern)
             self.pattern = pattern
-            self._hs = HandshakeState(protocol_name(pattern), False, PROLOGUE, s=self.s, rs=rs)
+            self._hs = HandshakeState(NOISE % pattern, False, PROLOGUE, s=self.s, rs=rs)
             self.state = "handshaking"
         if pattern != self.pattern or index != self._hs._index:
             raise HandshakeError("handshake message out of order")
@@ -292,7 +306,7 @@ class Channel:
         return self._write_handshake(now_ms)
 
     def _establish(self, now_ms):
-        to_responder, to_initiator = self._hs.split()
+        to_responder, to_initiator = self._hs.split_keys()
         send, recv = (to_responder, to_initiator) if self.initiator else (to_initiator,
                                                                           to_responder)
         self.handshake_hash = self._hs.handshake_hash

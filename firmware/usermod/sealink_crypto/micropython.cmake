@@ -9,6 +9,7 @@ set(LIBSODIUM_DIR ${CMAKE_CURRENT_LIST_DIR}/libsodium)
 
 target_sources(usermod_sealink_crypto INTERFACE
     ${CMAKE_CURRENT_LIST_DIR}/modsealink_crypto.c
+    ${CMAKE_CURRENT_LIST_DIR}/noise.c
     ${MONOCYPHER_DIR}/monocypher.c
     ${CMAKE_CURRENT_LIST_DIR}/ed25519.c
     ${CMAKE_CURRENT_LIST_DIR}/dice.c

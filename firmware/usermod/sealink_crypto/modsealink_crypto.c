@@ -16,6 +16,7 @@
 #include "monocypher.h"
 #include "ed25519.h"
 #include "dice.h"
+#include "noise.h"
 
 #define SEALINK_KEY_SIZE (32)
 #define SEALINK_NONCE_SIZE (12)
@@ -29,15 +30,6 @@ static const void *sealink_buffer(mp_obj_t obj, size_t expected_len, const char 
             what, (int)expected_len);
     }
     return bufinfo.buf;
-}
-
-// Constant-time check that all 32 bytes are zero (the X25519 low-order result).
-static int sealink_is_zero32(const uint8_t buf[32]) {
-    uint8_t acc = 0;
-    for (size_t i = 0; i < 32; ++i) {
-        acc |= buf[i];
-    }
-    return ((acc - 1) >> 8) & 1;
 }
 
 // ChaCha20-Poly1305 (IETF): `len` bytes of plain sealed into out (ciphertext, then the
@@ -99,13 +91,9 @@ static MP_DEFINE_CONST_FUN_OBJ_2(sealink_crypto_x25519_obj, sealink_crypto_x2551
 // (docs/protocol.md: "Key generation").
 static mp_obj_t sealink_crypto_x25519_base(mp_obj_t secret_in) {
     const uint8_t *secret = sealink_buffer(secret_in, SEALINK_KEY_SIZE, "secret");
-    uint8_t clamped[SEALINK_KEY_SIZE];
-    memcpy(clamped, secret, SEALINK_KEY_SIZE);
-    clamped[0] &= 248;
     vstr_t public;
     vstr_init_len(&public, SEALINK_KEY_SIZE);
-    crypto_x25519_dirty_fast((uint8_t *)public.buf, clamped);
-    crypto_wipe(clamped, sizeof(clamped));
+    sealink_x25519_base((uint8_t *)public.buf, secret);
     return mp_obj_new_bytes_from_vstr(&public);
 }
 static MP_DEFINE_CONST_FUN_OBJ_1(sealink_crypto_x25519_base_obj, sealink_crypto_x25519_base);
@@ -487,27 +475,27 @@ static mp_obj_t sealink_crypto_hkdf(mp_obj_t ck_in, mp_obj_t ikm_in, mp_obj_t n_
     if (n != 2 && n != 3) {
         mp_raise_ValueError(MP_ERROR_TEXT("hkdf gives 2 or 3 outputs"));
     }
-    uint8_t temp_key[32];
-    uint8_t block[33];  // output_i || byte i+1
     uint8_t outputs[3][32];
-    sealink_hmac_sha256(temp_key, ck, 32, ikm.buf, ikm.len);
-    block[0] = 0x01;
-    sealink_hmac_sha256(outputs[0], temp_key, 32, block, 1);
-    for (mp_int_t i = 1; i < n; ++i) {
-        memcpy(block, outputs[i - 1], 32);
-        block[32] = (uint8_t)(i + 1);
-        sealink_hmac_sha256(outputs[i], temp_key, 32, block, 33);
-    }
+    sealink_noise_hkdf(outputs, (int)n, ck, ikm.buf, ikm.len);
     mp_obj_t items[3];
     for (mp_int_t i = 0; i < n; ++i) {
         items[i] = mp_obj_new_bytes(outputs[i], 32);
     }
-    crypto_wipe(temp_key, sizeof(temp_key));
-    crypto_wipe(block, sizeof(block));
     crypto_wipe(outputs, sizeof(outputs));
     return mp_obj_new_tuple(n, items);
 }
 static MP_DEFINE_CONST_FUN_OBJ_3(sealink_crypto_hkdf_obj, sealink_crypto_hkdf);
+
+// static_public(secret) -> the public key of a static private key, remembered for the
+// last two keys asked for (noise.c); the Handshake type uses the same.
+static mp_obj_t sealink_crypto_static_public(mp_obj_t secret_in) {
+    const uint8_t *secret = sealink_buffer(secret_in, SEALINK_KEY_SIZE, "secret");
+    vstr_t public;
+    vstr_init_len(&public, SEALINK_KEY_SIZE);
+    sealink_static_public((uint8_t *)public.buf, secret);
+    return mp_obj_new_bytes_from_vstr(&public);
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(sealink_crypto_static_public_obj, sealink_crypto_static_public);
 
 // dice() -> None when this boot measured nothing (no UDS), else
 // (state, static_key, evidence, register, [(name, digest), ...], device_id) with
@@ -562,6 +550,8 @@ static const mp_rom_map_elem_t sealink_crypto_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_hmac_sha256), MP_ROM_PTR(&sealink_crypto_hmac_sha256_obj) },
     { MP_ROM_QSTR(MP_QSTR_hkdf), MP_ROM_PTR(&sealink_crypto_hkdf_obj) },
     { MP_ROM_QSTR(MP_QSTR_dice), MP_ROM_PTR(&sealink_crypto_dice_obj) },
+    { MP_ROM_QSTR(MP_QSTR_static_public), MP_ROM_PTR(&sealink_crypto_static_public_obj) },
+    { MP_ROM_QSTR(MP_QSTR_Handshake), MP_ROM_PTR(&sealink_handshake_type) },
 };
 static MP_DEFINE_CONST_DICT(sealink_crypto_module_globals, sealink_crypto_module_globals_table);
 
