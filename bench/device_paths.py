@@ -9,8 +9,11 @@ the device runs the real code of `lib/sealink` (frozen into the firmware) and re
   count of the code between the two reads; deterministic, whatever the host's load);
 - the floor: the same path's cryptographic calls (X25519, ChaCha20-Poly1305, HKDF,
   SHA-256), recorded while the path ran and replayed on the device straight into the
-  C module with arguments of the same sizes, so the floor is what any Python code on
-  this firmware must spend on the crypto alone;
+  C module with arguments of the same sizes, so the floor is what any code on this
+  firmware must spend on the crypto alone.  The handshake runs inside the C module
+  (_sealink_crypto.Handshake), out of the tracer's sight: its calls are those Noise
+  defines for each message the device wrote or read (each token's X25519, HKDF,
+  SHA-256 and AEAD, sized by the message), written into the trace as it goes;
 - their ratio, and the heap the path allocated (bytes, `gc.mem_alloc()` with the
   collector off).
 
@@ -38,7 +41,7 @@ from devices import QemuDevice  # noqa: E402
 _MEASURE = r"""
 import gc, time
 from hashlib import sha256
-from sealink import crypto, noise, session, wire
+from sealink import crypto, session, wire
 import _sealink_crypto as C
 
 SI = bytes(range(1, 33)); SR = bytes(range(33, 65))
@@ -69,18 +72,6 @@ def mine(fn, *a):
     recording[0] = False
     return r
 
-class _Sha:
-    def __init__(self, data=b""):
-        self.n = len(data)
-        self.h = _sha_orig(data)
-    def update(self, data):
-        self.n += len(data)
-        self.h.update(data)
-    def digest(self):
-        if trace is not None and recording[0]:
-            trace.append(("sha256", (self.n,)))
-        return self.h.digest()
-
 def _ad_len(ad):
     return ad if isinstance(ad, int) else len(ad)
 
@@ -88,7 +79,6 @@ def _ad_len(ad):
 # (plaintext or ciphertext length, associated data length).
 _TRACED = (
     (crypto, "x25519", lambda a: ()),
-    (crypto, "dh_n", lambda a: ()),  # (sealink.noise's DH, unchecked: an X25519)
     (crypto, "x25519_base", lambda a: ()),
     (crypto, "aead_encrypt", lambda a: (len(a[2]), len(a[3]) if len(a) > 3 else 0)),
     (crypto, "aead_decrypt", lambda a: (len(a[2]), len(a[3]) if len(a) > 3 else 0)),
@@ -97,7 +87,6 @@ _TRACED = (
                                   _ad_len(a[3]))),
     (crypto, "seal_data", lambda a: (len(a[4]), 4)),
     (crypto, "open_data", lambda a: (len(a[2]) - 4, 4)),
-    (noise, "hkdf", lambda a: (len(a[1]), a[2])),
 )
 _sha_orig = sha256
 _orig = {}
@@ -111,7 +100,85 @@ def tracing(on):
             setattr(mod, name, _rec(name, _orig[key], sizes))
         else:
             setattr(mod, name, _orig.pop(key))
-    noise.sha256 = _Sha if on else _sha_orig
+    session.HandshakeState = _TracedHandshake if on else _HS
+
+# The crypto of Noise's tokens (revision 34): what a handshake message costs whoever
+# computes it.  e: a key pair when writing, MixHash; s: EncryptAndHash or DecryptAndHash
+# of 32 bytes; ee/es/se/ss: an X25519 and MixKey (HKDF, 2 outputs); then the payload's
+# EncryptAndHash or DecryptAndHash; Split (HKDF of nothing) after the last message.
+# Before the first message, a MixHash per static key the pattern pre-shares.
+_TOKENS = {"XX": ("e", "e ee s es", "s se"), "XK": ("e es", "e ee", "s se"),
+           "KK": ("e es ss", "e ee se")}
+_PRE_SHARED = {"XX": 0, "XK": 1, "KK": 2}
+_HS = session.HandshakeState
+
+class _TracedHandshake:
+    def __init__(self, name, initiator, *a, **kw):
+        self.hs = _HS(name, initiator, *a, **kw)
+        pattern = name.split("_")[1]
+        self.tokens = _TOKENS[pattern]
+        self.keyed = False
+        if recording[0]:
+            for _ in range(_PRE_SHARED[pattern]):
+                trace.append(("sha256", (64,)))
+    def _noise(self, index, length, writing):
+        if not recording[0]:
+            return
+        self.keyed = _message_trace(self.tokens[index], length, writing, self.keyed)
+        if self.hs.complete:
+            trace.append(("hkdf", (0, 2)))
+    def write_message(self, payload=b""):
+        index = self.hs._index
+        m = self.hs.write_message(payload)
+        self._noise(index, len(m), True)
+        return m
+    def read_message(self, m):
+        index = self.hs._index
+        p = self.hs.read_message(m)
+        self._noise(index, len(m), False)
+        return p
+    @property
+    def _index(self):
+        return self.hs._index
+    @property
+    def message_count(self):
+        return self.hs.message_count
+    @property
+    def complete(self):
+        return self.hs.complete
+    @property
+    def rs(self):
+        return self.hs.rs
+    @property
+    def handshake_hash(self):
+        return self.hs.handshake_hash
+    def is_my_turn(self):
+        return self.hs.is_my_turn()
+    def split_keys(self):
+        return self.hs.split_keys()
+
+def _message_trace(tokens, length, writing, keyed):
+    aead = "seal_n" if writing else "open_n"
+    for t in tokens.split():
+        if t == "e":
+            if writing:
+                trace.append(("x25519_base", ()))
+            trace.append(("sha256", (64,)))
+            length -= 32
+        elif t == "s":
+            n = 48 if keyed else 32
+            if keyed:
+                trace.append((aead, (32 if writing else 48, 32)))
+            trace.append(("sha256", (32 + n,)))
+            length -= n
+        else:
+            trace.append(("x25519", ()))
+            trace.append(("hkdf", (32, 2)))
+            keyed = True
+    if keyed:  # the payload (length: its ciphertext and tag)
+        trace.append((aead, (length - 16 if writing else length, 32)))
+    trace.append(("sha256", (32 + length,)))
+    return keyed
 
 def _sha_digest(d):
     return _sha_orig(d).digest()
@@ -121,7 +188,7 @@ def floor(tr):
     k = bytes(range(32)); n12 = bytes(12)
     calls = []
     for name, sz in tr:
-        if name in ("x25519", "dh_n"):
+        if name == "x25519":
             calls.append((C.x25519, (k, PR)))
         elif name == "x25519_base":
             calls.append((C.x25519_base, (k,)))
@@ -174,7 +241,7 @@ def measure(name, setup, step, reps):
     gc.enable()
     states = None
     gc.collect()
-    dh = len([c for c in tr if c[0].startswith("x25519") or c[0] == "dh_n"])
+    dh = len([c for c in tr if c[0].startswith("x25519")])
     print(name, spent[0] * 1000 // reps, floor(tr), spent[1] // reps, len(tr), dh)
 
 def pair(mtu=255):

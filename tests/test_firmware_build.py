@@ -28,9 +28,10 @@ def test_size_report_covers_every_board():
     rows = _size_rows()
     assert set(rows) == {"UNIX", "QEMU_MPS2_AN385", "QEMU_VIRT_RV32"}
     for board, row in rows.items():
-        # X25519 + ChaCha20-Poly1305 + Ed25519 + SHA-512 + bindings: tens of KiB, the
-        # linker dropping what the module does not call (BLAKE2b, Argon2, Elligator).
-        assert 2_000 < row["module_text"] < 40_000, (board, row)
+        # X25519 + ChaCha20-Poly1305 + Ed25519 + SHA-512 + the Noise handshake +
+        # bindings: tens of KiB, the linker dropping what the module does not call
+        # (BLAKE2b, Argon2, Elligator).
+        assert 2_000 < row["module_text"] < 60_000, (board, row)
         # The frozen Python (asyncio and lib/sealink as bytecode) is counted too: the
         # baseline freezes the same, so the module's figure leaves it out.
         assert 20_000 < row["frozen"] < 120_000, (board, row)

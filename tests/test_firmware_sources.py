@@ -17,7 +17,8 @@ def test_make_and_cmake_list_the_same_sources():
     block = re.search(r"target_sources\([^)]*\)", cmake, re.S).group(0)
     cmake_sources = re.findall(r"(\S+\.c)", block)
     assert _basenames(mk_sources) == ["dice.c", "dice_unix.c", "ed25519.c", "hash_sha512_cp.c",
-                                      "modsealink_crypto.c", "monocypher.c", "sodium_utils.c"]
+                                      "modsealink_crypto.c", "monocypher.c", "noise.c",
+                                      "sodium_utils.c"]
     assert _basenames(mk_sources) == _basenames(cmake_sources)
 
 

@@ -3,9 +3,11 @@
 // No cryptographic math lives here: X25519, ChaCha20-Poly1305 (IETF, 96-bit nonce),
 // constant-time comparison and wiping are Monocypher's; SHA-512 is libsodium's, and
 // Ed25519 is Monocypher's EdDSA over it (ed25519.c); HMAC-SHA256 (dice.c) is RFC 2104
-// over the firmware's own SHA-256 (the one hashlib uses), and hkdf() the Noise HKDF on it.  This file only moves bytes in
-// and out, checks lengths exactly, and wipes every secret it copied.  The public face
-// is lib/sealink/crypto.py, which validates types and maps errors to Sealink's own.
+// over the firmware's own SHA-256 (the one hashlib uses), and hkdf() the Noise HKDF on
+// it (noise.c, which also holds the Noise handshake, the Handshake type).  This file
+// only moves bytes in and out, checks lengths exactly, and wipes every secret it
+// copied.  The public face is lib/sealink/crypto.py, which validates types and maps
+// errors to Sealink's own.
 
 #include <string.h>
 
@@ -73,6 +75,7 @@ static mp_obj_t sealink_crypto_x25519(mp_obj_t secret_in, mp_obj_t public_in) {
     const uint8_t *public = sealink_buffer(public_in, SEALINK_KEY_SIZE, "public");
     vstr_t shared;
     vstr_init_len(&shared, SEALINK_KEY_SIZE);
+    sealink_x25519_ops++;
     crypto_x25519((uint8_t *)shared.buf, secret, public);
     if (sealink_is_zero32((const uint8_t *)shared.buf)) {
         vstr_clear(&shared);
@@ -497,6 +500,13 @@ static mp_obj_t sealink_crypto_static_public(mp_obj_t secret_in) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_1(sealink_crypto_static_public_obj, sealink_crypto_static_public);
 
+// x25519_ops() -> the X25519 scalar multiplications this module computed since boot
+// (fixed-base ones included): a diagnostic count.
+static mp_obj_t sealink_crypto_x25519_ops(void) {
+    return mp_obj_new_int_from_uint(sealink_x25519_ops);
+}
+static MP_DEFINE_CONST_FUN_OBJ_0(sealink_crypto_x25519_ops_obj, sealink_crypto_x25519_ops);
+
 // dice() -> None when this boot measured nothing (no UDS), else
 // (state, static_key, evidence, register, [(name, digest), ...], device_id) with
 // state 2 (ready)
@@ -552,6 +562,7 @@ static const mp_rom_map_elem_t sealink_crypto_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_dice), MP_ROM_PTR(&sealink_crypto_dice_obj) },
     { MP_ROM_QSTR(MP_QSTR_static_public), MP_ROM_PTR(&sealink_crypto_static_public_obj) },
     { MP_ROM_QSTR(MP_QSTR_Handshake), MP_ROM_PTR(&sealink_handshake_type) },
+    { MP_ROM_QSTR(MP_QSTR_x25519_ops), MP_ROM_PTR(&sealink_crypto_x25519_ops_obj) },
 };
 static MP_DEFINE_CONST_DICT(sealink_crypto_module_globals, sealink_crypto_module_globals_table);
 

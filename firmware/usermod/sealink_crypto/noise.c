@@ -65,6 +65,8 @@ typedef struct {
 
 // --- shared with modsealink_crypto.c ----------------------------------------------------
 
+uint32_t sealink_x25519_ops;
+
 int sealink_is_zero32(const uint8_t buf[32]) {
     uint8_t acc = 0;
     for (size_t i = 0; i < 32; ++i) {
@@ -80,6 +82,7 @@ void sealink_x25519_base(uint8_t public[32], const uint8_t secret[32]) {
     uint8_t clamped[32];
     memcpy(clamped, secret, 32);
     clamped[0] &= 248;
+    sealink_x25519_ops++;
     crypto_x25519_dirty_fast(public, clamped);
     crypto_wipe(clamped, sizeof(clamped));
 }
@@ -277,6 +280,7 @@ static void sealink_dh_token(sealink_handshake_t *self, char token) {
         sealink_handshake_raise(self, "missing key for %s", name);
     }
     uint8_t shared[32];
+    sealink_x25519_ops++;
     crypto_x25519(shared, private, public);
     if (sealink_is_zero32(shared)) {
         crypto_wipe(shared, sizeof(shared));
