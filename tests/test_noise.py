@@ -415,6 +415,9 @@ i.write_message(b'')
 r.read_message(bytes(32))
 print('low-order', err(r.write_message, b''), '|', err(r.write_message, b''))
 print('no-s', err(HS, XX, True))
+i, r = fresh()
+i.__del__()  # the finaliser: what the collector runs on an abandoned handshake
+print('finalised', err(i.write_message, b''))
 print('no-rs', err(lambda: HS('Noise_KK_25519_ChaChaPoly_SHA256', True, s=bytes(32))))
 print('bad-rs', err(lambda: HS('Noise_KK_25519_ChaChaPoly_SHA256', True, s=bytes(32),
                             rs=bytes(31))))
@@ -452,6 +455,7 @@ def test_device_handshake_refuses_hostile_messages(c_device):
     assert cases["low-order"] == [
         "low-order HandshakeError: DH with the peer's key failed (low-order or malformed key)"
         " | HandshakeError: handshake already failed"]
+    assert cases["finalised"] == ["finalised HandshakeError: handshake already failed"]
     assert cases["no-s"] == ["no-s HandshakeError: pattern XX sends a static key: s is required"]
     assert cases["no-rs"] == ["no-rs HandshakeError: pattern KK needs the remote static key "
                               "before the handshake"]

@@ -160,7 +160,8 @@ def main() -> int:
         print(json.dumps(rows, indent=2))
         return 0
     print("flash of the _sealink_crypto C module (X25519, ChaCha20-Poly1305, Ed25519, SHA-512,"
-          " bindings; against the board built without it) and of the frozen Python, by package")
+          " the Noise handshake, bindings; against the board built without it) and of the"
+          " frozen Python, by package")
     print(f"{'board':<18}{'text':>10}{'baseline':>10}{'C module':>10}{'data':>7}{'bss':>7}"
           f"{'frozen':>9}{'sealink':>9}{'asyncio':>9}")
     for r in rows:

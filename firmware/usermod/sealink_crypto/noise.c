@@ -11,7 +11,9 @@
 // hash the firmware's SHA-256 (lib/crypto-algorithms, the one hashlib uses), HMAC
 // dice.c's (RFC 2104 over it).  Keys live in the object and are wiped as soon as the
 // handshake no longer needs them: s and e when it completes, everything when it fails,
-// the two transport keys once split_keys() has handed them out.
+// the two transport keys once split_keys() has handed them out, and whatever is left
+// when the collector frees a handshake that was abandoned (its finaliser, where the
+// port has them: unix and the QEMU boards).
 
 #include <stdarg.h>
 #include <string.h>
@@ -331,8 +333,9 @@ static mp_obj_t sealink_handshake_write_message(size_t n_args, const mp_obj_t *a
     sealink_handshake_t *self = MP_OBJ_TO_PTR(args[0]);
     const char *tokens = sealink_begin(self, true);
     mp_buffer_info_t payload = { .buf = (void *)"", .len = 0 };
-    if (n_args > 1) {
-        mp_get_buffer_raise(args[1], &payload, MP_BUFFER_READ);
+    if (n_args > 1 && (mp_obj_is_str(args[1])
+                       || !mp_get_buffer(args[1], &payload, MP_BUFFER_READ))) {
+        sealink_handshake_raise(NULL, "handshake payload must be bytes");  // (nothing done)
     }
     if (payload.len > MAX_MESSAGE_LEN) {
         sealink_handshake_raise(self, "handshake message over %d bytes", MAX_MESSAGE_LEN);
@@ -439,6 +442,15 @@ static mp_obj_t sealink_handshake_split_keys(mp_obj_t self_in) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_1(sealink_handshake_split_keys_obj, sealink_handshake_split_keys);
 
+// __del__: the collector frees the handshake (or the owner is done with it).
+static mp_obj_t sealink_handshake_del(mp_obj_t self_in) {
+    sealink_handshake_t *self = MP_OBJ_TO_PTR(self_in);
+    sealink_handshake_wipe(self);
+    self->failed = 1;
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(sealink_handshake_del_obj, sealink_handshake_del);
+
 static mp_obj_t sealink_handshake_is_my_turn(mp_obj_t self_in) {
     sealink_handshake_t *self = MP_OBJ_TO_PTR(self_in);
     return mp_obj_new_bool((self->index % 2 == 0) == self->initiator);
@@ -482,7 +494,7 @@ static mp_obj_t sealink_handshake_make_new(const mp_obj_type_t *type, size_t n_a
     mp_buffer_info_t prologue;
     mp_get_buffer_raise(a[ARG_prologue].u_obj, &prologue, MP_BUFFER_READ);
 
-    sealink_handshake_t *self = mp_obj_malloc(sealink_handshake_t, type);
+    sealink_handshake_t *self = mp_obj_malloc_with_finaliser(sealink_handshake_t, type);
     memset((uint8_t *)self + sizeof(mp_obj_base_t), 0,
         sizeof(sealink_handshake_t) - sizeof(mp_obj_base_t));
     self->pattern = pattern;
@@ -568,6 +580,7 @@ static const mp_rom_map_elem_t sealink_handshake_locals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_read_message), MP_ROM_PTR(&sealink_handshake_read_message_obj) },
     { MP_ROM_QSTR(MP_QSTR_split_keys), MP_ROM_PTR(&sealink_handshake_split_keys_obj) },
     { MP_ROM_QSTR(MP_QSTR_is_my_turn), MP_ROM_PTR(&sealink_handshake_is_my_turn_obj) },
+    { MP_ROM_QSTR(MP_QSTR___del__), MP_ROM_PTR(&sealink_handshake_del_obj) },
 };
 static MP_DEFINE_CONST_DICT(sealink_handshake_locals, sealink_handshake_locals_table);
 
