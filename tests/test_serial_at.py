@@ -15,6 +15,7 @@ from sealink.drivers.rak3172 import ModemError, Rak3172
 from sealink_gateway.authority import Authority
 from sealink_gateway.service import Gateway
 from sealink_gateway.store import Store
+from sealink_gateway.transport import TransportError
 from sealink_gateway.transport.serial_at import SerialAtTransport
 from sim.lora import Clock, LoRaAir, Params, Radio
 from sim.rak3172 import Rak3172Model
@@ -160,5 +161,40 @@ def test_driver_reports_module_errors_and_silence():
         assert e.value.status == "no answer" and radio.stats["timeouts"] == 3
         model.stop()
         radio.close()
+
+    run(scenario())
+
+
+def test_a_send_cut_short_by_stop_ends_as_stopped():
+    """The gateway stops while a downlink waits on a module that has gone silent: the
+    send ends as a TransportError("stopped"), which the gateway counts, not as an error
+    about a module that is already gone."""
+
+    async def scenario():
+        air = LoRaAir(Clock(SCALE), seed=3)
+        pty = Pty()
+        model = Rak3172Model(air, air.attach(Radio("gateway-module", (0, 0))), pty.reader,
+                             pty.writer)
+        model.start()
+        transport = SerialAtTransport(pty.path, "rak3172", sf=7)
+
+        async def handler(uplink):
+            pass
+
+        try:
+            await transport.start(handler)
+            transport.modem.timeout_ms = 200
+            model.silent = True
+            send = asyncio.ensure_future(transport.send(b"x" * 20, transport.address))
+            await asyncio.sleep(0.1)  # the send waits for the module's answer
+            assert not send.done()
+            await transport.stop()
+            with pytest.raises(TransportError) as e:
+                await send
+            assert e.value.reason == "stopped"
+        finally:
+            model.stop()
+            pty.close()
+            air.close()
 
     run(scenario())

@@ -93,17 +93,28 @@ class SerialAtTransport:
             self._drop("too_long")
             raise TransportError("too_long", f"{len(frame)} bytes > {self.max_frame}")
         async with self._send_lock:
+            modem = self.modem
+            if modem is None:
+                raise TransportError("stopped")
             try:
-                await self.modem.send(frame)
-            except ModemError as e:
+                await modem.send(frame)
+            except (ModemError, OSError) as e:
+                if self.modem is not modem:
+                    # stop() closed the module and its line while this send waited on
+                    # them: nothing to count or reset.
+                    raise TransportError("stopped", "the transport stopped during the send"
+                                         ) from None
+                if isinstance(e, OSError):  # the serial line itself (a USB adapter gone)
+                    self._drop("serial")
+                    raise TransportError("serial", str(e)) from None
                 self._drop("modem")
                 logger.warning("serial-at: %s: %s", self.device, e)
                 if e.status == "no answer":
-                    await self._reset()
+                    await self._reset(modem)
 
-    async def _reset(self) -> None:
+    async def _reset(self, modem: Rak3172) -> None:
         try:
-            await self.modem.start()
+            await modem.start()
         except ModemError as e:
             logger.error("serial-at: %s does not answer: %s", self.device, e)
 
