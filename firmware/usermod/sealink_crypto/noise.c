@@ -489,7 +489,7 @@ static mp_obj_t sealink_handshake_make_new(const mp_obj_type_t *type, size_t n_a
             sealink_handshake_raise(NULL, "unsupported handshake pattern '%.2s'", name + 6);
         }
     } else {
-        sealink_handshake_raise(NULL, "unsupported protocol '%s'", name);
+        sealink_handshake_raise(NULL, "unsupported protocol '%.*s'", (int)name_len, name);
     }
     mp_buffer_info_t prologue;
     mp_get_buffer_raise(a[ARG_prologue].u_obj, &prologue, MP_BUFFER_READ);
