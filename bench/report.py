@@ -197,7 +197,9 @@ def main() -> int:
           "## Against the floor\n",
           md_table(["line", "measured", "floor", "ratio", "target", "", "command"], rows),
           "\nDevice lines: instructions on QEMU with `-icount shift=0`; the floor is the "
-          "path's own crypto calls replayed into the C module.  Gateway lines: per CPU "
+          "path's own crypto calls replayed into the C module (for a handshake, which runs "
+          "inside the module, the calls Noise defines for each of its messages).  Gateway "
+          "lines: per CPU "
           "second of the gateway's processes; the floor is pyca's own rate in the same run."]
     sections = [("Device cost per path", "device_paths", device_paths_section),
                 ("Device heap", "heap", heap_section),
