@@ -92,12 +92,17 @@ static MP_DEFINE_CONST_FUN_OBJ_2(sealink_crypto_x25519_obj, sealink_crypto_x2551
 // to zero anyway (every scalar is a multiple of the cofactor 8), and with them zero the
 // point added is the identity: the result is the clean public key, for every secret
 // (docs/protocol.md: "Key generation").
-static mp_obj_t sealink_crypto_x25519_base(mp_obj_t secret_in) {
+static mp_obj_t sealink_public_key(mp_obj_t secret_in,
+    void (*derive)(uint8_t public[32], const uint8_t secret[32])) {
     const uint8_t *secret = sealink_buffer(secret_in, SEALINK_KEY_SIZE, "secret");
     vstr_t public;
     vstr_init_len(&public, SEALINK_KEY_SIZE);
-    sealink_x25519_base((uint8_t *)public.buf, secret);
+    derive((uint8_t *)public.buf, secret);
     return mp_obj_new_bytes_from_vstr(&public);
+}
+
+static mp_obj_t sealink_crypto_x25519_base(mp_obj_t secret_in) {
+    return sealink_public_key(secret_in, sealink_x25519_base);
 }
 static MP_DEFINE_CONST_FUN_OBJ_1(sealink_crypto_x25519_base_obj, sealink_crypto_x25519_base);
 
@@ -492,11 +497,7 @@ static MP_DEFINE_CONST_FUN_OBJ_3(sealink_crypto_hkdf_obj, sealink_crypto_hkdf);
 // static_public(secret) -> the public key of a static private key, remembered for the
 // last two keys asked for (noise.c); the Handshake type uses the same.
 static mp_obj_t sealink_crypto_static_public(mp_obj_t secret_in) {
-    const uint8_t *secret = sealink_buffer(secret_in, SEALINK_KEY_SIZE, "secret");
-    vstr_t public;
-    vstr_init_len(&public, SEALINK_KEY_SIZE);
-    sealink_static_public((uint8_t *)public.buf, secret);
-    return mp_obj_new_bytes_from_vstr(&public);
+    return sealink_public_key(secret_in, sealink_static_public);
 }
 static MP_DEFINE_CONST_FUN_OBJ_1(sealink_crypto_static_public_obj, sealink_crypto_static_public);
 

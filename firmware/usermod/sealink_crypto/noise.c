@@ -62,7 +62,7 @@ typedef struct {
     uint32_t n;         // the handshake CipherState's nonce (a handshake uses a few)
     uint8_t h[32], ck[32], k[32];
     uint8_t s[32], s_pub[32], e[32], e_pub[32], rs[32], re[32];
-    uint8_t k1[32], k2[32];  // Split(): initiator -> responder, responder -> initiator
+    uint8_t transport[2][32];  // Split(): initiator -> responder, responder -> initiator
 } sealink_handshake_t;
 
 // --- shared with modsealink_crypto.c ----------------------------------------------------
@@ -146,14 +146,19 @@ static mp_obj_t sealink_import_attr(const char *module, qstr name) {
     return mp_load_attr(mod, name);
 }
 
-static void sealink_handshake_wipe(sealink_handshake_t *self) {
+// The secrets the handshake itself works with: its chaining key, cipher key, s and e.
+static void sealink_handshake_wipe_own(sealink_handshake_t *self) {
     crypto_wipe(self->ck, 32);
     crypto_wipe(self->k, 32);
     crypto_wipe(self->s, 32);
     crypto_wipe(self->e, 32);
-    crypto_wipe(self->k1, 32);
-    crypto_wipe(self->k2, 32);
     self->has_k = self->has_s = self->has_e = 0;
+}
+
+// Everything: those, and the transport keys if not yet handed out.
+static void sealink_handshake_wipe(sealink_handshake_t *self) {
+    sealink_handshake_wipe_own(self);
+    crypto_wipe(self->transport, sizeof(self->transport));
 }
 
 // Raise sealink.errors.HandshakeError(message); with self, the handshake has failed for
@@ -310,16 +315,8 @@ static void sealink_finish(sealink_handshake_t *self) {
     if (++self->index < self->pattern->count) {
         return;
     }
-    uint8_t out[2][32];
-    sealink_noise_hkdf(out, 2, self->ck, (const uint8_t *)"", 0);  // Split()
-    memcpy(self->k1, out[0], 32);
-    memcpy(self->k2, out[1], 32);
-    crypto_wipe(out, sizeof(out));
-    crypto_wipe(self->ck, 32);
-    crypto_wipe(self->k, 32);
-    crypto_wipe(self->s, 32);
-    crypto_wipe(self->e, 32);
-    self->has_k = self->has_s = self->has_e = 0;
+    sealink_noise_hkdf(self->transport, 2, self->ck, (const uint8_t *)"", 0);  // Split()
+    sealink_handshake_wipe_own(self);
     self->complete = 1;
 }
 
@@ -434,9 +431,10 @@ static mp_obj_t sealink_handshake_split_keys(mp_obj_t self_in) {
     if (self->split) {
         sealink_handshake_raise(NULL, "handshake keys already split");
     }
-    mp_obj_t keys[2] = { mp_obj_new_bytes(self->k1, 32), mp_obj_new_bytes(self->k2, 32) };
-    crypto_wipe(self->k1, 32);
-    crypto_wipe(self->k2, 32);
+    mp_obj_t keys[2] = {
+        mp_obj_new_bytes(self->transport[0], 32), mp_obj_new_bytes(self->transport[1], 32),
+    };
+    crypto_wipe(self->transport, sizeof(self->transport));
     self->split = 1;
     return mp_obj_new_tuple(2, keys);
 }
