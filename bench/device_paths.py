@@ -137,25 +137,8 @@ class _TracedHandshake:
         p = self.hs.read_message(m)
         self._noise(index, len(m), False)
         return p
-    @property
-    def _index(self):
-        return self.hs._index
-    @property
-    def message_count(self):
-        return self.hs.message_count
-    @property
-    def complete(self):
-        return self.hs.complete
-    @property
-    def rs(self):
-        return self.hs.rs
-    @property
-    def handshake_hash(self):
-        return self.hs.handshake_hash
-    def is_my_turn(self):
-        return self.hs.is_my_turn()
-    def split_keys(self):
-        return self.hs.split_keys()
+    def __getattr__(self, name):  # the rest as the handshake has it
+        return getattr(self.hs, name)
 
 def _message_trace(tokens, length, writing, keyed):
     aead = "seal_n" if writing else "open_n"
