@@ -322,3 +322,77 @@ def test_class_a_device_hears_only_in_its_receive_windows():
     assert _run(case(1.5, Params(sf=7, **inverted))) == []  # between the windows
     assert _run(case(2.0, Params(sf=7, **inverted))) == []  # RX2's time, RX1's channel
     assert _run(case(1.0, Params(sf=7))) == []  # RX1, normal IQ: another device's uplink
+
+
+def _silenced_during_send(tx_timeout_ms=None):
+    """A send whose module stops answering (browned out, its UART gone) once it has
+    taken AT+PSEND: the driver's send task, the driver and the module model."""
+    from sealink.drivers.rak3172 import Rak3172
+    from sim.rak3172 import Rak3172Model
+    from sim.uart import pipe
+
+    async def start():
+        air = LoRaAir(Clock())
+        device_side, module_side = pipe()
+        model = Rak3172Model(air, air.attach(Radio("module", (500, 0))), *module_side)
+        model.start()
+        radio = Rak3172(*device_side, sf=12, tx_timeout_ms=tx_timeout_ms)
+        await radio.start()
+        send = asyncio.ensure_future(radio.send(b"a" * 50))
+        for _ in range(1000):  # until the module has taken the frame (bounded)
+            if any(c.startswith("AT+PSEND") and s == "OK" for c, s in model.history):
+                break
+            await asyncio.sleep(0.01)
+        model.silent = True
+        for t in model._tx_tasks:  # nor will it report the frame sent
+            t.cancel()
+        return send, radio, model
+
+    return start
+
+
+def test_a_cancelled_send_ends_cancelled_when_the_module_stops_answering():
+    """Cancelling a send (a timeout around it, the device stopping) ends it as
+    cancelled.  The driver still tries to put the module back to listening; when the
+    module does not answer, that failure is counted, and it must not replace the
+    cancellation (a task that is cancelled and ends with ModemError breaks every
+    shutdown that waits for it)."""
+
+    async def scenario():
+        send, radio, model = await _silenced_during_send()()
+        send.cancel()
+        outcome = None
+        try:
+            await asyncio.wait_for(send, 60)
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+        except Exception as e:  # noqa: BLE001 (the outcome under test)
+            outcome = repr(e)
+        radio.close()
+        model.stop()
+        return outcome, send.cancelled(), dict(radio.stats)
+
+    outcome, cancelled, stats = _run(scenario())
+    assert outcome == "cancelled" and cancelled
+    assert stats["restore_failed"] == 1 and stats["tx"] == 0
+
+
+def test_a_failed_send_reports_its_own_error_not_the_restores():
+    """A frame the module never reports sent fails with that error (AT+PSEND: no
+    TXP2P DONE), even when putting the module back to listening fails as well."""
+    from sealink.drivers.rak3172 import ModemError
+
+    async def scenario():
+        send, radio, model = await _silenced_during_send(tx_timeout_ms=5000)()
+        try:
+            await asyncio.wait_for(send, 120)
+            error = None
+        except ModemError as e:
+            error = e
+        radio.close()
+        model.stop()
+        return error, dict(radio.stats)
+
+    error, stats = _run(scenario())
+    assert error is not None and (error.command, error.status) == ("AT+PSEND", "no TXP2P DONE")
+    assert stats["restore_failed"] == 1

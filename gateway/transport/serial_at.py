@@ -77,11 +77,13 @@ class SerialAtTransport:
     @property
     def drops(self) -> dict[str, int]:
         """What was refused: garbage on the serial line, malformed module events,
-        module errors and timeouts (the driver's counters), frames too long to send."""
+        module errors and timeouts, a module not put back to listening after a failed
+        send (the driver's counters), frames too long to send."""
         out = dict(self._drops)
         if self.modem is not None:
             s = self.modem.stats
-            for reason in ("garbage", "rx_bad", "rx_overflow", "errors", "timeouts"):
+            for reason in ("garbage", "rx_bad", "rx_overflow", "errors", "timeouts",
+                           "restore_failed"):
                 if s[reason]:
                     out[reason] = s[reason]
         return out

@@ -88,7 +88,7 @@ class Rak3172:
         self._task = None
         self._waiting = False
         self.stats = {"garbage": 0, "errors": 0, "timeouts": 0, "rx": 0, "tx": 0,
-                      "rx_bad": 0, "rx_overflow": 0, "foreign": 0}
+                      "rx_bad": 0, "rx_overflow": 0, "foreign": 0, "restore_failed": 0}
         self.airtime_us = 0
 
     # --- the line reader ----------------------------------------------------------------
@@ -216,6 +216,12 @@ class Rak3172:
         await self.command("AT+P2P=%d:%d:%d:%d:%d:%d" % (freq, sf, self.bw, self.cr,
                                                          self.preamble, self.txp))
 
+    async def _listen(self):
+        # After a transmission: the polarity this end hears, on its listening channel.
+        await self.command("AT+IQINVER=%d" % self._rx_iq)
+        if self.rx:
+            await self._tune(self.rx)
+
     def time_on_air_us(self, length):
         # (A frame on the air is the Sealink frame and its MHDR.)
         return time_on_air_us(length + 1, self.sf, self.bw * 1000, self.cr + 1, self.preamble)
@@ -239,10 +245,15 @@ class Rak3172:
                 except asyncio.TimeoutError:
                     self.stats["timeouts"] += 1
                     raise ModemError("AT+PSEND", "no TXP2P DONE") from None
-            finally:
-                await self.command("AT+IQINVER=%d" % self._rx_iq)
-                if self.rx:
-                    await self._tune(self.rx)
+            except BaseException:  # an error, or a cancellation (BaseException)
+                # Back to listening, as after a frame sent; but what ends this send is
+                # the error or cancellation in flight, never this step's own failure.
+                try:
+                    await self._listen()
+                except ModemError:
+                    self.stats["restore_failed"] += 1
+                raise
+            await self._listen()
             self.stats["tx"] += 1
             self.airtime_us += toa
             if self.rx_hold_ms:
