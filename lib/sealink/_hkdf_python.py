@@ -35,9 +35,25 @@ def python_hmac_sha256(key, data):
     return outer.digest()
 
 
+try:  # CPython: pyca's HKDF, one call for the three HMACs (RFC 5869, below)
+    from cryptography.hazmat.primitives.hashes import SHA256 as _SHA256
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF as _HKDF
+
+    _SHA256 = _SHA256()
+except ImportError:  # MicroPython, or CPython without pyca
+    _HKDF = None
+
+
 def hkdf(chaining_key, input_key_material, num_outputs, mac=None):
     """Noise HKDF: 2 or 3 outputs of 32 bytes, over `mac` (default hmac_sha256; the
-    tests pass python_hmac_sha256 to check the pure-Python one where OpenSSL's is)."""
+    tests pass python_hmac_sha256 to check the pure-Python one where OpenSSL's is).
+
+    Noise's HKDF is RFC 5869's with the chaining key as salt and no info: temp_key is
+    the PRK, output i is T(i).  Where pyca is installed it computes them in one call."""
+    if mac is None and _HKDF is not None:
+        out = _HKDF(_SHA256, 32 * num_outputs, chaining_key, None).derive(
+            bytes(input_key_material))
+        return (out[:32], out[32:64]) if num_outputs == 2 else (out[:32], out[32:64], out[64:])
     mac = mac or hmac_sha256
     temp_key = mac(chaining_key, input_key_material)
     output1 = mac(temp_key, b"\x01")
