@@ -9,9 +9,9 @@ ELF with pyelftools.
 The frozen Python (bytecode, constants and qstrs in frozen_content.o) is split by
 package: every symbol of frozen_content.o names the module it belongs to, each string
 constant is counted to the module whose constant table holds it, and each qstr (its
-text, length and hash: len + 4 bytes) to the package whose modules use it; a qstr both
-packages use is "shared".  `--modules` lists lib/sealink module by module.  `--json`
-prints the same as JSON.
+text and NUL, its pool pointer, its length and hash as the board configures them) to
+the package whose modules use it; a qstr both packages use is "shared".  `--modules`
+lists lib/sealink module by module.  `--json` prints the same as JSON.
 """
 
 from __future__ import annotations
@@ -66,6 +66,15 @@ def _c_string_length(literal: str) -> int:
     return len(re.sub(r"\\(x[0-9a-fA-F]{1,2}|[0-7]{1,3}|.)", "_", literal)) + 1
 
 
+def qstr_entry_bytes(build: Path, board: str) -> int:
+    """Bytes of a qstr's length and hash in the pool (MICROPY_QSTR_BYTES_IN_LEN and
+    _IN_HASH, as the build's qstr generator saw them)."""
+    header = build / board / "genhdr" / "qstrdefs.preprocessed.h"
+    text = header.read_text(errors="replace") if header.exists() else ""
+    config = dict(re.findall(r"QCFG\(BYTES_IN_(LEN|HASH), \((\d+)\)\)", text))
+    return int(config.get("LEN", 1)) + int(config.get("HASH", 2))
+
+
 def frozen_breakdown(build: Path, board: str) -> dict[str, int]:
     """Flash of the frozen Python by module ("sealink/session.py": bytes, ...), plus
     "qstr:<package>" for the qstrs only that package uses and "qstr:shared".  What is
@@ -103,6 +112,7 @@ def frozen_breakdown(build: Path, board: str) -> dict[str, int]:
     qnames = re.findall(r"^\s*(MP_QSTR_\w+)", enum, re.M)
     pool = c[c.index("mp_qstr_frozen_const_pool = {"):]
     texts = re.findall(r'^\s*"((?:[^"\\\\]|\\\\.)*)",$', pool[:pool.index("};")], re.M)
+    entry = qstr_entry_bytes(build, board)
     users: dict[str, set] = collections.defaultdict(set)
     for m, body in re.findall(r"const_qstr_table_data_(\w+)\[\d+\] = \{(.*?)\};", c, re.S):
         for q in re.findall(r"MP_QSTR_\w+", body):
@@ -110,8 +120,8 @@ def frozen_breakdown(build: Path, board: str) -> dict[str, int]:
     for q, text in zip(qnames, texts, strict=False):
         package = users.get(q, set())
         key = "qstr:" + (package.pop() if len(package) == 1 else "shared")
-        # text and NUL, the pool's pointer to it, a length byte, a 2-byte hash
-        sizes[key] += _c_string_length(text) + pointer + 3
+        # text and NUL, the pool's pointer to it, its length and hash
+        sizes[key] += _c_string_length(text) + pointer + entry
     sizes["other"] = max(0, frozen_size(build, board) - sum(sizes.values()))
     out = {}
     for key, n in sizes.items():

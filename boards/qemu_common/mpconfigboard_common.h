@@ -20,6 +20,12 @@
 #define MICROPY_EMIT_MACHINE_CODE_ALLOWED (0)
 #define MICROPY_PY_MACHINE_MEMX (0)
 
+// One byte of hash per qstr instead of the EXTRA_FEATURES level's two (MicroPython's
+// own setting at CORE_FEATURES, the level of a small microcontroller): a qstr costs a
+// byte less flash, its text, length and pool entry are unchanged.  Hashes serve only
+// to place names in RAM dictionaries, whose few dozen entries 256 values spread well.
+#define MICROPY_QSTR_BYTES_IN_HASH (1)
+
 // Interrupt-driven stdin, the early-init hook and sleeping while idle.
 #define MICROPY_HW_BOARD_STDIO_RX (1)
 #define MICROPY_BOARD_EARLY_INIT() board_early_init()
