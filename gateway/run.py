@@ -15,6 +15,7 @@ from pathlib import Path
 from sealink import crypto
 from sealink_gateway.authority import Authority
 from sealink_gateway.config import Config
+from sealink_gateway.heap import HeapKeeper
 from sealink_gateway.keyfile import KeyFileError, require_private, write_private
 from sealink_gateway.service import Gateway, HandshakeLimiter
 from sealink_gateway.store import Store
@@ -193,6 +194,8 @@ async def serve(cfg: Config, ready: asyncio.Event | None = None,
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: reload_keys(cfg, gateway, passphrase))
     await gateway.start()
+    heap = HeapKeeper()
+    keeper = asyncio.create_task(heap.run())  # the collector off long-lived sessions
     bridge = None
     if cfg.mqtt_host and shard[0] == 0:
         from sealink_gateway.mqtt import MqttBridge
@@ -217,6 +220,8 @@ async def serve(cfg: Config, ready: asyncio.Event | None = None,
     if ready is not None:
         ready.set()
     await stop.wait()
+    keeper.cancel()
+    heap.release()
     logger.info("stopping: draining transports and queues")
     await gateway.stop()
     if reporter is not None:

@@ -74,7 +74,6 @@ def test_cpython_hkdf_is_noises_hkdf():
     import random
 
     from reference import noise_hkdf
-
     from sealink import _hkdf_python, hkdf
 
     assert _hkdf_python._HKDF is not None and hkdf.hkdf is _hkdf_python.hkdf
