@@ -144,6 +144,7 @@ demo: UNIX QEMU_MPS2_AN385 QEMU_VIRT_RV32
 BENCH_DIR = $(BUILD_ROOT)/bench
 bench: firmware
 	@mkdir -p $(BENCH_DIR)
+	@git rev-parse --short HEAD > $(BENCH_DIR)/commit 2>/dev/null || rm -f $(BENCH_DIR)/commit
 	set -o pipefail; $(VPY) bench/device_paths.py --json $(BENCH_DIR)/device_paths.json | tee $(BENCH_DIR)/device_paths.txt
 	set -o pipefail; $(VPY) bench/device_heap.py --json $(BENCH_DIR)/heap.json | tee $(BENCH_DIR)/heap.txt
 	set -o pipefail; $(VPY) bench/gateway_scale.py --json $(BENCH_DIR)/gateway.json | tee $(BENCH_DIR)/gateway.txt

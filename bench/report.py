@@ -189,8 +189,12 @@ def main() -> int:
     parser.add_argument("--dir", type=Path, default=ROOT / "build" / "bench")
     args = parser.parse_args()
     data = {name: load(args.dir, name) for name in ("device_paths", "heap", "gateway", "sizes")}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True).stdout.strip() or "unknown"
+    # The commit the benches ran (`make bench` writes it before the first); HEAD when
+    # run alone.  A commit landing during a long run must not be named for it.
+    started = args.dir / "commit"
+    commit = started.read_text().strip() if started.exists() else ""
+    commit = commit or subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                      capture_output=True, text=True).stdout.strip() or "unknown"
     rows, records = summary(data)
     md = [f"# Sealink benchmarks\n\nCommit {commit}, "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, written by `make bench`.\n",
