@@ -189,8 +189,9 @@ def main() -> int:
     parser.add_argument("--dir", type=Path, default=ROOT / "build" / "bench")
     args = parser.parse_args()
     data = {name: load(args.dir, name) for name in ("device_paths", "heap", "gateway", "sizes")}
-    # The commit the benches ran (`make bench` writes it before the first); HEAD when
-    # run alone.  A commit landing during a long run must not be named for it.
+    # The commit the benches in --dir ran (`make bench` writes it before the first);
+    # HEAD where no `make bench` wrote one.  A commit landing during a long run must not
+    # be named for it.
     started = args.dir / "commit"
     commit = started.read_text().strip() if started.exists() else ""
     commit = commit or subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,

@@ -36,10 +36,10 @@ def python_hmac_sha256(key, data):
 
 
 try:  # CPython: pyca's HKDF, one call for the three HMACs (RFC 5869, below)
-    from cryptography.hazmat.primitives.hashes import SHA256 as _SHA256
+    from cryptography.hazmat.primitives.hashes import SHA256
     from cryptography.hazmat.primitives.kdf.hkdf import HKDF as _HKDF
 
-    _SHA256 = _SHA256()
+    _SHA256 = SHA256()  # (stateless: one serves every call)
 except ImportError:  # MicroPython, or CPython without pyca
     _HKDF = None
 
